@@ -1,0 +1,283 @@
+//! FLAG.* commands: write definitions through the store, evaluate from its
+//! current view.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::{parse, Action, CommandError, Ctx, PendingWrite};
+use crate::flag::key::key_problem;
+use crate::flag::{evaluate, parse_flag, Context, Reason};
+use crate::protocol::Reply;
+use crate::store::{OpOutcome, OpResult, WriteOp, WriteRequest};
+
+/// Server time in Unix ms, the `$now` attribute.
+pub fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(0.0)
+}
+
+/// A key argument for a write: UTF-8 with the key syntax.
+pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
+    if let Some(why) = key_problem(arg) {
+        return Err(CommandError::err(format!("invalid key '{}': {why}", String::from_utf8_lossy(arg))));
+    }
+    Ok(String::from_utf8_lossy(arg).into_owned())
+}
+
+/// A key argument for a read; `None` when it cannot name a stored key.
+pub fn read_key(arg: &[u8]) -> Option<&str> {
+    std::str::from_utf8(arg).ok()
+}
+
+/// An optional `REASON text` value.
+pub fn reason(arg: Option<&Bytes>) -> Option<String> {
+    arg.map(|r| String::from_utf8_lossy(r).into_owned())
+}
+
+/// Renders a write outcome that is a version.
+pub fn render_version(r: OpResult) -> Reply {
+    match r {
+        Ok(OpOutcome::Version(v)) => Reply::Integer(v as i64),
+        Ok(OpOutcome::Deleted(d)) => Reply::Integer(i64::from(d)),
+        Err(e) => e.into(),
+    }
+}
+
+/// Renders a delete outcome as 1 or 0.
+pub fn render_deleted(r: OpResult) -> Reply {
+    render_version(r)
+}
+
+/// A single-operation write by the session's user.
+pub fn write(ctx: &Ctx<'_>, op: WriteOp, render: fn(OpResult) -> Reply) -> Action {
+    Action::Write(PendingWrite {
+        request: WriteRequest::single(&ctx.session.user, op),
+        render,
+    })
+}
+
+/// `FLAG.SET key json [IFVERSION n] [REASON text]`: the flag's new version.
+pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = write_key(&args[1])?;
+    let [if_version, reason_arg] = parse::options(&args[3..], ["IFVERSION", "REASON"])?;
+    let if_version = if_version.map(|v| parse::uint(v)).transpose()?;
+    // Refuse what is wrong on its own before it reaches the log; the checks
+    // that involve other keys run again at apply.
+    parse_flag(&key, &args[2]).map_err(|e| CommandError::Invalid(e.to_string()))?;
+    let op = WriteOp::SetFlag {
+        key,
+        definition: String::from_utf8_lossy(&args[2]).into_owned(),
+        if_version,
+        reason: reason(reason_arg),
+    };
+    Ok(write(ctx, op, render_version))
+}
+
+/// `FLAG.GET key`: the definition with its read-only fields, or nil.
+pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let view = ctx.state.store.view();
+    Ok(match read_key(&args[1]).and_then(|k| view.flags.get(k)) {
+        Some(e) => Reply::Bulk(e.rendered.clone()),
+        None => Reply::Nil,
+    }
+    .into())
+}
+
+/// `FLAG.DEL key [REASON text]`: 1 if deleted, 0 if absent.
+pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = write_key(&args[1])?;
+    let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
+    Ok(write(ctx, WriteOp::DeleteFlag { key, reason: reason(reason_arg) }, render_deleted))
+}
+
+/// `FLAG.TOGGLE key ON|OFF [REASON text]`: the new version.
+pub fn toggle(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = write_key(&args[1])?;
+    let on = if parse::is(&args[2], "ON") {
+        true
+    } else if parse::is(&args[2], "OFF") {
+        false
+    } else {
+        return Err(CommandError::err("FLAG.TOGGLE state must be ON or OFF"));
+    };
+    let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
+    Ok(write(ctx, WriteOp::ToggleFlag { key, on, reason: reason(reason_arg) }, render_version))
+}
+
+/// Parses an optional `MATCH pattern` (the only option of LIST-style commands).
+pub fn match_option(args: &[Bytes]) -> Result<Option<&Bytes>, CommandError> {
+    let [pattern] = parse::options(args, ["MATCH"])?;
+    Ok(pattern)
+}
+
+/// `FLAG.LIST [MATCH pattern]`: flag keys, sorted.
+pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let pattern = match_option(&args[1..])?;
+    let view = ctx.state.store.view();
+    let mut keys: Vec<&str> = view
+        .flags
+        .keys()
+        .map(|k| &**k)
+        .filter(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+        .collect();
+    keys.sort_unstable();
+    Ok(Reply::Array(keys.into_iter().map(Reply::bulk).collect()).into())
+}
+
+/// `FLAG.SCAN cursor [MATCH pattern] [COUNT n]`: `[next-cursor, [keys]]`.
+/// Cursors are positions in a stable hash order, so a key present for the
+/// whole scan is returned, as Redis's SCAN promises.
+pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let cursor = parse::uint(&args[1]).map_err(|_| CommandError::err("invalid cursor"))?;
+    let [pattern, count] = parse::options(&args[2..], ["MATCH", "COUNT"])?;
+    let count = match count {
+        Some(c) => match parse::int(c)? {
+            n if n >= 1 => n as usize,
+            _ => return Err(CommandError::Syntax),
+        },
+        None => 10,
+    };
+    let view = ctx.state.store.view();
+    let start: (u64, std::sync::Arc<str>) = (cursor, "".into());
+    let mut keys = Vec::new();
+    let mut next = 0;
+    let mut visited = 0;
+    let mut last_hash = None;
+    for (hash, key) in view.scan_order.range(start..) {
+        // Keys sharing a hash are returned together so a cursor never splits them.
+        if visited >= count && last_hash != Some(*hash) {
+            next = *hash;
+            break;
+        }
+        visited += 1;
+        last_hash = Some(*hash);
+        if pattern.is_none_or(|p| crate::glob::matches(p, key.as_bytes(), false)) {
+            keys.push(Reply::bulk(&**key));
+        }
+    }
+    Ok(Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)]).into())
+}
+
+fn context_arg(arg: Option<&Bytes>) -> Result<Context<'_>, CommandError> {
+    match arg {
+        None => Ok(Context::empty()),
+        Some(json) => Context::parse(json).map_err(|e| CommandError::err(e.to_string())),
+    }
+}
+
+/// `FLAG.EVAL key [context-json]`: the value as JSON text, or nil if the flag
+/// is missing (the caller's default applies).
+pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    if args.len() > 3 {
+        return Err(CommandError::WrongArity("flag.eval".into()));
+    }
+    let view = ctx.state.store.view();
+    let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
+        return Ok(Reply::Nil.into());
+    };
+    let context = context_arg(args.get(2))?;
+    let e = evaluate(&entry.compiled, &context, &**view, now_ms());
+    crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
+}
+
+/// `FLAG.DETAIL key [context-json]`: value, variation, reason, rule_id,
+/// rule_index, prerequisite, error, version, revision, stale.
+pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    if args.len() > 3 {
+        return Err(CommandError::WrongArity("flag.detail".into()));
+    }
+    let view = ctx.state.store.view();
+    let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
+    let int_or_nil = |n: Option<u64>| n.map_or(Reply::Nil, |n| Reply::Integer(n as i64));
+    let error_map = |error: &'static str, version: Option<u64>| {
+        Reply::Map(vec![
+            field("value", Reply::Nil),
+            field("variation", Reply::Nil),
+            field("reason", Reply::bulk_static("ERROR")),
+            field("rule_id", Reply::Nil),
+            field("rule_index", Reply::Nil),
+            field("prerequisite", Reply::Nil),
+            field("error", Reply::bulk_static(error)),
+            field("version", int_or_nil(version)),
+            field("revision", Reply::Integer(view.revision as i64)),
+            field("stale", Reply::Bool(false)),
+        ])
+    };
+    let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
+        return Ok(error_map("FLAG_NOT_FOUND", None).into());
+    };
+    let Ok(context) = context_arg(args.get(2)) else {
+        return Ok(error_map("MALFORMED_CONTEXT", Some(entry.version)).into());
+    };
+    let e = evaluate(&entry.compiled, &context, &**view, now_ms());
+    crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    let variation = &entry.compiled.variations[e.variation];
+    let (rule_id, rule_index, prerequisite) = match &e.reason {
+        Reason::RuleMatch { index, id } => (
+            id.as_ref().map_or(Reply::Nil, |id| Reply::bulk(&**id)),
+            Reply::Integer(*index as i64),
+            Reply::Nil,
+        ),
+        Reason::PrerequisiteFailed(p) => (Reply::Nil, Reply::Nil, Reply::bulk(&**p)),
+        _ => (Reply::Nil, Reply::Nil, Reply::Nil),
+    };
+    Ok(Reply::Map(vec![
+        field("value", Reply::Bulk(variation.json.clone())),
+        field("variation", Reply::bulk(&*variation.name)),
+        field("reason", Reply::bulk_static(e.reason.name())),
+        field("rule_id", rule_id),
+        field("rule_index", rule_index),
+        field("prerequisite", prerequisite),
+        field("error", Reply::Nil),
+        field("version", Reply::Integer(entry.version as i64)),
+        field("revision", Reply::Integer(view.revision as i64)),
+        field("stale", Reply::Bool(false)),
+    ])
+    .into())
+}
+
+/// `FLAG.MEVAL context-json key [key ...]`: one value per key, nil for missing flags.
+pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let context = context_arg(Some(&args[1]))?;
+    let view = ctx.state.store.view();
+    let now = now_ms();
+    let values = args[2..]
+        .iter()
+        .map(|k| match read_key(k).and_then(|k| view.flags.get(k)) {
+            Some(entry) => {
+                let e = evaluate(&entry.compiled, &context, &**view, now);
+                Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
+            }
+            None => Reply::Nil,
+        })
+        .collect();
+    crate::metrics::add(&ctx.state.stats.evaluations, (args.len() - 2) as u64);
+    Ok(Reply::Array(values).into())
+}
+
+/// `FLAG.EVALALL context-json [MATCH pattern]`: map of key → value, sorted by key.
+pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let context = context_arg(Some(&args[1]))?;
+    let pattern = match_option(&args[2..])?;
+    let view = ctx.state.store.view();
+    let now = now_ms();
+    let mut entries: Vec<_> = view
+        .flags
+        .iter()
+        .filter(|(k, _)| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    crate::metrics::add(&ctx.state.stats.evaluations, entries.len() as u64);
+    let pairs = entries
+        .into_iter()
+        .map(|(k, entry)| {
+            let e = evaluate(&entry.compiled, &context, &**view, now);
+            (Reply::bulk(&**k), Reply::Bulk(entry.compiled.variations[e.variation].json.clone()))
+        })
+        .collect();
+    Ok(Reply::Map(pairs).into())
+}

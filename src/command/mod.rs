@@ -1,0 +1,184 @@
+//! Commands: one module per family, one table that maps names to handlers and
+//! feeds `COMMAND`, and one dispatcher that applies auth, loading, arity and
+//! `MULTI` rules before calling a handler.
+
+pub mod clients;
+pub mod connection;
+mod error;
+pub mod flag;
+mod parse;
+pub mod segment;
+pub mod server;
+pub mod session;
+pub mod spec;
+mod state;
+pub mod table;
+pub mod transaction;
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use bytes::{Bytes, BytesMut};
+
+pub use error::CommandError;
+pub use session::Session;
+pub use spec::CommandSpec;
+pub use state::ServerState;
+
+use crate::protocol::Reply;
+use crate::store::{OpResult, WriteRequest};
+
+/// What a connection does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep serving.
+    Continue,
+    /// Close this connection after flushing replies.
+    Close,
+}
+
+/// Everything a handler may look at or change.
+pub struct Ctx<'a> {
+    /// The calling connection's session.
+    pub session: &'a mut Session,
+    /// Server-wide state.
+    pub state: &'a ServerState,
+}
+
+/// What a handler asks the dispatcher to do.
+pub enum Action {
+    /// Answer with this reply.
+    Reply(Reply),
+    /// Commit this write, then answer with `render` of its outcome.
+    Write(PendingWrite),
+    /// Answer, then close the connection (`QUIT`).
+    Close(Reply),
+    /// Start a graceful shutdown; the connection closes without a reply.
+    Shutdown,
+}
+
+impl From<Reply> for Action {
+    fn from(r: Reply) -> Self {
+        Action::Reply(r)
+    }
+}
+
+/// A write and how to render each of its operations' outcomes.
+pub struct PendingWrite {
+    /// The request for the store.
+    pub request: WriteRequest,
+    /// Turns the outcome of the request's single operation into the reply.
+    pub render: fn(OpResult) -> Reply,
+}
+
+static TABLE_INDEX: LazyLock<HashMap<&'static str, &'static CommandSpec>> =
+    LazyLock::new(|| table::COMMANDS.iter().map(|c| (c.name, c)).collect());
+
+/// Finds a command by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(lower).ok()?;
+    TABLE_INDEX.get(lower).copied()
+}
+
+/// Finds a subcommand of `parent` by name, case-insensitively.
+pub fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+    parent.subcommands.iter().find(|s| {
+        let short = s.name.rsplit('|').next().unwrap_or(s.name);
+        short.as_bytes().eq_ignore_ascii_case(sub)
+    })
+}
+
+/// Runs one request and appends its reply (if any) to `out`.
+pub async fn execute(
+    session: &mut Session,
+    state: &ServerState,
+    args: &[Bytes],
+    out: &mut BytesMut,
+) -> Flow {
+    crate::metrics::add(&state.stats.commands_processed, 1);
+    let (reply, flow) = run(session, state, args).await;
+    if let Some(reply) = reply {
+        // Encoded after running, so `HELLO 3` answers in the protocol it chose.
+        reply.encode(session.proto, out);
+    }
+    flow
+}
+
+async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Option<Reply>, Flow) {
+    let spec = match check(session, state, args) {
+        Ok(spec) => spec,
+        Err(e) => {
+            if let Some(multi) = session.multi.as_mut() {
+                multi.aborted = true;
+            }
+            return (Some(e.into()), Flow::Continue);
+        }
+    };
+    if let Some(multi) = session.multi.as_mut() {
+        if !transaction::runs_inside_multi(spec) {
+            multi.queued.push(args.to_vec());
+            return (Some(Reply::Simple("QUEUED".into())), Flow::Continue);
+        }
+    }
+    if spec.name == "exec" {
+        return (Some(transaction::exec(session, state).await), Flow::Continue);
+    }
+    let action = (spec.handler)(&mut Ctx { session, state }, args);
+    match action {
+        Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
+        Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
+        Ok(Action::Close(r)) => (Some(r), Flow::Close),
+        Ok(Action::Shutdown) => {
+            tracing::info!("SHUTDOWN requested by client {}", session.client.id);
+            state.shutdown.cancel();
+            (None, Flow::Close)
+        }
+        Err(e) => (Some(e.into()), Flow::Continue),
+    }
+}
+
+/// Commits a single-operation write and renders its reply.
+async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
+    match state.store.write(w.request).await {
+        Ok(mut results) if results.len() == 1 => (w.render)(results.remove(0)),
+        Ok(_) => Reply::error("ERR internal error: write returned no outcome"),
+        Err(e) => e.into(),
+    }
+}
+
+/// The checks every command passes before it runs or is queued.
+fn check(session: &Session, state: &ServerState, args: &[Bytes]) -> Result<&'static CommandSpec, CommandError> {
+    let Some(spec) = lookup(&args[0]) else {
+        return Err(CommandError::unknown_command(args));
+    };
+    if state.is_loading() {
+        return Err(CommandError::Loading);
+    }
+    if !session.authenticated && !spec.has_flag("no-auth") {
+        return Err(CommandError::NoAuth);
+    }
+    if !spec.arity_ok(args.len()) {
+        return Err(CommandError::WrongArity(spec.name.to_string()));
+    }
+    Ok(spec)
+}
+
+/// Runs a container command's subcommand (`CLIENT ID`), with its own arity check.
+pub fn dispatch_sub(ctx: &mut Ctx<'_>, parent: &'static CommandSpec, args: &[Bytes]) -> Result<Action, CommandError> {
+    let container = parent.name.to_ascii_uppercase();
+    let Some(sub) = lookup_sub(parent, &args[1]) else {
+        return Err(CommandError::UnknownSubcommand {
+            container,
+            sub: String::from_utf8_lossy(&args[1]).into_owned(),
+        });
+    };
+    if !sub.arity_ok(args.len()) {
+        return Err(CommandError::WrongArity(sub.name.to_string()));
+    }
+    (sub.handler)(ctx, args)
+}

@@ -1,0 +1,301 @@
+//! Server commands: COMMAND, INFO, TIME, CONFIG GET, DBSIZE, SHUTDOWN.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::connection::{help_reply, REDIS_COMPAT_VERSION};
+use super::spec::Arg;
+use super::{dispatch_sub, lookup, parse, table, Action, CommandError, CommandSpec, Ctx};
+use crate::metrics;
+use crate::protocol::Reply;
+
+/// `COMMAND`: info on every command.
+pub fn command(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    if args.len() == 1 {
+        return Ok(Reply::Array(table::COMMANDS.iter().map(command_info).collect()).into());
+    }
+    dispatch_sub(ctx, &table::COMMAND, args)
+}
+
+/// `COMMAND COUNT`.
+pub fn command_count(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    Ok(Reply::Integer(table::COMMANDS.len() as i64).into())
+}
+
+/// `COMMAND LIST`.
+pub fn command_list(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let pattern = match &args[2..] {
+        [] => None,
+        [filterby, kind, p] if parse::is(filterby, "FILTERBY") && parse::is(kind, "PATTERN") => Some(p),
+        _ => return Err(CommandError::Syntax),
+    };
+    let names = table::COMMANDS
+        .iter()
+        .filter(|c| pattern.is_none_or(|p| crate::glob::matches(p, c.name.as_bytes(), true)))
+        .map(|c| Reply::bulk_static(c.name))
+        .collect();
+    Ok(Reply::Array(names).into())
+}
+
+/// `COMMAND INFO [name ...]`.
+pub fn command_info_cmd(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    if args.len() == 2 {
+        return Ok(Reply::Array(table::COMMANDS.iter().map(command_info).collect()).into());
+    }
+    let items = args[2..]
+        .iter()
+        .map(|n| find(n).map_or(Reply::Nil, command_info))
+        .collect();
+    Ok(Reply::Array(items).into())
+}
+
+/// `COMMAND DOCS [name ...]`.
+pub fn command_docs(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let specs: Vec<&CommandSpec> = if args.len() == 2 {
+        table::COMMANDS.iter().collect()
+    } else {
+        args[2..].iter().filter_map(|n| find(n)).collect()
+    };
+    let docs = specs
+        .into_iter()
+        .map(|c| (Reply::bulk_static(c.name), command_doc(c)))
+        .collect();
+    Ok(Reply::Map(docs).into())
+}
+
+/// `COMMAND HELP`.
+pub fn command_help(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    Ok(help_reply("COMMAND", &table::COMMAND))
+}
+
+/// A command by its name, or a subcommand by `container|sub`.
+fn find(name: &[u8]) -> Option<&'static CommandSpec> {
+    match name.iter().position(|&c| c == b'|') {
+        Some(i) => super::lookup_sub(lookup(&name[..i])?, &name[i + 1..]),
+        None => lookup(name),
+    }
+}
+
+fn simple_set(items: &[&'static str]) -> Reply {
+    Reply::Set(items.iter().map(|s| Reply::Simple((*s).into())).collect())
+}
+
+fn command_info(c: &'static CommandSpec) -> Reply {
+    Reply::Array(vec![
+        Reply::bulk_static(c.name),
+        Reply::Integer(i64::from(c.arity)),
+        simple_set(c.flags),
+        Reply::Integer(i64::from(c.first_key)),
+        Reply::Integer(i64::from(c.last_key)),
+        Reply::Integer(i64::from(c.key_step)),
+        simple_set(c.acl_categories),
+        Reply::Array(vec![]),
+        Reply::Array(vec![]),
+        Reply::Array(c.subcommands.iter().map(command_info).collect()),
+    ])
+}
+
+fn command_doc(c: &'static CommandSpec) -> Reply {
+    let mut doc = vec![
+        (Reply::bulk_static("summary"), Reply::bulk_static(c.summary)),
+        (Reply::bulk_static("since"), Reply::bulk_static(c.since)),
+        (Reply::bulk_static("group"), Reply::bulk_static(c.group)),
+    ];
+    if !c.args.is_empty() {
+        doc.push((Reply::bulk_static("arguments"), Reply::Array(c.args.iter().map(arg_doc).collect())));
+    }
+    if !c.subcommands.is_empty() {
+        let subs = c.subcommands.iter().map(|s| (Reply::bulk_static(s.name), command_doc(s))).collect();
+        doc.push((Reply::bulk_static("subcommands"), Reply::Map(subs)));
+    }
+    Reply::Map(doc)
+}
+
+fn arg_doc(a: &'static Arg) -> Reply {
+    let mut doc = vec![
+        (Reply::bulk_static("name"), Reply::bulk_static(a.name)),
+        (Reply::bulk_static("type"), Reply::bulk_static(a.kind)),
+    ];
+    if a.kind != "pure-token" && a.kind != "oneof" && a.kind != "block" {
+        doc.push((Reply::bulk_static("display_text"), Reply::bulk_static(a.name)));
+    }
+    if let Some(token) = a.token {
+        doc.push((Reply::bulk_static("token"), Reply::bulk_static(token)));
+    }
+    if !a.flags.is_empty() {
+        let flags = a.flags.iter().map(|f| Reply::Simple((*f).into())).collect();
+        doc.push((Reply::bulk_static("flags"), Reply::Array(flags)));
+    }
+    if !a.args.is_empty() {
+        doc.push((Reply::bulk_static("arguments"), Reply::Array(a.args.iter().map(arg_doc).collect())));
+    }
+    Reply::Map(doc)
+}
+
+/// Sections plain `INFO` shows, in order.
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "flagstaff", "keyspace",
+];
+
+/// `INFO [section ...]`.
+pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "default" || w == "everything");
+    let mut text = String::new();
+    for section in DEFAULT_SECTIONS {
+        if all || wanted.iter().any(|w| w == section) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            info_section(ctx, section, &mut text);
+        }
+    }
+    Ok(Reply::Verbatim(text.into()).into())
+}
+
+fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
+    let st = ctx.state;
+    let s = &st.settings;
+    let uptime = st.started.elapsed().as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let counts = st.store.counts();
+    let rss = metrics::rss_bytes();
+    let _ = match section {
+        "server" => write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nflagstaff_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            st.run_id,
+            s.port,
+            now.as_micros(),
+            uptime / 86400,
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            s.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ),
+        "clients" => write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:0\r\n",
+            st.clients.count(),
+            s.maxclients
+        ),
+        "memory" => write!(
+            out,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+            rss as f64 / (1024.0 * 1024.0)
+        ),
+        "persistence" => write!(
+            out,
+            "# Persistence\r\nloading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:0\r\n",
+            u8::from(st.is_loading())
+        ),
+        "stats" => write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\ntotal_error_replies:0\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
+            metrics::get(&st.stats.connections_received),
+            metrics::get(&st.stats.commands_processed),
+            metrics::get(&st.stats.net_input_bytes),
+            metrics::get(&st.stats.net_output_bytes),
+            metrics::get(&st.stats.rejected_connections),
+            metrics::get(&st.stats.protocol_errors),
+            metrics::get(&st.stats.evaluations),
+            metrics::get(&st.stats.writes_applied),
+        ),
+        "replication" => write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{}\r\nstale:0\r\n",
+            st.run_id, counts.revision
+        ),
+        "cpu" => write!(out, "# CPU\r\nused_cpu_sys:0.000000\r\nused_cpu_user:0.000000\r\n"),
+        "flagstaff" => write!(
+            out,
+            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:0\r\n",
+            counts.flags, counts.segments, counts.revision
+        ),
+        "keyspace" => {
+            let keys = counts.flags + counts.segments;
+            if keys > 0 {
+                write!(out, "# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n")
+            } else {
+                write!(out, "# Keyspace\r\n")
+            }
+        }
+        _ => Ok(()),
+    };
+}
+
+/// `TIME`: `[unix seconds, microseconds]`.
+pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Ok(Reply::Array(vec![
+        Reply::bulk(now.as_secs().to_string()),
+        Reply::bulk(now.subsec_micros().to_string()),
+    ])
+    .into())
+}
+
+/// `DBSIZE`: flags plus segments.
+pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    let c = ctx.state.store.counts();
+    Ok(Reply::Integer((c.flags + c.segments) as i64).into())
+}
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]`: graceful shutdown.
+pub fn shutdown(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    for a in &args[1..] {
+        if !["NOSAVE", "SAVE", "NOW", "FORCE"].iter().any(|w| parse::is(a, w)) {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok(Action::Shutdown)
+}
+
+/// `CONFIG <subcommand>`.
+pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    dispatch_sub(ctx, &table::CONFIG, args)
+}
+
+/// `CONFIG GET pattern [pattern ...]`: the parameters clients ask for.
+pub fn config_get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let s = &ctx.state.settings;
+    let params: Vec<(&str, String)> = vec![
+        ("bind", s.bind.clone()),
+        ("port", s.port.to_string()),
+        ("dir", s.data_dir.display().to_string()),
+        ("requirepass", s.requirepass.clone().unwrap_or_default()),
+        ("maxclients", s.maxclients.to_string()),
+        ("timeout", s.timeout.to_string()),
+        ("databases", "1".into()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("appendfsync", "always".into()),
+        ("proto-max-bulk-len", s.proto_max_bulk_len.to_string()),
+        ("client-query-buffer-limit", s.client_query_buffer_limit.to_string()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("loglevel", s.log_level.clone()),
+        ("protected-mode", if s.requirepass.is_some() { "no" } else { "yes" }.into()),
+        ("cluster-enabled", "no".into()),
+        ("io-threads", s.threads.to_string()),
+        ("shutdown-timeout", s.shutdown_timeout.to_string()),
+    ];
+    let mut out = Vec::new();
+    for (name, value) in &params {
+        if args[2..].iter().any(|p| crate::glob::matches(p, name.as_bytes(), true)) {
+            out.push((Reply::bulk(name), Reply::bulk(value)));
+        }
+    }
+    Ok(Reply::Map(out).into())
+}
+
+/// `CONFIG HELP`.
+pub fn config_help(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    Ok(help_reply("CONFIG", &table::CONFIG))
+}

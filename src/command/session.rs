@@ -1,0 +1,58 @@
+//! Per-connection state that commands read and change.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::clients::ClientHandle;
+use crate::protocol::Protocol;
+
+/// A `MULTI` block being queued.
+#[derive(Debug, Default)]
+pub struct MultiState {
+    /// Queued requests, in order.
+    pub queued: Vec<Vec<Bytes>>,
+    /// A queue-time error happened: `EXEC` must answer `EXECABORT`.
+    pub aborted: bool,
+}
+
+/// One connection's session.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection's entry in the client registry.
+    pub client: Arc<ClientHandle>,
+    /// The negotiated protocol.
+    pub proto: Protocol,
+    /// Whether the connection may run commands that need authentication.
+    pub authenticated: bool,
+    /// The user the connection acts as; recorded as the actor of its writes.
+    pub user: String,
+    /// The open `MULTI` block, if any.
+    pub multi: Option<MultiState>,
+    /// Keys watched with `WATCH`, with the revision at which each last changed.
+    pub watched: Vec<(String, u64)>,
+}
+
+impl Session {
+    /// A new session; `authenticated` is true when no password is required.
+    pub fn new(client: Arc<ClientHandle>, authenticated: bool) -> Self {
+        Session {
+            client,
+            proto: Protocol::Resp2,
+            authenticated,
+            user: "default".to_string(),
+            multi: None,
+            watched: Vec::new(),
+        }
+    }
+
+    /// Back to the state of a new connection, as `RESET` does.
+    pub fn reset(&mut self, authenticated: bool) {
+        self.proto = Protocol::Resp2;
+        self.authenticated = authenticated;
+        self.user = "default".to_string();
+        self.multi = None;
+        self.watched.clear();
+        self.client.set_name(None);
+    }
+}

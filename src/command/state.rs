@@ -1,0 +1,72 @@
+//! Server-wide state shared by every connection.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::clients::ClientRegistry;
+use crate::config::Settings;
+use crate::metrics::Stats;
+use crate::store::Store;
+
+/// What every handler can reach: settings, the store, clients, counters.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Resolved configuration.
+    pub settings: Settings,
+    /// Flags and segments.
+    pub store: Store,
+    /// Connected clients.
+    pub clients: ClientRegistry,
+    /// Counters for INFO.
+    pub stats: Stats,
+    /// When the server started.
+    pub started: Instant,
+    /// Wall-clock start, for INFO.
+    pub started_at: SystemTime,
+    /// Cancelled to begin a graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// A random id for this process run (INFO `run_id`).
+    pub run_id: String,
+    loading: AtomicBool,
+}
+
+impl ServerState {
+    /// State for a server about to load its data.
+    pub fn new(settings: Settings, store: Store) -> Self {
+        ServerState {
+            settings,
+            store,
+            clients: ClientRegistry::default(),
+            stats: Stats::default(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            shutdown: CancellationToken::new(),
+            run_id: run_id(),
+            loading: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the node is still loading (every command gets `-LOADING`).
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
+    }
+
+    /// Marks loading done or begun.
+    pub fn set_loading(&self, loading: bool) {
+        self.loading.store(loading, Ordering::Release);
+    }
+
+    /// Whether connections must authenticate before running commands.
+    pub fn requires_auth(&self) -> bool {
+        self.settings.requirepass.is_some()
+    }
+}
+
+fn run_id() -> String {
+    use sha2::{Digest, Sha256};
+    let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+    let digest = Sha256::digest(seed.as_bytes());
+    digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+}

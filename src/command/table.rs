@@ -1,0 +1,209 @@
+//! The command table: the single list that dispatch, `COMMAND` and ACL read.
+
+use super::spec::{block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec};
+use super::{connection as conn, flag, segment, server, transaction as tx};
+
+const CONN: &[&str] = &["@fast", "@connection"];
+const SLOW_CONN: &[&str] = &["@slow", "@connection"];
+const ADMIN: &[&str] = &["@admin", "@slow", "@dangerous"];
+const FLAG_READ: &[&str] = &["@read", "@fast", "@flag"];
+const FLAG_SLOW_READ: &[&str] = &["@read", "@slow", "@flag"];
+const FLAG_WRITE: &[&str] = &["@write", "@slow", "@flag"];
+const TX: &[&str] = &["@fast", "@transaction"];
+
+const READ_FLAGS: &[&str] = &["readonly", "fast"];
+const SLOW_READ_FLAGS: &[&str] = &["readonly"];
+const WRITE_FLAGS: &[&str] = &["write", "denyoom"];
+
+const REASON: super::spec::Arg = optional(tagged("reason", "string", "REASON"));
+const MATCH: super::spec::Arg = optional(tagged("pattern", "pattern", "MATCH"));
+
+/// `CLIENT` and its subcommands.
+pub const CLIENT: CommandSpec = CommandSpec {
+    subcommands: &[
+        spec("client|id", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns the unique client ID of the connection.", conn::client_id),
+        CommandSpec {
+            args: &[string("connection-name")],
+            ..spec("client|setname", 3, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Sets the connection name.", conn::client_setname)
+        },
+        spec("client|getname", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns the name of the connection.", conn::client_getname),
+        CommandSpec {
+            args: &[oneof("attr", &[tagged("libname", "string", "LIB-NAME"), tagged("libver", "string", "LIB-VER")])],
+            ..spec("client|setinfo", 4, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Sets information specific to the client or connection.", conn::client_setinfo)
+        },
+        CommandSpec {
+            args: &[optional(tagged("client-type", "string", "TYPE")), optional(multiple(tagged("client-id", "integer", "ID")))],
+            ..spec("client|list", -2, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Lists open connections.", conn::client_list)
+        },
+        spec("client|info", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns information about the connection.", conn::client_info),
+        CommandSpec {
+            args: &[oneof("filter", &[string("ip:port"), block("new-format", &[
+                optional(tagged("client-id", "integer", "ID")),
+                optional(tagged("ip:port", "string", "ADDR")),
+                optional(tagged("ip:port", "string", "LADDR")),
+                optional(tagged("yes/no", "string", "SKIPME")),
+            ])])],
+            ..spec("client|kill", -3, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Terminates open connections.", conn::client_kill)
+        },
+        CommandSpec {
+            args: &[oneof("enabled", &[token("on", "ON"), token("off", "OFF")])],
+            ..spec("client|no-evict", 3, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Sets the client eviction mode of the connection.", conn::client_on_off)
+        },
+        CommandSpec {
+            args: &[oneof("enabled", &[token("on", "ON"), token("off", "OFF")])],
+            ..spec("client|no-touch", 3, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.", conn::client_on_off)
+        },
+        spec("client|help", 2, &["loading", "stale"], SLOW_CONN, "connection", "Returns helpful text about the different subcommands.", conn::client_help),
+    ],
+    ..spec("client", -2, &[], SLOW_CONN, "connection", "A container for client connection commands.", conn::client)
+};
+
+/// `COMMAND` and its subcommands.
+pub const COMMAND: CommandSpec = CommandSpec {
+    subcommands: &[
+        spec("command|count", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns a count of commands.", server::command_count),
+        CommandSpec {
+            args: &[optional(multiple(string("command-name")))],
+            ..spec("command|info", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns information about one, multiple or all commands.", server::command_info_cmd)
+        },
+        CommandSpec {
+            args: &[optional(multiple(string("command-name")))],
+            ..spec("command|docs", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns documentary information about one, multiple or all commands.", server::command_docs)
+        },
+        CommandSpec {
+            args: &[optional(block("filterby", &[tagged("pattern", "pattern", "PATTERN")]))],
+            ..spec("command|list", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns a list of command names.", server::command_list)
+        },
+        spec("command|help", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns helpful text about the different subcommands.", server::command_help),
+    ],
+    ..spec("command", -1, &["loading", "stale"], SLOW_CONN, "server", "Returns detailed information about all commands.", server::command)
+};
+
+/// `CONFIG` and its subcommands.
+pub const CONFIG: CommandSpec = CommandSpec {
+    subcommands: &[
+        CommandSpec {
+            args: &[multiple(string("parameter"))],
+            ..spec("config|get", -3, &["admin", "noscript", "loading", "stale"], ADMIN, "server", "Returns the effective values of configuration parameters.", server::config_get)
+        },
+        spec("config|help", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns helpful text about the different subcommands.", server::config_help),
+    ],
+    ..spec("config", -2, &[], ADMIN, "server", "A container for server configuration commands.", server::config)
+};
+
+/// Every top-level command.
+pub static COMMANDS: &[CommandSpec] = &[
+    // connection
+    CommandSpec {
+        args: &[optional(string("message"))],
+        ..spec("ping", -1, &["fast", "stale", "loading"], CONN, "connection", "Returns the server's liveliness response.", conn::ping)
+    },
+    CommandSpec { args: &[string("message")], ..spec("echo", 2, &["fast", "stale", "loading"], CONN, "connection", "Returns the given string.", conn::echo) },
+    CommandSpec {
+        args: &[optional(block("arguments", &[
+            integer("protover"),
+            optional(block("auth", &[tagged("username", "string", "AUTH"), string("password")])),
+            optional(tagged("clientname", "string", "SETNAME")),
+        ]))],
+        ..spec("hello", -1, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Handshakes with the server.", conn::hello)
+    },
+    CommandSpec {
+        args: &[optional(string("username")), string("password")],
+        ..spec("auth", -2, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Authenticates the connection.", conn::auth)
+    },
+    CommandSpec { args: &[integer("index")], ..spec("select", 2, &["loading", "stale", "fast"], CONN, "connection", "Changes the selected database.", conn::select) },
+    spec("quit", -1, &["allow-busy", "noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Closes the connection.", conn::quit),
+    spec("reset", 1, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset),
+    CLIENT,
+    // server
+    COMMAND,
+    CommandSpec {
+        args: &[optional(multiple(string("section")))],
+        ..spec("info", -1, &["loading", "stale"], &["@slow", "@dangerous"], "server", "Returns information and statistics about the server.", server::info)
+    },
+    spec("time", 1, &["loading", "stale", "fast"], &["@fast"], "server", "Returns the server time.", server::time),
+    CONFIG,
+    spec("dbsize", 1, &["readonly", "fast"], &["@keyspace", "@read", "@fast"], "server", "Returns the number of flags and segments.", server::dbsize),
+    CommandSpec {
+        args: &[optional(oneof("save-selector", &[token("nosave", "NOSAVE"), token("save", "SAVE")])), optional(token("now", "NOW")), optional(token("force", "FORCE"))],
+        ..spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no-multi"], ADMIN, "server", "Stops accepting connections, finishes in-flight commands and exits.", server::shutdown)
+    },
+    // transactions
+    spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Starts a transaction.", tx::multi),
+    spec("exec", 1, &["noscript", "loading", "stale", "skip-slowlog"], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),
+    spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Discards a transaction.", tx::discard),
+    CommandSpec {
+        first_key: 1, last_key: -1, key_step: 1,
+        args: &[multiple(key("key"))],
+        ..spec("watch", -2, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch)
+    },
+    spec("unwatch", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
+    // flags
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), string("json"), optional(tagged("version", "integer", "IFVERSION")), REASON],
+        ..spec("flag.set", -3, WRITE_FLAGS, FLAG_WRITE, "flag", "Creates or replaces a flag; replies with its new version.", flag::set)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("flag.get", 2, READ_FLAGS, FLAG_READ, "flag", "Returns a flag's definition with version, revision and allocations.", flag::get)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), REASON],
+        ..spec("flag.del", -2, &["write"], FLAG_WRITE, "flag", "Deletes a flag unless another flag depends on it.", flag::del)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), oneof("state", &[token("on", "ON"), token("off", "OFF")]), REASON],
+        ..spec("flag.toggle", -3, &["write"], FLAG_WRITE, "flag", "Turns a flag on or off (the kill switch); replies with its new version.", flag::toggle)
+    },
+    CommandSpec {
+        args: &[MATCH],
+        ..spec("flag.list", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Lists flag keys, optionally matching a pattern.", flag::list)
+    },
+    CommandSpec {
+        args: &[integer("cursor"), MATCH, optional(tagged("count", "integer", "COUNT"))],
+        ..spec("flag.scan", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Incrementally iterates flag keys.", flag::scan)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(string("context"))],
+        ..spec("flag.eval", -2, READ_FLAGS, FLAG_READ, "flag", "Evaluates a flag for a context; replies with the value as JSON, or nil if the flag is missing.", flag::eval)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(string("context"))],
+        ..spec("flag.detail", -2, READ_FLAGS, FLAG_READ, "flag", "Evaluates a flag and explains the result.", flag::detail)
+    },
+    CommandSpec {
+        first_key: 2, last_key: -1, key_step: 1,
+        args: &[string("context"), multiple(key("key"))],
+        ..spec("flag.meval", -3, READ_FLAGS, FLAG_READ, "flag", "Evaluates several flags for one context.", flag::meval)
+    },
+    CommandSpec {
+        args: &[string("context"), MATCH],
+        ..spec("flag.evalall", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Evaluates every flag (optionally matching a pattern) for a context.", flag::evalall)
+    },
+    // segments
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), string("json"), REASON],
+        ..spec("segment.set", -3, WRITE_FLAGS, FLAG_WRITE, "flag", "Creates or replaces a segment; replies with its new version.", segment::set)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("segment.get", 2, READ_FLAGS, FLAG_READ, "flag", "Returns a segment's definition.", segment::get)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), REASON],
+        ..spec("segment.del", -2, &["write"], FLAG_WRITE, "flag", "Deletes a segment unless a flag references it.", segment::del)
+    },
+    CommandSpec {
+        args: &[MATCH],
+        ..spec("segment.list", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Lists segment keys.", segment::list)
+    },
+];

@@ -1,0 +1,254 @@
+//! Settings: command-line flags > `FLAGSTAFF_*` environment variables > TOML
+//! file (`--config`) > defaults. Every setting has one definition here; the
+//! help text and the file keys come from it.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::protocol::DecoderLimits;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags; each is also read from `FLAGSTAFF_<NAME>`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flagstaff",
+    version,
+    about = "Feature-flag and remote-config daemon that speaks the Redis protocol",
+    long_about = "Feature-flag and remote-config daemon that speaks the Redis protocol.\n\nSettings come from flags, then FLAGSTAFF_* environment variables, then the TOML file given with --config (keys are the flag names, e.g. `port = 6390`), then defaults."
+)]
+pub struct Cli {
+    /// Address to listen on for clients [default: 127.0.0.1]
+    #[arg(long, env = "FLAGSTAFF_BIND")]
+    pub bind: Option<String>,
+    /// Port to listen on for clients [default: 6390]
+    #[arg(long, env = "FLAGSTAFF_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Directory for persistent data, created if missing [default: ./data]
+    #[arg(long, env = "FLAGSTAFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with settings (keys as the flag names)
+    #[arg(long, env = "FLAGSTAFF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
+    #[arg(long, env = "FLAGSTAFF_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format [default: text]
+    #[arg(long, env = "FLAGSTAFF_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Password clients must give with AUTH or HELLO (none: protected mode, loopback clients only)
+    #[arg(long, env = "FLAGSTAFF_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Most simultaneous client connections [default: 10000]
+    #[arg(long, env = "FLAGSTAFF_MAXCLIENTS")]
+    pub maxclients: Option<usize>,
+    /// Close client connections idle for this many seconds; 0 disables [default: 0]
+    #[arg(long, env = "FLAGSTAFF_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Seconds to let in-flight commands finish on shutdown [default: 10]
+    #[arg(long, env = "FLAGSTAFF_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+    /// Largest bulk string a client may send, in bytes [default: 536870912]
+    #[arg(long, env = "FLAGSTAFF_PROTO_MAX_BULK_LEN")]
+    pub proto_max_bulk_len: Option<usize>,
+    /// Most arguments in one request [default: 1048576]
+    #[arg(long, env = "FLAGSTAFF_MAX_MULTIBULK_LEN")]
+    pub max_multibulk_len: Option<usize>,
+    /// Most bytes one request may occupy while it arrives [default: 1073741824]
+    #[arg(long, env = "FLAGSTAFF_CLIENT_QUERY_BUFFER_LIMIT")]
+    pub client_query_buffer_limit: Option<usize>,
+    /// Worker threads serving clients; 1 runs everything on one thread, which is fastest on 2 cores [default: 1]
+    #[arg(long, env = "FLAGSTAFF_THREADS", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    bind: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    requirepass: Option<String>,
+    maxclients: Option<usize>,
+    timeout: Option<u64>,
+    shutdown_timeout: Option<u64>,
+    proto_max_bulk_len: Option<usize>,
+    max_multibulk_len: Option<usize>,
+    client_query_buffer_limit: Option<usize>,
+    threads: Option<u64>,
+}
+
+/// A configuration problem, worded as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid setting {name}: {why}")]
+    Invalid {
+        /// Setting name.
+        name: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: String,
+    /// Listen port.
+    pub port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The config file used, if any.
+    pub config_file: Option<PathBuf>,
+    /// Log filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Password, if required.
+    pub requirepass: Option<String>,
+    /// Max client connections.
+    pub maxclients: usize,
+    /// Idle timeout in seconds (0: off).
+    pub timeout: u64,
+    /// Shutdown grace period in seconds.
+    pub shutdown_timeout: u64,
+    /// Max bulk length.
+    pub proto_max_bulk_len: usize,
+    /// Max arguments per request.
+    pub max_multibulk_len: usize,
+    /// Max bytes of one request in flight.
+    pub client_query_buffer_limit: usize,
+    /// Runtime worker threads.
+    pub threads: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1".into(),
+            port: 6390,
+            data_dir: PathBuf::from("./data"),
+            config_file: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            requirepass: None,
+            maxclients: 10_000,
+            timeout: 0,
+            shutdown_timeout: 10,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            threads: 1,
+        }
+    }
+}
+
+impl Settings {
+    /// Resolves flags, environment (already folded into `cli` by clap), file and defaults.
+    pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Settings::default();
+        let s = Settings {
+            bind: cli.bind.or(file.bind).unwrap_or(d.bind),
+            port: cli.port.or(file.port).unwrap_or(d.port),
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            config_file: cli.config,
+            log_level: cli.log_level.or(file.log_level).unwrap_or(d.log_level),
+            log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+            requirepass: cli.requirepass.or(file.requirepass).filter(|p| !p.is_empty()),
+            maxclients: cli.maxclients.or(file.maxclients).unwrap_or(d.maxclients),
+            timeout: cli.timeout.or(file.timeout).unwrap_or(d.timeout),
+            shutdown_timeout: cli.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(d.shutdown_timeout),
+            proto_max_bulk_len: cli.proto_max_bulk_len.or(file.proto_max_bulk_len).unwrap_or(d.proto_max_bulk_len),
+            max_multibulk_len: cli.max_multibulk_len.or(file.max_multibulk_len).unwrap_or(d.max_multibulk_len),
+            client_query_buffer_limit: cli
+                .client_query_buffer_limit
+                .or(file.client_query_buffer_limit)
+                .unwrap_or(d.client_query_buffer_limit),
+            threads: cli.threads.or(file.threads).unwrap_or(d.threads),
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |name, why: &str| Err(ConfigError::Invalid { name, why: why.to_string() });
+        if self.port == 0 {
+            return invalid("port", "must be between 1 and 65535");
+        }
+        if self.bind.parse::<std::net::IpAddr>().is_err() && self.bind != "localhost" {
+            return invalid("bind", &format!("{:?} is not an IP address", self.bind));
+        }
+        if self.maxclients == 0 {
+            return invalid("maxclients", "must be at least 1");
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return invalid("threads", "must be between 1 and 256");
+        }
+        if self.proto_max_bulk_len < 1024 {
+            return invalid("proto-max-bulk-len", "must be at least 1024");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid("log-level", &format!("{:?} is not a log level or filter", self.log_level));
+        }
+        Ok(())
+    }
+
+    /// The request decoder's limits.
+    pub fn decoder_limits(&self) -> DecoderLimits {
+        DecoderLimits {
+            max_bulk_len: self.proto_max_bulk_len,
+            max_multibulk_len: self.max_multibulk_len,
+            query_buffer_limit: self.client_query_buffer_limit,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let message = e.message().replace('\n', " ");
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: match line {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            },
+        }
+    })
+}

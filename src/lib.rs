@@ -1,0 +1,14 @@
+//! flagstaff: a feature-flag and remote-config daemon that speaks the Redis
+//! protocol. See DESIGN.md for how the parts fit; `flag` is the pure domain
+//! library, everything else serves it over RESP.
+
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod config;
+pub mod flag;
+pub mod glob;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod store;

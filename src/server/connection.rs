@@ -1,0 +1,117 @@
+//! One client connection: read what arrived, run every complete request in
+//! order, write all their replies with one socket write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::command::{self, Flow, ServerState, Session};
+use crate::metrics;
+use crate::protocol::{Reply, RequestDecoder};
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_READ_CHUNK: usize = 1024 * 1024;
+/// Replies beyond this are written before the batch ends, bounding memory.
+const FLUSH_AT: usize = 64 * 1024;
+
+const DENIED: &[u8] = b"-DENIED flagstaff is running in protected mode because no password is set. In this mode connections are only accepted from the loopback interface. Set a password with --requirepass, or bind to 127.0.0.1 only.\r\n";
+
+/// Serves one connection until it closes, is killed, or the server shuts down.
+pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketAddr) {
+    metrics::add(&state.stats.connections_received, 1);
+    if state.settings.requirepass.is_none() && !peer.ip().is_loopback() {
+        metrics::add(&state.stats.rejected_connections, 1);
+        let _ = stream.write_all(DENIED).await;
+        return;
+    }
+    let laddr = stream.local_addr().unwrap_or(peer);
+    let Some(client) = state.clients.register(peer, laddr, state.settings.maxclients) else {
+        metrics::add(&state.stats.rejected_connections, 1);
+        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let id = client.id;
+    tracing::debug!(id, %peer, "client connected");
+    let mut session = Session::new(client.clone(), !state.requires_auth());
+    if let Err(e) = run(&state, &mut session, &mut stream).await {
+        tracing::debug!(id, error = %e, "connection error");
+    }
+    state.clients.unregister(id);
+    tracing::debug!(id, "client disconnected");
+}
+
+async fn run(state: &ServerState, session: &mut Session, stream: &mut TcpStream) -> std::io::Result<()> {
+    let limits = state.settings.decoder_limits();
+    let idle = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
+    let mut decoder = RequestDecoder::new();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let client = session.client.clone();
+    loop {
+        let want = decoder.wanted(rbuf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
+        rbuf.reserve(want);
+        let read = async {
+            match idle {
+                Some(d) => tokio::time::timeout(d, stream.read_buf(&mut rbuf))
+                    .await
+                    .unwrap_or(Ok(0)),
+                None => stream.read_buf(&mut rbuf).await,
+            }
+        };
+        let n = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => return Ok(()),
+            _ = client.kill.cancelled() => return Ok(()),
+            n = read => n?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        metrics::add(&state.stats.net_input_bytes, n as u64);
+        let mut close = false;
+        loop {
+            match decoder.decode(&mut rbuf, &limits, session.authenticated) {
+                Ok(Some(args)) => {
+                    let flow = command::execute(session, state, &args, &mut wbuf).await;
+                    decoder.recycle(args);
+                    if flow == Flow::Close {
+                        close = true;
+                        break;
+                    }
+                    if wbuf.len() >= FLUSH_AT {
+                        flush(state, stream, &mut wbuf).await?;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // As Redis: reply with the protocol error, then close.
+                    metrics::add(&state.stats.protocol_errors, 1);
+                    tracing::debug!(id = client.id, error = %e, "protocol error");
+                    Reply::error(e.to_string()).encode(session.proto, &mut wbuf);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        flush(state, stream, &mut wbuf).await?;
+        client.touch();
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+async fn flush(state: &ServerState, stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    if wbuf.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(wbuf).await?;
+    metrics::add(&state.stats.net_output_bytes, wbuf.len() as u64);
+    wbuf.clear();
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The state machine behind one narrow write interface.
+//!
+//! Readers load an immutable [`StateView`] (swapped atomically after every
+//! applied write, so evaluation never waits for a writer and never touches
+//! disk). Writers submit a [`WriteRequest`]; [`apply`](state::apply) runs every
+//! check that involves other keys deterministically, so the same request
+//! applied on any replica gives the same outcome.
+
+mod render;
+mod state;
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use serde::{Deserialize, Serialize};
+
+pub use state::{FlagEntry, SegmentEntry, StateView};
+
+use crate::flag::Invalid;
+use crate::protocol::Reply;
+
+/// One change inside a write request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Create or replace a flag.
+    SetFlag {
+        /// Full key.
+        key: String,
+        /// The definition JSON as the client sent it.
+        definition: String,
+        /// Required current version (0: must not exist).
+        if_version: Option<u64>,
+        /// Why, for the audit log.
+        reason: Option<String>,
+    },
+    /// Delete a flag.
+    DeleteFlag {
+        /// Full key.
+        key: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Turn a flag on or off.
+    ToggleFlag {
+        /// Full key.
+        key: String,
+        /// New state.
+        on: bool,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Create or replace a segment.
+    SetSegment {
+        /// Full key.
+        key: String,
+        /// The definition JSON.
+        definition: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Delete a segment.
+    DeleteSegment {
+        /// Full key.
+        key: String,
+        /// Why.
+        reason: Option<String>,
+    },
+}
+
+/// A batch of changes that commits as one unit with one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Who asks (the authenticated user).
+    pub actor: String,
+    /// When, in Unix ms, as the receiving node saw it (replicas use this value).
+    pub ts_ms: u64,
+    /// The changes, applied in order.
+    pub ops: Vec<WriteOp>,
+    /// Keys with the revision each must still have, or nothing applies (WATCH).
+    pub watch: Vec<(String, u64)>,
+}
+
+impl WriteRequest {
+    /// A request with one operation.
+    pub fn single(actor: &str, op: WriteOp) -> Self {
+        WriteRequest {
+            actor: actor.to_string(),
+            ts_ms: crate::command::clients::unix_ms(),
+            ops: vec![op],
+            watch: Vec::new(),
+        }
+    }
+}
+
+/// What an applied operation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    /// The key's new version.
+    Version(u64),
+    /// Whether something was deleted.
+    Deleted(bool),
+}
+
+/// Why one operation was refused; the rest of its batch still applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// The definition is invalid.
+    #[error("INVALID {path}: {why}")]
+    Invalid {
+        /// JSON path.
+        path: String,
+        /// Problem.
+        why: String,
+    },
+    /// IFVERSION did not match.
+    #[error("CONFLICT {0}")]
+    Conflict(String),
+    /// Other flags depend on the key.
+    #[error("ERR {0}")]
+    Referenced(String),
+    /// The key does not exist.
+    #[error("ERR {0}")]
+    NotFound(String),
+}
+
+impl From<Invalid> for OpError {
+    fn from(e: Invalid) -> Self {
+        OpError::Invalid { path: e.path, why: e.why }
+    }
+}
+
+/// The outcome of one operation.
+pub type OpResult = Result<OpOutcome, OpError>;
+
+/// Why a whole write request did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// A watched key changed (EXEC answers nil).
+    #[error("watched key changed")]
+    WatchFailed,
+}
+
+impl From<WriteError> for Reply {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::WatchFailed => Reply::NilArray,
+        }
+    }
+}
+
+impl From<OpError> for Reply {
+    fn from(e: OpError) -> Self {
+        Reply::Error(e.to_string().into())
+    }
+}
+
+/// Key counts and the revision, for INFO and DBSIZE.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Stored flags.
+    pub flags: usize,
+    /// Stored segments.
+    pub segments: usize,
+    /// Revision of the last applied write.
+    pub revision: u64,
+}
+
+/// The store: the current view for readers and the single writer.
+#[derive(Debug)]
+pub struct Store {
+    view: ArcSwap<StateView>,
+    writer: Mutex<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Store {
+            view: ArcSwap::from_pointee(StateView::default()),
+            writer: Mutex::new(0),
+        }
+    }
+
+    /// The current view: cheap, lock-free, and consistent for as long as it is held.
+    pub fn view(&self) -> Guard<Arc<StateView>> {
+        self.view.load()
+    }
+
+    /// Counts for INFO and DBSIZE.
+    pub fn counts(&self) -> Counts {
+        let v = self.view.load();
+        Counts {
+            flags: v.flags.len(),
+            segments: v.segments.len(),
+            revision: v.revision,
+        }
+    }
+
+    /// Revision at which a flag or segment with this key last changed (0: never).
+    pub fn key_revision(&self, key: &str) -> u64 {
+        self.view.load().key_revision(key)
+    }
+
+    /// Applies a write and returns each operation's outcome, in order.
+    pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
+        let mut last_revision = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.view.load_full();
+        let revision = *last_revision + 1;
+        let (next, results) = state::apply(&current, revision, &request)?;
+        if let Some(next) = next {
+            *last_revision = revision;
+            self.view.store(Arc::new(next));
+        }
+        Ok(results)
+    }
+}
