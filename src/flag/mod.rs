@@ -22,3 +22,6 @@ pub use context::{Context, ContextError};
 pub use eval::{evaluate, Evaluation, FlagSource, Reason};
 pub use model::{FlagDef, SegmentDef};
 pub use validate::{parse_flag, parse_segment, Invalid};
+
+#[cfg(test)]
+mod tests;

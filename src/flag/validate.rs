@@ -42,6 +42,10 @@ pub trait Catalog {
 
 /// Deserialises `json` as `T`, turning serde's error into a path-precise one.
 fn deserialize<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Invalid> {
+    // serde would also accept a struct written as an array; a definition is an object.
+    if json.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+        return fail("$", "definition must be a JSON object");
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

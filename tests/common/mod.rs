@@ -1,0 +1,234 @@
+//! Test harness: starts the real `flagstaff` binary on a free loopback port
+//! and gives real clients to it. Tests that start processes hold [`serial`]
+//! so they never run in parallel within one test binary.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the process-test lock for the caller's lifetime.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("flagstaff-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with extra arguments and waits until it answers PING.
+    pub fn start(extra: &[&str]) -> Server {
+        let data_dir = temp_dir("data");
+        Self::start_in(data_dir, extra)
+    }
+
+    /// Starts a server on `data_dir`.
+    pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+            .args(["--port", &port.to_string(), "--data-dir"])
+            .arg(&data_dir)
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start flagstaff");
+        let server = Server { child, port, data_dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = s.read(&mut buf) {
+                        if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") {
+                            return;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("flagstaff did not become ready on port {}", self.port);
+    }
+
+    /// The redis URL for this server (RESP2 or RESP3).
+    pub fn url(&self, resp3: bool) -> String {
+        let proto = if resp3 { "?protocol=resp3" } else { "" };
+        format!("redis://127.0.0.1:{}/{proto}", self.port)
+    }
+
+    /// A RESP2 connection through the `redis` crate.
+    pub fn conn(&self) -> redis::Connection {
+        self.conn_proto(false)
+    }
+
+    /// A connection in the given protocol.
+    pub fn conn_proto(&self, resp3: bool) -> redis::Connection {
+        let client = redis::Client::open(self.url(resp3)).unwrap();
+        let con = client.get_connection().unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        con
+    }
+
+    /// A raw TCP connection.
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A raw TCP client for exact bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    /// Connects to a loopback port.
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream }
+    }
+
+    /// Sends bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads until `expected.len()` bytes arrived (or the connection closed) and returns them.
+    pub fn read_exact_len(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 64 * 1024];
+        while out.len() < len {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read failed after {} of {len} bytes: {e}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Sends `request` and asserts the reply is exactly `expected`.
+    pub fn roundtrip(&mut self, request: &[u8], expected: &[u8]) {
+        self.send(request);
+        let got = self.read_exact_len(expected.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected),
+            "reply to {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// Whether the server closed the connection (reads EOF within a second).
+    pub fn is_closed(&mut self) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1024];
+        matches!(self.stream.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+/// Encodes a command as a RESP multibulk request.
+pub fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// A string command reply through the redis crate.
+pub fn cmd_str(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con)
+}
+
+/// Any command through the redis crate, as a raw value.
+pub fn cmd_value(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con)
+}
+
+/// The error text of a command that must fail (code and message).
+pub fn cmd_err(con: &mut redis::Connection, args: &[&str]) -> String {
+    match cmd_value(con, args) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => error_text(&e),
+    }
+}
+
+/// `CODE message` of a redis error.
+pub fn error_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
