@@ -169,6 +169,19 @@ impl Raw {
         out
     }
 
+    /// Reads until the received bytes end with `suffix`.
+    pub fn read_until(&mut self, suffix: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while !out.ends_with(suffix) {
+            match self.stream.read(&mut byte) {
+                Ok(1) => out.push(byte[0]),
+                _ => panic!("connection ended before {:?}", String::from_utf8_lossy(suffix)),
+            }
+        }
+        out
+    }
+
     /// Sends `request` and asserts the reply is exactly `expected`.
     pub fn roundtrip(&mut self, request: &[u8], expected: &[u8]) {
         self.send(request);
