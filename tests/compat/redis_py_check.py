@@ -1,0 +1,60 @@
+"""redis-py 8 with default settings (RESP3): connect, pipelines, flags."""
+
+import json
+import sys
+
+import redis
+
+FLAG = {
+    "on": True,
+    "variations": [{"name": "off", "value": False}, {"name": "on", "value": True}],
+    "off_variation": "off",
+    "rules": [{"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}],
+               "serve": {"variation": "on"}}],
+    "fallthrough": {"variation": "off"},
+}
+
+
+def main(port: int) -> None:
+    r = redis.Redis(port=port, decode_responses=True)
+    assert r.ping() is True
+    assert r.echo("hello") == "hello"
+    assert r.client_setname("compat-py") is True
+    assert r.client_getname() == "compat-py"
+    info = r.info()
+    assert info["role"] == "master" and info["loading"] == 0, info
+    assert r.connection_pool.get_connection().protocol in (3, "3")
+
+    with r.pipeline(transaction=False) as p:
+        p.ping().echo("a").echo("b")
+        assert p.execute() == [True, "a", "b"]
+
+    key = "compat:py-checkout"
+    with r.pipeline() as p:  # MULTI/EXEC, as redis-py does by default
+        p.execute_command("FLAG.SET", key, json.dumps(FLAG))
+        p.execute_command("FLAG.EVAL", key, json.dumps({"key": "u1", "country": "DE"}))
+        version, value = p.execute()
+    assert version == 1 and value == "true", (version, value)
+
+    assert r.execute_command("FLAG.EVAL", key, json.dumps({"key": "u1", "country": "US"})) == "false"
+    detail = r.execute_command("FLAG.DETAIL", key, json.dumps({"key": "u1", "country": "FR"}))
+    assert isinstance(detail, dict), detail
+    assert detail["reason"] == "RULE_MATCH" and detail["rule_id"] == "eu", detail
+    assert detail["stale"] is False, detail
+    doc = json.loads(r.execute_command("FLAG.GET", key))
+    assert doc["version"] == 1 and doc["on"] is True
+    assert r.execute_command("FLAG.TOGGLE", key, "OFF", "REASON", "compat") == 2
+    assert r.execute_command("FLAG.EVAL", key, json.dumps({"country": "DE"})) == "false"
+    try:
+        r.execute_command("FLAG.SET", key, '{"on": true}')
+        raise AssertionError("invalid definition accepted")
+    except redis.ResponseError as e:
+        assert str(e).startswith("INVALID variations"), e
+    assert key in r.execute_command("FLAG.LIST", "MATCH", "compat:*")
+    assert r.execute_command("FLAG.DEL", key) == 1
+    assert r.execute_command("FLAG.EVAL", key) is None
+    print("redis-py ok")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Compatibility suite: real client libraries and tools against the real
+# server, with their default settings. Installs what it needs itself.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+work="${TMPDIR:-/tmp}/flagstaff-compat-$$"
+mkdir -p "$work"
+
+log() { printf '== %s\n' "$*"; }
+
+install_tools() {
+    if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then
+        log "installing redis-tools"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null
+    fi
+    if [ ! -x "$root/.venv-compat/bin/python" ]; then
+        log "creating python venv"
+        python3 -m venv "$root/.venv-compat"
+    fi
+    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9'
+    log "installing node clients"
+    (cd "$here" && npm install --no-audit --no-fund --silent >/dev/null)
+}
+
+start_server() {
+    (cd "$root" && cargo build -q)
+    port=$("$root/.venv-compat/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$root/target/debug/flagstaff" --port "$port" --data-dir "$work/data" --log-level warn &
+    server_pid=$!
+    trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+    for _ in $(seq 1 100); do
+        if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then return; fi
+        sleep 0.1
+    done
+    echo "server did not start" >&2
+    exit 1
+}
+
+expect() { # expect <want> <cmd...>: run, compare output
+    local want="$1"; shift
+    local got
+    got="$("$@")"
+    if [ "$got" != "$want" ]; then
+        printf 'FAIL: %s\n  want: %q\n  got:  %q\n' "$*" "$want" "$got" >&2
+        exit 1
+    fi
+}
+
+redis_cli_checks() {
+    log "redis-cli one-shot"
+    expect PONG redis-cli -p "$port" ping
+    expect hello redis-cli -p "$port" echo hello
+    expect 1 redis-cli -p "$port" FLAG.SET cli:f '{"on":true,"variations":[{"name":"a","value":"A"},{"name":"b","value":"B"}],"off_variation":"a","fallthrough":{"variation":"b"}}'
+    expect '"B"' redis-cli -p "$port" FLAG.EVAL cli:f '{"key":"u"}'
+    expect 'INVALID fallthrough: required field is missing' redis-cli -p "$port" FLAG.SET cli:g '{"on":true,"variations":[{"name":"a","value":1}],"off_variation":"a"}'
+    log "redis-cli -3"
+    expect '"B"' redis-cli -3 -p "$port" FLAG.EVAL cli:f
+    redis-cli -3 -p "$port" FLAG.DETAIL cli:f | grep -q 'FALLTHROUGH'
+    redis-cli -3 -p "$port" HELLO 3 | grep -q 'proto'
+    log "redis-cli --pipe with 100,000 commands"
+    "$root/.venv-compat/bin/python" - "$work/pipe.txt" <<'PY'
+import sys
+with open(sys.argv[1], "wb") as f:
+    for i in range(100_000):
+        msg = b"m%d" % i
+        f.write(b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (len(msg), msg))
+PY
+    out="$(redis-cli -p "$port" --pipe < "$work/pipe.txt")"
+    echo "$out" | grep -q 'errors: 0, replies: 100000' || { echo "pipe failed: $out" >&2; exit 1; }
+    log "redis-cli --latency for 2 s"
+    lat="$(timeout 2 redis-cli -p "$port" --latency --raw || true)"
+    echo "$lat" | grep -Eq '^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+' || { echo "latency output: $lat" >&2; exit 1; }
+    log "redis-benchmark -t ping"
+    redis-benchmark -p "$port" -t ping -n 20000 -q | tee "$work/bench.txt"
+    grep -q 'PING_INLINE' "$work/bench.txt" && grep -q 'PING_MBULK' "$work/bench.txt"
+}
+
+install_tools
+start_server
+redis_cli_checks
+log "redis-py"
+"$root/.venv-compat/bin/python" "$here/redis_py_check.py" "$port"
+log "ioredis"
+node "$here/ioredis_check.js" "$port"
+log "node-redis"
+node "$here/node_redis_check.js" "$port"
+log "compatibility suite passed"
