@@ -165,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_variation_frees_its_buckets_for_the_growers_in_list_order() {
+        let a = allocate(None, &w(&[("a", 2500), ("b", 2500), ("c", 2500), ("d", 2500)]), "s", "key");
+        let b = allocate(Some(&a), &w(&[("a", 4000), ("c", 3000), ("d", 3000)]), "s", "key");
+        assert_eq!(b.ranges["a"], vec![[0, 4000]]);
+        assert_eq!(b.ranges["c"], vec![[4000, 4500], [5000, 7500]]);
+        assert_eq!(b.ranges["d"], vec![[4500, 5000], [7500, 10000]]);
+        assert!(!b.ranges.contains_key("b"));
+    }
+
+    #[test]
     fn a_new_salt_starts_afresh() {
         let a = allocate(None, &w(&[("a", 5000), ("b", 5000)]), "s", "key");
         let b = allocate(Some(&a), &w(&[("b", 5000), ("a", 5000)]), "t", "key");

@@ -335,6 +335,9 @@ pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
 
 /// Parses a semantic version, accepting `1` and `1.2` as `1.0.0` and `1.2.0`.
 pub fn parse_semver(s: &str) -> Option<semver::Version> {
+    if let Some(v) = plain_semver(s) {
+        return Some(v);
+    }
     if let Ok(v) = semver::Version::parse(s) {
         return Some(v);
     }
@@ -346,6 +349,24 @@ pub fn parse_semver(s: &str) -> Option<semver::Version> {
     }
     let padded = format!("{core}{}{rest}", ".0".repeat(3 - parts));
     semver::Version::parse(&padded).ok()
+}
+
+/// `MAJOR.MINOR.PATCH` with no pre-release or build, parsed without the
+/// general parser (the common case at evaluation time).
+fn plain_semver(s: &str) -> Option<semver::Version> {
+    let mut parts = [0u64; 3];
+    let mut fields = s.split('.');
+    for part in &mut parts {
+        let f = fields.next()?;
+        if f.is_empty() || f.len() > 19 || (f.len() > 1 && f.starts_with('0')) || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *part = f.parse().ok()?;
+    }
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(semver::Version::new(parts[0], parts[1], parts[2]))
 }
 
 /// A time operand in epoch milliseconds: an RFC 3339 string or a number.
