@@ -19,6 +19,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a write reaches the disk before it is acknowledged (Redis `appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fdatasync before acknowledging (group commit shares one sync among concurrent writes).
+    Always,
+    /// Acknowledge once the OS has the bytes; fdatasync once a second. A process
+    /// crash loses nothing; a power loss can lose the last second.
+    Everysec,
+}
+
 /// Command-line flags; each is also read from `FLAGSTAFF_<NAME>`.
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +81,21 @@ pub struct Cli {
     /// Worker threads serving clients; 1 runs everything on one thread, which is fastest on 2 cores [default: 1]
     #[arg(long, env = "FLAGSTAFF_THREADS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
+    /// This node's id in its cluster; a data dir belongs to one node id [default: 1]
+    #[arg(long, env = "FLAGSTAFF_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+    /// When writes reach the disk: always (fdatasync before the reply) or everysec [default: always]
+    #[arg(long, env = "FLAGSTAFF_FSYNC")]
+    pub fsync: Option<FsyncMode>,
+    /// Snapshot the state and compact the log every this many log entries [default: 10000]
+    #[arg(long, env = "FLAGSTAFF_SNAPSHOT_EVERY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
+    /// Audit records (FLAG.HISTORY) kept per flag or segment [default: 100]
+    #[arg(long, env = "FLAGSTAFF_AUDIT_RETENTION")]
+    pub audit_retention: Option<usize>,
+    /// Milliseconds a write may take before it is answered -TIMEOUT (outcome unknown) [default: 5000]
+    #[arg(long, env = "FLAGSTAFF_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, unknown keys refused.
@@ -89,6 +115,11 @@ struct FileConfig {
     max_multibulk_len: Option<usize>,
     client_query_buffer_limit: Option<usize>,
     threads: Option<u64>,
+    node_id: Option<u64>,
+    fsync: Option<FsyncMode>,
+    snapshot_every: Option<u64>,
+    audit_retention: Option<usize>,
+    write_timeout_ms: Option<u64>,
 }
 
 /// A configuration problem, worded as one line.
@@ -151,6 +182,16 @@ pub struct Settings {
     pub client_query_buffer_limit: usize,
     /// Runtime worker threads.
     pub threads: u64,
+    /// Node id.
+    pub node_id: u64,
+    /// Fsync policy.
+    pub fsync: FsyncMode,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+    /// Audit records kept per key.
+    pub audit_retention: usize,
+    /// Write timeout in ms.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -170,6 +211,11 @@ impl Default for Settings {
             max_multibulk_len: 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             threads: 1,
+            node_id: 1,
+            fsync: FsyncMode::Always,
+            snapshot_every: 10_000,
+            audit_retention: 100,
+            write_timeout_ms: 5000,
         }
     }
 }
@@ -200,6 +246,11 @@ impl Settings {
                 .or(file.client_query_buffer_limit)
                 .unwrap_or(d.client_query_buffer_limit),
             threads: cli.threads.or(file.threads).unwrap_or(d.threads),
+            node_id: cli.node_id.or(file.node_id).unwrap_or(d.node_id),
+            fsync: cli.fsync.or(file.fsync).unwrap_or(d.fsync),
+            snapshot_every: cli.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
+            audit_retention: cli.audit_retention.or(file.audit_retention).unwrap_or(d.audit_retention),
+            write_timeout_ms: cli.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(d.write_timeout_ms),
         };
         s.check()?;
         Ok(s)
@@ -218,6 +269,18 @@ impl Settings {
         }
         if self.threads == 0 || self.threads > 256 {
             return invalid("threads", "must be between 1 and 256");
+        }
+        if self.node_id == 0 {
+            return invalid("node-id", "must be at least 1");
+        }
+        if self.snapshot_every == 0 {
+            return invalid("snapshot-every", "must be at least 1");
+        }
+        if self.audit_retention == 0 {
+            return invalid("audit-retention", "must be at least 1");
+        }
+        if self.write_timeout_ms == 0 {
+            return invalid("write-timeout-ms", "must be at least 1");
         }
         if self.proto_max_bulk_len < 1024 {
             return invalid("proto-max-bulk-len", "must be at least 1024");

@@ -10,5 +10,6 @@ pub mod flag;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;
+pub mod raft;
 pub mod server;
 pub mod store;

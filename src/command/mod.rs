@@ -144,7 +144,7 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
 
 /// Commits a single-operation write and renders its reply.
 async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
-    match state.store.write(w.request).await {
+    match state.write(w.request).await {
         Ok(mut results) if results.len() == 1 => (w.render)(results.remove(0)),
         Ok(_) => Reply::error("ERR internal error: write returned no outcome"),
         Err(e) => e.into(),

@@ -1,6 +1,7 @@
 //! Server-wide state shared by every connection.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -8,15 +9,18 @@ use tokio_util::sync::CancellationToken;
 use super::clients::ClientRegistry;
 use crate::config::Settings;
 use crate::metrics::Stats;
-use crate::store::Store;
+use crate::raft::RaftNode;
+use crate::store::{OpResult, Store, WriteError, WriteRequest};
 
 /// What every handler can reach: settings, the store, clients, counters.
 #[derive(Debug)]
 pub struct ServerState {
     /// Resolved configuration.
     pub settings: Settings,
-    /// Flags and segments.
-    pub store: Store,
+    /// Flags and segments, as applied on this node.
+    pub store: Arc<Store>,
+    /// The write path (set once loading is done).
+    pub raft: OnceLock<RaftNode>,
     /// Connected clients.
     pub clients: ClientRegistry,
     /// Counters for INFO.
@@ -34,10 +38,11 @@ pub struct ServerState {
 
 impl ServerState {
     /// State for a server about to load its data.
-    pub fn new(settings: Settings, store: Store) -> Self {
+    pub fn new(settings: Settings) -> Self {
         ServerState {
             settings,
-            store,
+            store: Arc::new(Store::new()),
+            raft: OnceLock::new(),
             clients: ClientRegistry::default(),
             stats: Stats::default(),
             started: Instant::now(),
@@ -56,6 +61,14 @@ impl ServerState {
     /// Marks loading done or begun.
     pub fn set_loading(&self, loading: bool) {
         self.loading.store(loading, Ordering::Release);
+    }
+
+    /// Commits a write through raft; the outcomes once it is durable and applied here.
+    pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
+        match self.raft.get() {
+            Some(node) => node.write(request).await,
+            None => Err(WriteError::ClusterDown("node is still loading".into())),
+        }
     }
 
     /// Whether connections must authenticate before running commands.

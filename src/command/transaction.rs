@@ -105,7 +105,7 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
     }
     if let Some(mut req) = request {
         req.watch = watched;
-        match state.store.write(req).await {
+        match state.write(req).await {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for (i, render, count) in renders {
@@ -122,6 +122,12 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
                 }
             }
             Err(WriteError::WatchFailed) => return Reply::NilArray,
+            Err(e) => {
+                let reply: Reply = e.into();
+                for (i, _, _) in renders {
+                    replies[i] = Some(reply.clone());
+                }
+            }
         }
         for i in deferred {
             let args = &multi.queued[i];

@@ -1,4 +1,4 @@
-//! The accept loop, per-connection tasks and graceful shutdown.
+//! The accept loop, per-connection tasks, start-up loading and graceful shutdown.
 
 mod connection;
 
@@ -9,8 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::command::ServerState;
-use crate::config::Settings;
-use crate::store::Store;
+use crate::config::{FsyncMode, Settings};
+use crate::raft::{FsyncPolicy, NodeSettings, RaftNode};
+
+/// Env var that plants the ack-before-log bug for the crash test's control run.
+pub const UNSAFE_ACK_ENV: &str = "FLAGSTAFF_UNSAFE_ACK_BEFORE_LOG";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +34,29 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Stored data could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::raft::StartError),
+}
+
+fn node_settings(s: &Settings) -> NodeSettings {
+    NodeSettings {
+        node_id: s.node_id,
+        data_dir: s.data_dir.clone(),
+        client_addr: format!("{}:{}", s.bind, s.port),
+        fsync: match s.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Everysec => FsyncPolicy::EverySec,
+        },
+        snapshot_every: s.snapshot_every,
+        audit_retention: s.audit_retention,
+        write_timeout: Duration::from_millis(s.write_timeout_ms),
+        unsafe_ack_before_log: std::env::var(UNSAFE_ACK_ENV).is_ok_and(|v| v == "1"),
+    }
 }
 
 /// Runs the server until SIGINT, SIGTERM or `SHUTDOWN`, then drains and returns.
+/// Clients can connect while the data loads; they get `-LOADING` until it is done.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
         path: settings.data_dir.display().to_string(),
@@ -44,15 +67,51 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
     let grace = Duration::from_secs(settings.shutdown_timeout);
-    let state = Arc::new(ServerState::new(settings, Store::new()));
-    state.set_loading(false);
+    let node_settings = node_settings(&settings);
+    if node_settings.unsafe_ack_before_log {
+        tracing::warn!("{UNSAFE_ACK_ENV}=1: acknowledging writes before they are logged (test-only planted bug)");
+    }
+    let state = Arc::new(ServerState::new(settings));
     tokio::spawn(watch_signals(state.clone()));
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
-
     let tracker = TaskTracker::new();
+    let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
+
+    let loaded = tokio::select! {
+        node = RaftNode::start(node_settings, &state.store) => Some(node),
+        _ = state.shutdown.cancelled() => None,
+    };
+    let result = match loaded {
+        Some(Ok(node)) => {
+            let _ = state.raft.set(node);
+            state.set_loading(false);
+            tracing::info!(%addr, "ready to accept connections");
+            state.shutdown.cancelled().await;
+            Ok(())
+        }
+        Some(Err(e)) => {
+            state.shutdown.cancel();
+            Err(StartError::Load(e))
+        }
+        None => Ok(()),
+    };
+    let _ = acceptor.await;
+    tracker.close();
+    tracing::info!(clients = state.clients.count(), "shutting down: waiting for in-flight commands");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+    }
+    if let Some(node) = state.raft.get() {
+        node.shutdown().await;
+    }
+    tracing::info!("shutdown complete");
+    result
+}
+
+async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTracker) {
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => break,
+            _ = state.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracker.spawn(connection::serve(state.clone(), stream, peer));
@@ -65,14 +124,6 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             }
         }
     }
-    drop(listener);
-    tracker.close();
-    tracing::info!(clients = state.clients.count(), "shutting down: waiting for in-flight commands");
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
-    }
-    tracing::info!("shutdown complete");
-    Ok(())
 }
 
 async fn watch_signals(state: Arc<ServerState>) {

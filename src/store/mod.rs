@@ -6,15 +6,20 @@
 //! check that involves other keys deterministically, so the same request
 //! applied on any replica gives the same outcome.
 
+pub mod records;
 mod render;
 mod state;
+pub mod storage;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use serde::{Deserialize, Serialize};
 
-pub use state::{FlagEntry, SegmentEntry, StateView};
+pub use records::{AppliedBatch, AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage};
+pub use render::rfc3339;
+pub use state::{apply, parse_dump, Applied, Dump, FlagEntry, SegmentEntry, StateView};
+use storage::{StateStorage, StorageError};
 
 use crate::flag::Invalid;
 use crate::protocol::Reply;
@@ -31,6 +36,24 @@ pub enum WriteOp {
         /// Required current version (0: must not exist).
         if_version: Option<u64>,
         /// Why, for the audit log.
+        reason: Option<String>,
+    },
+    /// Restore an earlier definition of a flag as a new version.
+    RollbackFlag {
+        /// Full key.
+        key: String,
+        /// The version restored (for the record).
+        version: u64,
+        /// That version's definition, from the audit log.
+        definition: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Apply a `FLAG.DUMP` document: all of it, or none of it.
+    Import {
+        /// The document.
+        document: String,
+        /// Why.
         reason: Option<String>,
     },
     /// Delete a flag.
@@ -132,18 +155,28 @@ impl From<Invalid> for OpError {
 /// The outcome of one operation.
 pub type OpResult = Result<OpOutcome, OpError>;
 
-/// Why a whole write request did not apply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a whole write request did not apply (or may not have).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WriteError {
     /// A watched key changed (EXEC answers nil).
     #[error("watched key changed")]
     WatchFailed,
+    /// No leader or no quorum: nothing was written; retry later.
+    #[error("CLUSTERDOWN {0}")]
+    ClusterDown(String),
+    /// The write did not finish in time; it may or may not have committed.
+    #[error("TIMEOUT write outcome unknown after {0} ms")]
+    Timeout(u64),
+    /// The write path failed.
+    #[error("ERR write failed: {0}")]
+    Failed(String),
 }
 
 impl From<WriteError> for Reply {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::WatchFailed => Reply::NilArray,
+            other => Reply::Error(other.to_string().into()),
         }
     }
 }
@@ -165,11 +198,17 @@ pub struct Counts {
     pub revision: u64,
 }
 
-/// The store: the current view for readers and the single writer.
-#[derive(Debug)]
+/// The store: the current view for readers, and the storage engine the
+/// state machine persists through.
 pub struct Store {
     view: ArcSwap<StateView>,
-    writer: Mutex<u64>,
+    storage: OnceLock<Arc<dyn StateStorage>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
 }
 
 impl Default for Store {
@@ -179,17 +218,30 @@ impl Default for Store {
 }
 
 impl Store {
-    /// An empty store.
+    /// An empty store, before its data is loaded.
     pub fn new() -> Self {
-        Store {
-            view: ArcSwap::from_pointee(StateView::default()),
-            writer: Mutex::new(0),
-        }
+        Store { view: ArcSwap::from_pointee(StateView::default()), storage: OnceLock::new() }
+    }
+
+    /// Attaches the storage engine and the view loaded from it.
+    pub fn install(&self, storage: Arc<dyn StateStorage>, view: StateView) {
+        let _ = self.storage.set(storage);
+        self.view.store(Arc::new(view));
     }
 
     /// The current view: cheap, lock-free, and consistent for as long as it is held.
     pub fn view(&self) -> Guard<Arc<StateView>> {
         self.view.load()
+    }
+
+    /// The current view as an owned handle.
+    pub fn view_full(&self) -> Arc<StateView> {
+        self.view.load_full()
+    }
+
+    /// Makes `view` the current one (after an applied write).
+    pub fn publish(&self, view: StateView) {
+        self.view.store(Arc::new(view));
     }
 
     /// Counts for INFO and DBSIZE.
@@ -207,16 +259,11 @@ impl Store {
         self.view.load().key_revision(key)
     }
 
-    /// Applies a write and returns each operation's outcome, in order.
-    pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
-        let mut last_revision = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.view.load_full();
-        let revision = *last_revision + 1;
-        let (next, results) = state::apply(&current, revision, &request)?;
-        if let Some(next) = next {
-            *last_revision = revision;
-            self.view.store(Arc::new(next));
+    /// A key's audit records, newest first.
+    pub fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError> {
+        match self.storage.get() {
+            Some(s) => s.history(kind, key, count),
+            None => Ok(Vec::new()),
         }
-        Ok(results)
     }
 }

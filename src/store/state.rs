@@ -1,17 +1,20 @@
 //! The applied state and the deterministic function that changes it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use imbl::{HashMap, OrdSet};
+use serde_json::Value;
 
+use super::records::{AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage};
 use super::render::{render_flag, render_segment};
 use super::{OpError, OpOutcome, OpResult, WriteError, WriteOp, WriteRequest};
 use crate::flag::compile::allocations_for;
 use crate::flag::validate::{check_references, Catalog};
 use crate::flag::{
     compile_flag, compile_segment, parse_flag, parse_segment, Allocations, CompiledFlag, CompiledSegment,
-    FlagDef, FlagSource, SegmentDef,
+    FlagDef, FlagSource, Invalid, SegmentDef,
 };
 
 /// A stored flag with its compiled form and metadata.
@@ -35,6 +38,21 @@ pub struct FlagEntry {
     pub rendered: Bytes,
 }
 
+impl FlagEntry {
+    /// The persisted form.
+    pub fn record(&self, key: &str) -> FlagRecord {
+        FlagRecord {
+            key: key.to_string(),
+            definition: self.def.clone(),
+            allocations: self.allocations.clone(),
+            version: self.version,
+            revision: self.revision,
+            updated_at: self.updated_at,
+            updated_by: self.updated_by.clone(),
+        }
+    }
+}
+
 /// A stored segment.
 #[derive(Debug, Clone)]
 pub struct SegmentEntry {
@@ -54,6 +72,20 @@ pub struct SegmentEntry {
     pub rendered: Bytes,
 }
 
+impl SegmentEntry {
+    /// The persisted form.
+    pub fn record(&self, key: &str) -> SegmentRecord {
+        SegmentRecord {
+            key: key.to_string(),
+            definition: self.def.clone(),
+            version: self.version,
+            revision: self.revision,
+            updated_at: self.updated_at,
+            updated_by: self.updated_by.clone(),
+        }
+    }
+}
+
 /// An immutable snapshot of everything stored.
 #[derive(Debug, Clone, Default)]
 pub struct StateView {
@@ -67,19 +99,16 @@ pub struct StateView {
     pub scan_order: OrdSet<(u64, Arc<str>)>,
     /// Revision at which each key (flag or segment) last changed.
     key_revisions: HashMap<Arc<str>, u64>,
-    /// Last version of deleted keys, so a re-created key continues counting.
-    tombstones: HashMap<Arc<str>, u64>,
+    /// Last version of deleted flags.
+    flag_tombstones: HashMap<Arc<str>, u64>,
+    /// Last version of deleted segments.
+    segment_tombstones: HashMap<Arc<str>, u64>,
 }
 
 impl StateView {
     /// Revision at which a flag or segment with this key last changed.
     pub fn key_revision(&self, key: &str) -> u64 {
         self.key_revisions.get(key).copied().unwrap_or(0)
-    }
-
-    /// A flag entry.
-    pub fn flag(&self, key: &str) -> Option<&Arc<FlagEntry>> {
-        self.flags.get(key)
     }
 
     /// Flags that list `key` as a prerequisite, sorted.
@@ -103,6 +132,88 @@ impl StateView {
             .map(|(k, _)| k.clone())
             .collect();
         out.sort();
+        out
+    }
+
+    /// Rebuilds a view from persisted records (at start, or from a snapshot).
+    pub fn from_image(image: &StateImage) -> Result<StateView, Invalid> {
+        let mut v = StateView::default();
+        for r in &image.segments {
+            let compiled = Arc::new(compile_segment(&r.key, &r.definition)?);
+            let rendered = render_segment(&r.definition, r.version, r.revision, r.updated_at, &r.updated_by);
+            let k: Arc<str> = r.key.as_str().into();
+            v.key_revisions.insert(k.clone(), r.revision);
+            v.revision = v.revision.max(r.revision);
+            v.segments.insert(
+                k,
+                Arc::new(SegmentEntry {
+                    def: r.definition.clone(),
+                    compiled,
+                    version: r.version,
+                    revision: r.revision,
+                    updated_at: r.updated_at,
+                    updated_by: r.updated_by.clone(),
+                    rendered,
+                }),
+            );
+        }
+        for r in &image.flags {
+            let entry = build_flag(&v, &r.key, r.definition.clone(), r.allocations.clone(), r.version, r.revision, r.updated_at, &r.updated_by)
+                .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()))?;
+            v.revision = v.revision.max(r.revision);
+            store_flag(&mut v, &r.key, entry, r.revision);
+        }
+        for (kind, key, version) in &image.tombstones {
+            match kind {
+                Kind::Flag => v.flag_tombstones.insert(key.as_str().into(), *version),
+                Kind::Segment => v.segment_tombstones.insert(key.as_str().into(), *version),
+            };
+        }
+        Ok(v)
+    }
+
+    /// The persisted form of everything (audit excluded).
+    pub fn image(&self) -> StateImage {
+        let mut flags: Vec<FlagRecord> = self.flags.iter().map(|(k, e)| e.record(k)).collect();
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut segments: Vec<SegmentRecord> = self.segments.iter().map(|(k, e)| e.record(k)).collect();
+        segments.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut tombstones: Vec<(Kind, String, u64)> = self
+            .flag_tombstones
+            .iter()
+            .map(|(k, v)| (Kind::Flag, k.to_string(), *v))
+            .chain(self.segment_tombstones.iter().map(|(k, v)| (Kind::Segment, k.to_string(), *v)))
+            .collect();
+        tombstones.sort();
+        StateImage { meta: None, flags, segments, tombstones, audit: Vec::new() }
+    }
+
+    /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
+    pub fn dump(&self, pattern: Option<&[u8]>) -> String {
+        let keep = |k: &str| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false));
+        let mut flags: Vec<(&Arc<str>, &Arc<FlagEntry>)> = self.flags.iter().filter(|(k, _)| keep(k)).collect();
+        flags.sort_by(|a, b| a.0.cmp(b.0));
+        let mut segments: Vec<(&Arc<str>, &Arc<SegmentEntry>)> = self.segments.iter().filter(|(k, _)| keep(k)).collect();
+        segments.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = format!("{{\"revision\":{},\"flags\":{{", self.revision);
+        for (i, (k, e)) in flags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(&***k).to_string());
+            out.push(':');
+            out.push_str(&String::from_utf8_lossy(&e.rendered));
+        }
+        out.push_str("},\"segments\":{");
+        for (i, (k, e)) in segments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(&***k).to_string());
+            out.push(':');
+            out.push_str(&String::from_utf8_lossy(&e.rendered));
+        }
+        out.push_str("}}");
         out
     }
 }
@@ -137,137 +248,310 @@ fn join(keys: &[Arc<str>]) -> String {
     keys.iter().map(|k| &**k).collect::<Vec<_>>().join(", ")
 }
 
-/// Applies `req` at `revision` on top of `view`. Returns the new view (None
-/// when nothing changed) and each operation's outcome. Deterministic: the
-/// same inputs give the same outputs on every node.
-pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<(Option<StateView>, Vec<OpResult>), WriteError> {
+/// The outcome of applying one write request.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The new view, when anything changed.
+    pub view: Option<StateView>,
+    /// Each operation's outcome, in order.
+    pub results: Vec<OpResult>,
+    /// Keys changed, for persistence.
+    pub changes: Vec<Change>,
+    /// Audit records (and change events), in order.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Applies `req` at `revision` on top of `view`. Deterministic: the same
+/// inputs give the same outputs on every node.
+pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<Applied, WriteError> {
     if req.watch.iter().any(|(k, rev)| view.key_revision(k) != *rev) {
         return Err(WriteError::WatchFailed);
     }
-    let mut next = view.clone();
-    let mut changed = false;
+    let mut ctx = ApplyCtx { v: view.clone(), revision, req, changes: Vec::new(), audit: Vec::new() };
     let mut results = Vec::with_capacity(req.ops.len());
     for op in &req.ops {
-        let result = apply_op(&mut next, revision, req, op);
-        if matches!(result, Ok(OpOutcome::Version(_)) | Ok(OpOutcome::Deleted(true))) {
-            changed = true;
-        }
-        results.push(result);
+        results.push(ctx.op(op));
     }
-    if !changed {
-        return Ok((None, results));
+    let changed = !ctx.changes.is_empty();
+    let mut v = ctx.v;
+    if changed {
+        v.revision = revision;
     }
-    next.revision = revision;
-    Ok((Some(next), results))
+    Ok(Applied {
+        view: changed.then_some(v),
+        results,
+        changes: ctx.changes,
+        audit: ctx.audit,
+    })
 }
 
-fn next_version(view: &StateView, existing: Option<u64>, key: &str) -> u64 {
-    existing.or_else(|| view.tombstones.get(key).copied()).unwrap_or(0) + 1
+struct ApplyCtx<'a> {
+    v: StateView,
+    revision: u64,
+    req: &'a WriteRequest,
+    changes: Vec<Change>,
+    audit: Vec<AuditRecord>,
 }
 
-fn apply_op(v: &mut StateView, revision: u64, req: &WriteRequest, op: &WriteOp) -> OpResult {
-    match op {
-        WriteOp::SetFlag { key, definition, if_version, .. } => {
-            let current = v.flags.get(key.as_str()).cloned();
-            if let Some(expected) = if_version {
-                let have = current.as_ref().map_or(0, |e| e.version);
-                if have != *expected {
-                    return Err(OpError::Conflict(format!("flag {key} is at version {have}, not {expected}")));
+fn def_json<T: serde::Serialize>(def: &T) -> Option<Value> {
+    serde_json::to_value(def).ok()
+}
+
+impl ApplyCtx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn record(&mut self, kind: Kind, key: &str, version: u64, event: Event, reason: &Option<String>, before: Option<Value>, after: Option<Value>) {
+        let seq = self.audit.len() as u32;
+        self.audit.push(AuditRecord {
+            kind,
+            key: key.to_string(),
+            revision: self.revision,
+            seq,
+            version,
+            event,
+            actor: self.req.actor.clone(),
+            ts: self.req.ts_ms,
+            reason: reason.clone(),
+            before,
+            after,
+        });
+    }
+
+    fn next_version(&self, kind: Kind, key: &str) -> u64 {
+        let (current, tomb) = match kind {
+            Kind::Flag => (self.v.flags.get(key).map(|e| e.version), self.v.flag_tombstones.get(key)),
+            Kind::Segment => (self.v.segments.get(key).map(|e| e.version), self.v.segment_tombstones.get(key)),
+        };
+        current.or(tomb.copied()).unwrap_or(0) + 1
+    }
+
+    /// Sets a flag whose definition is already parsed; `prev_alloc` seeds the allocation.
+    fn set_flag(&mut self, key: &str, def: FlagDef, prev_alloc: &Allocations, event: Event, reason: &Option<String>) -> OpResult {
+        check_references(key, &def, &self.v)?;
+        for dependent in self.v.prerequisite_dependents(key) {
+            let Some(dep) = self.v.flags.get(&dependent) else { continue };
+            for p in dep.def.prerequisites.iter().filter(|p| p.flag == key) {
+                if !def.variations.iter().any(|x| x.name == p.variation) {
+                    return Err(OpError::Invalid {
+                        path: "variations".into(),
+                        why: format!("flag {dependent} requires variation {:?} as a prerequisite", p.variation),
+                    });
                 }
             }
-            let def = parse_flag(key, definition.as_bytes())?;
-            check_references(key, &def, v)?;
-            for dependent in v.prerequisite_dependents(key) {
-                let Some(dep) = v.flags.get(&dependent) else { continue };
-                for p in dep.def.prerequisites.iter().filter(|p| p.flag == *key) {
-                    if !def.variations.iter().any(|x| x.name == p.variation) {
-                        return Err(OpError::Invalid {
-                            path: "variations".into(),
-                            why: format!("flag {dependent} requires variation {:?} as a prerequisite", p.variation),
-                        });
+        }
+        let before = self.v.flags.get(key).and_then(|e| def_json(&e.def));
+        let allocations = allocations_for(key, &def, prev_alloc);
+        let version = self.next_version(Kind::Flag, key);
+        let entry = build_flag(&self.v, key, def, allocations, version, self.revision, self.req.ts_ms, &self.req.actor)?;
+        let after = def_json(&entry.def);
+        self.changes.push(Change::Flag(entry.record(key)));
+        store_flag(&mut self.v, key, entry, self.revision);
+        self.v.flag_tombstones.remove(key);
+        self.record(Kind::Flag, key, version, event, reason, before, after);
+        Ok(OpOutcome::Version(version))
+    }
+
+    fn set_segment(&mut self, key: &str, def: SegmentDef, reason: &Option<String>) -> OpResult {
+        let compiled = Arc::new(compile_segment(key, &def)?);
+        let before = self.v.segments.get(key).and_then(|e| def_json(&e.def));
+        let version = self.next_version(Kind::Segment, key);
+        let rendered = render_segment(&def, version, self.revision, self.req.ts_ms, &self.req.actor);
+        let entry = SegmentEntry {
+            def,
+            compiled,
+            version,
+            revision: self.revision,
+            updated_at: self.req.ts_ms,
+            updated_by: self.req.actor.clone(),
+            rendered,
+        };
+        let after = def_json(&entry.def);
+        self.changes.push(Change::Segment(entry.record(key)));
+        let k: Arc<str> = key.into();
+        self.v.segments.insert(k.clone(), Arc::new(entry));
+        self.v.segment_tombstones.remove(key);
+        self.v.key_revisions.insert(k, self.revision);
+        // Flags that use the segment now point at its new compiled form.
+        for dependent in self.v.segment_dependents(key) {
+            if let Some(e) = self.v.flags.get(&dependent).cloned() {
+                let segments = |s: &str| self.v.segments.get(s).map(|e| e.compiled.clone());
+                let compiled = compile_flag(&dependent, &e.def, &e.allocations, &segments)?;
+                let mut e = (*e).clone();
+                e.compiled = compiled;
+                self.v.flags.insert(dependent, Arc::new(e));
+            }
+        }
+        self.record(Kind::Segment, key, version, Event::Set, reason, before, after);
+        Ok(OpOutcome::Version(version))
+    }
+
+    fn op(&mut self, op: &WriteOp) -> OpResult {
+        match op {
+            WriteOp::SetFlag { key, definition, if_version, reason } => {
+                if let Some(expected) = if_version {
+                    let have = self.v.flags.get(key.as_str()).map_or(0, |e| e.version);
+                    if have != *expected {
+                        return Err(OpError::Conflict(format!("flag {key} is at version {have}, not {expected}")));
                     }
                 }
+                let def = parse_flag(key, definition.as_bytes())?;
+                let prev = self.v.flags.get(key.as_str()).map(|e| e.allocations.clone()).unwrap_or_default();
+                self.set_flag(key, def, &prev, Event::Set, reason)
             }
-            let prev_alloc = current.as_ref().map(|e| e.allocations.clone()).unwrap_or_default();
-            let allocations = allocations_for(key, &def, &prev_alloc);
-            let version = next_version(v, current.as_ref().map(|e| e.version), key);
-            let entry = build_flag(v, key, def, allocations, version, revision, req.ts_ms, &req.actor)?;
-            store_flag(v, key, entry, revision);
-            Ok(OpOutcome::Version(version))
-        }
-        WriteOp::ToggleFlag { key, on, .. } => {
-            let Some(current) = v.flags.get(key.as_str()).cloned() else {
-                return Err(OpError::NotFound(format!("no such flag '{key}'")));
-            };
-            let mut def = current.def.clone();
-            def.on = *on;
-            let version = current.version + 1;
-            let entry = build_flag(v, key, def, current.allocations.clone(), version, revision, req.ts_ms, &req.actor)?;
-            store_flag(v, key, entry, revision);
-            Ok(OpOutcome::Version(version))
-        }
-        WriteOp::DeleteFlag { key, .. } => {
-            let Some(current) = v.flags.get(key.as_str()).cloned() else {
-                return Ok(OpOutcome::Deleted(false));
-            };
-            let dependents = v.prerequisite_dependents(key);
-            if !dependents.is_empty() {
-                return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
+            WriteOp::RollbackFlag { key, definition, reason, .. } => {
+                let def = parse_flag(key, definition.as_bytes())?;
+                let prev = self.v.flags.get(key.as_str()).map(|e| e.allocations.clone()).unwrap_or_default();
+                self.set_flag(key, def, &prev, Event::Rollback, reason)
             }
-            let k: Arc<str> = key.as_str().into();
-            v.flags.remove(key.as_str());
-            v.scan_order.remove(&(scan_hash(key), k.clone()));
-            v.tombstones.insert(k.clone(), current.version);
-            v.key_revisions.insert(k, revision);
-            Ok(OpOutcome::Deleted(true))
-        }
-        WriteOp::SetSegment { key, definition, .. } => {
-            let def = parse_segment(key, definition.as_bytes())?;
-            let compiled = Arc::new(compile_segment(key, &def)?);
-            let current = v.segments.get(key.as_str()).cloned();
-            let version = next_version(v, current.as_ref().map(|e| e.version), key);
-            let rendered = render_segment(&def, version, revision, req.ts_ms, &req.actor);
-            let k: Arc<str> = key.as_str().into();
-            v.segments.insert(
-                k.clone(),
-                Arc::new(SegmentEntry {
-                    def,
-                    compiled,
-                    version,
-                    revision,
-                    updated_at: req.ts_ms,
-                    updated_by: req.actor.clone(),
-                    rendered,
-                }),
-            );
-            v.key_revisions.insert(k, revision);
-            // Flags that use the segment now point at its new compiled form.
-            for dependent in v.segment_dependents(key) {
-                if let Some(e) = v.flags.get(&dependent).cloned() {
-                    let segments = |s: &str| v.segments.get(s).map(|e| e.compiled.clone());
-                    let compiled = compile_flag(&dependent, &e.def, &e.allocations, &segments)?;
-                    let mut e = (*e).clone();
-                    e.compiled = compiled;
-                    v.flags.insert(dependent, Arc::new(e));
+            WriteOp::ToggleFlag { key, on, reason } => {
+                let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
+                    return Err(OpError::NotFound(format!("no such flag '{key}'")));
+                };
+                let mut def = current.def.clone();
+                def.on = *on;
+                let before = def_json(&current.def);
+                let version = current.version + 1;
+                let entry = build_flag(&self.v, key, def, current.allocations.clone(), version, self.revision, self.req.ts_ms, &self.req.actor)?;
+                let after = def_json(&entry.def);
+                self.changes.push(Change::Flag(entry.record(key)));
+                store_flag(&mut self.v, key, entry, self.revision);
+                self.record(Kind::Flag, key, version, Event::Toggle, reason, before, after);
+                Ok(OpOutcome::Version(version))
+            }
+            WriteOp::DeleteFlag { key, reason } => {
+                let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
+                    return Ok(OpOutcome::Deleted(false));
+                };
+                let dependents = self.v.prerequisite_dependents(key);
+                if !dependents.is_empty() {
+                    return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
                 }
+                let k: Arc<str> = key.as_str().into();
+                self.v.flags.remove(key.as_str());
+                self.v.scan_order.remove(&(scan_hash(key), k.clone()));
+                self.v.flag_tombstones.insert(k.clone(), current.version);
+                self.v.key_revisions.insert(k, self.revision);
+                self.changes.push(Change::FlagDeleted { key: key.clone(), version: current.version });
+                self.record(Kind::Flag, key, current.version, Event::Delete, reason, def_json(&current.def), None);
+                Ok(OpOutcome::Deleted(true))
             }
-            Ok(OpOutcome::Version(version))
-        }
-        WriteOp::DeleteSegment { key, .. } => {
-            let Some(current) = v.segments.get(key.as_str()).cloned() else {
-                return Ok(OpOutcome::Deleted(false));
-            };
-            let dependents = v.segment_dependents(key);
-            if !dependents.is_empty() {
-                return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
+            WriteOp::SetSegment { key, definition, reason } => {
+                let def = parse_segment(key, definition.as_bytes())?;
+                self.set_segment(key, def, reason)
             }
-            let k: Arc<str> = key.as_str().into();
-            v.segments.remove(key.as_str());
-            v.tombstones.insert(k.clone(), current.version);
-            v.key_revisions.insert(k, revision);
-            Ok(OpOutcome::Deleted(true))
+            WriteOp::DeleteSegment { key, reason } => {
+                let Some(current) = self.v.segments.get(key.as_str()).cloned() else {
+                    return Ok(OpOutcome::Deleted(false));
+                };
+                let dependents = self.v.segment_dependents(key);
+                if !dependents.is_empty() {
+                    return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
+                }
+                let k: Arc<str> = key.as_str().into();
+                self.v.segments.remove(key.as_str());
+                self.v.segment_tombstones.insert(k.clone(), current.version);
+                self.v.key_revisions.insert(k, self.revision);
+                self.changes.push(Change::SegmentDeleted { key: key.clone(), version: current.version });
+                self.record(Kind::Segment, key, current.version, Event::Delete, reason, def_json(&current.def), None);
+                Ok(OpOutcome::Deleted(true))
+            }
+            WriteOp::Import { document, reason } => self.import(document, reason),
         }
     }
+
+    /// Applies a `FLAG.DUMP` document: every definition is checked first,
+    /// and either all of it applies or none of it does.
+    fn import(&mut self, document: &str, reason: &Option<String>) -> OpResult {
+        let parsed = parse_dump(document)?;
+        let saved = (self.v.clone(), self.changes.len(), self.audit.len());
+        let mut count = 0u64;
+        let result = (|| {
+            for (key, def) in &parsed.segments {
+                self.set_segment(key, def.clone(), reason).map_err(|e| prefix_error(e, &format!("segments[{key:?}]")))?;
+                count += 1;
+            }
+            // Flags in an order where prerequisites come first.
+            let mut pending: Vec<&(String, FlagDef, Allocations)> = parsed.flags.iter().collect();
+            while !pending.is_empty() {
+                let ready = pending.iter().position(|(_, def, _)| {
+                    def.prerequisites
+                        .iter()
+                        .all(|p| !parsed.flags.iter().any(|(k, _, _)| *k == p.flag) || self.v.flags.contains_key(p.flag.as_str()))
+                });
+                let i = ready.unwrap_or(0);
+                let (key, def, alloc) = pending.remove(i);
+                self.set_flag(key, def.clone(), alloc, Event::Set, reason)
+                    .map_err(|e| prefix_error(e, &format!("flags[{key:?}]")))?;
+                count += 1;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(OpOutcome::Version(count)),
+            Err(e) => {
+                self.v = saved.0;
+                self.changes.truncate(saved.1);
+                self.audit.truncate(saved.2);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn prefix_error(e: OpError, prefix: &str) -> OpError {
+    match e {
+        OpError::Invalid { path, why } => OpError::Invalid { path: format!("{prefix}.{path}"), why },
+        other => other,
+    }
+}
+
+/// A parsed `FLAG.DUMP` document.
+pub struct Dump {
+    /// Revision the dump reflects.
+    pub revision: u64,
+    /// (key, definition, allocations), by key.
+    pub flags: Vec<(String, FlagDef, Allocations)>,
+    /// (key, definition), by key.
+    pub segments: Vec<(String, SegmentDef)>,
+}
+
+/// Parses and checks a dump document on its own: every definition valid.
+pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
+    let invalid = |path: &str, why: String| OpError::Invalid { path: path.into(), why };
+    let doc: Value = serde_json::from_str(document).map_err(|e| invalid("$", e.to_string()))?;
+    let Some(obj) = doc.as_object() else {
+        return Err(invalid("$", "a dump is a JSON object".into()));
+    };
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "revision" | "flags" | "segments") {
+            return Err(invalid(k, "unknown field".into()));
+        }
+    }
+    let section = |name: &str| -> Result<BTreeMap<String, Value>, OpError> {
+        match obj.get(name) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Some(_) => Err(invalid(name, "must be an object of key → definition".into())),
+        }
+    };
+    let mut segments = Vec::new();
+    for (key, def) in section("segments")? {
+        let parsed = parse_segment(&key, def.to_string().as_bytes())
+            .map_err(|e| invalid(&format!("segments[{key:?}].{}", e.path), e.why))?;
+        segments.push((key, parsed));
+    }
+    let mut flags = Vec::new();
+    for (key, def) in section("flags")? {
+        let allocations: Allocations = match def.get("allocations") {
+            Some(a) => serde_json::from_value(a.clone())
+                .map_err(|e| invalid(&format!("flags[{key:?}].allocations"), e.to_string()))?,
+            None => Allocations::new(),
+        };
+        let parsed = parse_flag(&key, def.to_string().as_bytes())
+            .map_err(|e| invalid(&format!("flags[{key:?}].{}", e.path), e.why))?;
+        flags.push((key, parsed, allocations));
+    }
+    let revision = obj.get("revision").and_then(Value::as_u64).unwrap_or(0);
+    Ok(Dump { revision, flags, segments })
 }
 
 #[allow(clippy::too_many_arguments)]

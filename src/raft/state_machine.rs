@@ -1,0 +1,250 @@
+//! openraft's state machine over the store: each committed entry is applied
+//! with the store's deterministic `apply`, persisted as one storage batch,
+//! and then published to readers by swapping the view. Snapshots are whole
+//! state images written to their own fsynced file; the log is purged only
+//! up to such a file, and recovery rebuilds storage from it when storage is
+//! behind.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
+use super::wal;
+use crate::store::storage::StateStorage;
+use crate::store::{self, AppliedBatch, AuditRecord, StateImage, StateView, Store};
+
+/// A snapshot file: the raft position and the full state at it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// openraft's snapshot metadata.
+    pub meta: SnapshotMeta<NodeId, Member>,
+    /// The state (audit included).
+    pub image: StateImage,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    storage: Arc<dyn StateStorage>,
+    snapshot_dir: PathBuf,
+    audit_retention: usize,
+    applied: Mutex<AppliedMeta>,
+    events: broadcast::Sender<Arc<Vec<AuditRecord>>>,
+}
+
+/// The state machine handle.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateMachine")
+    }
+}
+
+fn sm_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}.snap"))
+}
+
+/// The newest snapshot file in `dir`, if any.
+pub fn latest_snapshot(dir: &Path) -> std::io::Result<Option<SnapshotFile>> {
+    let mut newest: Option<PathBuf> = None;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "snap") && newest.as_ref().is_none_or(|n| p > *n) {
+                newest = Some(p);
+            }
+        }
+    }
+    let Some(path) = newest else { return Ok(None) };
+    let bytes = std::fs::read(&path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::other(format!("snapshot {}: {e}", path.display())))
+}
+
+fn write_snapshot(dir: &Path, file: &SnapshotFile) -> std::io::Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = serde_json::to_vec(file).map_err(std::io::Error::other)?;
+    let index = file.meta.last_log_id.map_or(0, |l| l.index);
+    let path = snapshot_path(dir, index);
+    wal::write_atomically(&path, &bytes)?;
+    // Older snapshots are superseded.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "snap") && p != path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+impl StateMachine {
+    /// A state machine over `store`, positioned at `applied`.
+    pub fn new(
+        store: Arc<Store>,
+        storage: Arc<dyn StateStorage>,
+        applied: AppliedMeta,
+        snapshot_dir: PathBuf,
+        audit_retention: usize,
+    ) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        StateMachine {
+            inner: Arc::new(Inner { store, storage, snapshot_dir, audit_retention, applied: Mutex::new(applied), events }),
+        }
+    }
+
+    fn applied(&self) -> MutexGuard<'_, AppliedMeta> {
+        self.inner.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change events (the audit records of each applied write), for the change feed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<AuditRecord>>> {
+        self.inner.events.subscribe()
+    }
+
+    fn apply_one(&self, entry: &Entry<TypeConfig>) -> Result<WriteResponse, StorageError<NodeId>> {
+        let mut applied = self.applied();
+        applied.log_id = Some(entry.log_id);
+        let mut batch = AppliedBatch::default();
+        let mut next_view: Option<StateView> = None;
+        let response = match &entry.payload {
+            EntryPayload::Blank => Ok(Vec::new()),
+            EntryPayload::Membership(m) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Ok(Vec::new())
+            }
+            EntryPayload::Normal(req) => {
+                let view = self.inner.store.view_full();
+                match store::apply(&view, entry.log_id.index, req) {
+                    Ok(done) => {
+                        batch.changes = done.changes;
+                        batch.audit = done.audit;
+                        next_view = done.view;
+                        Ok(done.results)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        batch.meta = applied.encode();
+        self.inner.storage.commit(&batch, self.inner.audit_retention).map_err(sm_error)?;
+        if let Some(v) = next_view {
+            self.inner.store.publish(v);
+        }
+        if !batch.audit.is_empty() {
+            let _ = self.inner.events.send(Arc::new(batch.audit));
+        }
+        Ok(response)
+    }
+
+    fn image_now(&self) -> Result<(AppliedMeta, StateImage), StorageError<NodeId>> {
+        // Position and view are read together: apply changes both under this lock.
+        let applied = self.applied();
+        let view = self.inner.store.view_full();
+        let meta = applied.clone();
+        drop(applied);
+        let upto = meta.log_id.map_or(0, |l| l.index);
+        let mut image = view.image();
+        image.audit = self
+            .inner
+            .storage
+            .all_audit()
+            .map_err(sm_error)?
+            .into_iter()
+            .filter(|r| r.revision <= upto)
+            .collect();
+        image.meta = Some(meta.encode());
+        Ok((meta, image))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (applied, image) = self.image_now()?;
+        let snapshot_id = match applied.log_id {
+            Some(l) => format!("{}-{}", l.leader_id, l.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta { last_log_id: applied.log_id, last_membership: applied.membership, snapshot_id };
+        let file = SnapshotFile { meta: meta.clone(), image };
+        let bytes = write_snapshot(&self.inner.snapshot_dir, &file)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), bytes = bytes.len(), "snapshot written");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>> {
+        let a = self.applied();
+        Ok((a.log_id, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<WriteResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        entries.into_iter().map(|e| self.apply_one(&e)).collect()
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let read_err = |e: &dyn std::fmt::Display| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e.to_string())))
+        };
+        let file: SnapshotFile = serde_json::from_slice(snapshot.get_ref()).map_err(|e| read_err(&e))?;
+        let view = StateView::from_image(&file.image).map_err(|e| read_err(&e))?;
+        let applied = AppliedMeta { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
+        let mut image = file.image;
+        image.meta = Some(applied.encode());
+        let file = SnapshotFile { meta: meta.clone(), image };
+        write_snapshot(&self.inner.snapshot_dir, &file)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        let mut a = self.applied();
+        self.inner.storage.replace(&file.image).map_err(sm_error)?;
+        self.inner.store.publish(view);
+        *a = applied;
+        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let file = latest_snapshot(&self.inner.snapshot_dir)
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
+        Ok(file.map(|f| {
+            let bytes = serde_json::to_vec(&f).unwrap_or_default();
+            Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
+        }))
+    }
+}

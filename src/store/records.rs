@@ -1,0 +1,167 @@
+//! What the state machine persists and reports: key records, the changes one
+//! applied write made, and audit records.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::flag::{Allocations, FlagDef, SegmentDef};
+
+/// A stored flag as persisted (the compiled form is rebuilt on load).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagRecord {
+    /// Full key.
+    pub key: String,
+    /// The definition.
+    pub definition: FlagDef,
+    /// Sticky rollout allocations.
+    #[serde(default)]
+    pub allocations: Allocations,
+    /// Per-key version.
+    pub version: u64,
+    /// Revision of the write that made this version.
+    pub revision: u64,
+    /// Unix ms of that write.
+    pub updated_at: u64,
+    /// Who made it.
+    pub updated_by: String,
+}
+
+/// A stored segment as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// Full key.
+    pub key: String,
+    /// The definition.
+    pub definition: SegmentDef,
+    /// Per-key version.
+    pub version: u64,
+    /// Revision of the write that made this version.
+    pub revision: u64,
+    /// Unix ms of that write.
+    pub updated_at: u64,
+    /// Who made it.
+    pub updated_by: String,
+}
+
+/// Flag or segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A flag.
+    Flag,
+    /// A segment.
+    Segment,
+}
+
+impl Kind {
+    /// `flag` or `segment`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Flag => "flag",
+            Kind::Segment => "segment",
+        }
+    }
+}
+
+/// What kind of change an audit record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// Created or replaced.
+    Set,
+    /// Deleted.
+    Delete,
+    /// Turned on or off.
+    Toggle,
+    /// Restored from an earlier version.
+    Rollback,
+}
+
+impl Event {
+    /// The event's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Set => "set",
+            Event::Delete => "delete",
+            Event::Toggle => "toggle",
+            Event::Rollback => "rollback",
+        }
+    }
+}
+
+/// One change to one key, in the audit log and the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Flag or segment.
+    pub kind: Kind,
+    /// Full key.
+    pub key: String,
+    /// Revision of the write.
+    pub revision: u64,
+    /// Position of the operation within its write (an EXEC may change a key twice).
+    pub seq: u32,
+    /// The key's version after the change (the deleted version for a delete).
+    pub version: u64,
+    /// What happened.
+    pub event: Event,
+    /// Who did it.
+    pub actor: String,
+    /// Unix ms.
+    pub ts: u64,
+    /// Why, if given.
+    pub reason: Option<String>,
+    /// Definition before (absent for a create).
+    pub before: Option<Value>,
+    /// Definition after (absent for a delete).
+    pub after: Option<Value>,
+}
+
+/// One key's new state after an applied write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A flag was set.
+    Flag(FlagRecord),
+    /// A flag was deleted at this version.
+    FlagDeleted {
+        /// Key.
+        key: String,
+        /// Its last version.
+        version: u64,
+    },
+    /// A segment was set.
+    Segment(SegmentRecord),
+    /// A segment was deleted at this version.
+    SegmentDeleted {
+        /// Key.
+        key: String,
+        /// Its last version.
+        version: u64,
+    },
+}
+
+/// Everything one applied log entry persists, written as one atomic batch.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedBatch {
+    /// Opaque replication metadata (the applied log id and membership).
+    pub meta: Vec<u8>,
+    /// Key changes.
+    pub changes: Vec<Change>,
+    /// Audit records.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Everything stored, as loaded at start or carried by a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateImage {
+    /// Opaque replication metadata.
+    #[serde(default)]
+    pub meta: Option<Vec<u8>>,
+    /// Flags.
+    pub flags: Vec<FlagRecord>,
+    /// Segments.
+    pub segments: Vec<SegmentRecord>,
+    /// Last versions of deleted keys: (kind, key, version).
+    pub tombstones: Vec<(Kind, String, u64)>,
+    /// Audit records, oldest first.
+    pub audit: Vec<AuditRecord>,
+}

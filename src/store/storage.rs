@@ -1,0 +1,246 @@
+//! The narrow storage interface the state machine persists through, and its
+//! sled implementation. Everything lives in one sled tree under key prefixes
+//! so each applied entry is one atomic `apply_batch`:
+//!
+//! | prefix | value |
+//! |---|---|
+//! | `m:applied` | replication metadata (opaque) |
+//! | `f:<key>` / `s:<key>` | flag / segment record (JSON) |
+//! | `t:f:<key>` / `t:s:<key>` | last version of a deleted key |
+//! | `a:f:<key>\0<revision be8><seq be4>` | audit record (JSON); `a:s:` for segments |
+//!
+//! sled's own flush is not an fsync, so it is never what makes a write
+//! durable: the write-ahead log is, and recovery replays it on top of sled.
+
+use std::path::Path;
+
+use super::records::{AppliedBatch, AuditRecord, Change, FlagRecord, Kind, SegmentRecord, StateImage};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The engine failed.
+    #[error("state storage: {0}")]
+    Engine(String),
+    /// A stored value could not be decoded.
+    #[error("state storage: corrupt value at {key}: {why}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What the state machine needs from a storage engine.
+pub trait StateStorage: Send + Sync + 'static {
+    /// Everything stored, audit excluded (it is read on demand).
+    fn load(&self) -> Result<StateImage, StorageError>;
+    /// Persists one applied entry atomically.
+    fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError>;
+    /// A key's audit records, newest first.
+    fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError>;
+    /// Every audit record, oldest first per key (for snapshots).
+    fn all_audit(&self) -> Result<Vec<AuditRecord>, StorageError>;
+    /// Replaces everything with `image` (installing a snapshot).
+    fn replace(&self, image: &StateImage) -> Result<(), StorageError>;
+    /// Writes buffered data out (best effort; not a durability point).
+    fn flush(&self) -> Result<(), StorageError>;
+    /// Bytes used on disk.
+    fn disk_bytes(&self) -> u64;
+}
+
+/// The sled engine.
+pub struct SledStorage {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SledStorage")
+    }
+}
+
+fn engine(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Engine(e.to_string())
+}
+
+fn kind_prefix(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Flag => "f",
+        Kind::Segment => "s",
+    }
+}
+
+fn audit_prefix(kind: Kind, key: &str) -> Vec<u8> {
+    let mut p = format!("a:{}:{key}", kind_prefix(kind)).into_bytes();
+    p.push(0);
+    p
+}
+
+fn audit_key(r: &AuditRecord) -> Vec<u8> {
+    let mut k = audit_prefix(r.kind, &r.key);
+    k.extend_from_slice(&r.revision.to_be_bytes());
+    k.extend_from_slice(&r.seq.to_be_bytes());
+    k
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(value).map_err(|e| StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(engine)
+}
+
+impl SledStorage {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(engine)?;
+        let tree = db.open_tree("state").map_err(engine)?;
+        Ok(SledStorage { db, tree })
+    }
+
+    fn put_record(&self, batch: &mut sled::Batch, kind: Kind, key: &str, value: Vec<u8>) {
+        batch.insert(format!("{}:{key}", kind_prefix(kind)).into_bytes(), value);
+        batch.remove(format!("t:{}:{key}", kind_prefix(kind)).into_bytes());
+    }
+
+    fn delete_record(&self, batch: &mut sled::Batch, kind: Kind, key: &str, version: u64) {
+        batch.remove(format!("{}:{key}", kind_prefix(kind)).into_bytes());
+        batch.insert(format!("t:{}:{key}", kind_prefix(kind)).into_bytes(), version.to_be_bytes().to_vec());
+    }
+}
+
+impl StateStorage for SledStorage {
+    fn load(&self) -> Result<StateImage, StorageError> {
+        let mut image = StateImage {
+            meta: self.tree.get(b"m:applied").map_err(engine)?.map(|v| v.to_vec()),
+            ..StateImage::default()
+        };
+        for item in self.tree.scan_prefix(b"f:") {
+            let (k, v) = item.map_err(engine)?;
+            image.flags.push(decode::<FlagRecord>(&k, &v)?);
+        }
+        for item in self.tree.scan_prefix(b"s:") {
+            let (k, v) = item.map_err(engine)?;
+            image.segments.push(decode::<SegmentRecord>(&k, &v)?);
+        }
+        for item in self.tree.scan_prefix(b"t:") {
+            let (k, v) = item.map_err(engine)?;
+            let text = String::from_utf8_lossy(&k[2..]).into_owned();
+            let (kind, key) = match text.split_once(':') {
+                Some(("f", key)) => (Kind::Flag, key.to_string()),
+                Some(("s", key)) => (Kind::Segment, key.to_string()),
+                _ => return Err(StorageError::Corrupt { key: text, why: "bad tombstone key".into() }),
+            };
+            let version = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                key: text.clone(),
+                why: "bad tombstone value".into(),
+            })?);
+            image.tombstones.push((kind, key, version));
+        }
+        Ok(image)
+    }
+
+    fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError> {
+        let mut b = sled::Batch::default();
+        b.insert(&b"m:applied"[..], batch.meta.clone());
+        for change in &batch.changes {
+            match change {
+                Change::Flag(r) => self.put_record(&mut b, Kind::Flag, &r.key, encode(r)?),
+                Change::Segment(r) => self.put_record(&mut b, Kind::Segment, &r.key, encode(r)?),
+                Change::FlagDeleted { key, version } => self.delete_record(&mut b, Kind::Flag, key, *version),
+                Change::SegmentDeleted { key, version } => self.delete_record(&mut b, Kind::Segment, key, *version),
+            }
+        }
+        // Retention: keep the newest `audit_retention` records per key.
+        let mut per_key: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+        for r in &batch.audit {
+            b.insert(audit_key(r), encode(r)?);
+            per_key.entry(audit_prefix(r.kind, &r.key)).or_default().push(audit_key(r));
+        }
+        for (prefix, new_keys) in per_key {
+            let mut existing: Vec<Vec<u8>> = self
+                .tree
+                .scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(engine)?
+                .into_iter()
+                .map(|k| k.to_vec())
+                .collect();
+            existing.extend(new_keys);
+            existing.sort();
+            existing.dedup();
+            if existing.len() > audit_retention {
+                for k in &existing[..existing.len() - audit_retention] {
+                    b.remove(k.clone());
+                }
+            }
+        }
+        self.tree.apply_batch(b).map_err(engine)
+    }
+
+    fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError> {
+        self.tree
+            .scan_prefix(audit_prefix(kind, key))
+            .rev()
+            .take(count)
+            .map(|item| {
+                let (k, v) = item.map_err(engine)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn all_audit(&self) -> Result<Vec<AuditRecord>, StorageError> {
+        self.tree
+            .scan_prefix(b"a:")
+            .map(|item| {
+                let (k, v) = item.map_err(engine)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn replace(&self, image: &StateImage) -> Result<(), StorageError> {
+        let mut b = sled::Batch::default();
+        for k in self.tree.iter().keys() {
+            b.remove(k.map_err(engine)?);
+        }
+        if let Some(meta) = &image.meta {
+            b.insert(&b"m:applied"[..], meta.clone());
+        }
+        for r in &image.flags {
+            b.insert(format!("f:{}", r.key).into_bytes(), encode(r)?);
+        }
+        for r in &image.segments {
+            b.insert(format!("s:{}", r.key).into_bytes(), encode(r)?);
+        }
+        for (kind, key, version) in &image.tombstones {
+            b.insert(format!("t:{}:{key}", kind_prefix(*kind)).into_bytes(), version.to_be_bytes().to_vec());
+        }
+        for r in &image.audit {
+            b.insert(audit_key(r), encode(r)?);
+        }
+        self.tree.apply_batch(b).map_err(engine)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(engine)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
