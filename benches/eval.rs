@@ -9,8 +9,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use flagstaff::flag::compile::allocations_for;
 use flagstaff::flag::{
-    compile_flag, compile_segment, evaluate, parse_flag, parse_segment, CompiledFlag, CompiledSegment, Context,
-    FlagSource,
+    compile_flag, compile_segment, evaluate, parse_flag, parse_segment, CompiledFlag,
+    CompiledSegment, Context, FlagSource,
 };
 use serde_json::{json, Value};
 
@@ -23,7 +23,11 @@ impl FlagSource for Flags {
     }
 }
 
-fn compile(key: &str, def: Value, segments: &HashMap<String, Arc<CompiledSegment>>) -> CompiledFlag {
+fn compile(
+    key: &str,
+    def: Value,
+    segments: &HashMap<String, Arc<CompiledSegment>>,
+) -> CompiledFlag {
     let def = parse_flag(key, def.to_string().as_bytes()).unwrap();
     let alloc = allocations_for(key, &def, &Default::default());
     compile_flag(key, &def, &alloc, &|s| segments.get(s).cloned()).unwrap()
@@ -65,8 +69,15 @@ fn ten_rule_def() -> Value {
 fn benches(c: &mut Criterion) {
     let mut segments = HashMap::new();
     let included: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
-    let seg = parse_segment("prod:beta", json!({"included": included}).to_string().as_bytes()).unwrap();
-    segments.insert("prod:beta".to_string(), Arc::new(compile_segment("prod:beta", &seg).unwrap()));
+    let seg = parse_segment(
+        "prod:beta",
+        json!({"included": included}).to_string().as_bytes(),
+    )
+    .unwrap();
+    segments.insert(
+        "prod:beta".to_string(),
+        Arc::new(compile_segment("prod:beta", &seg).unwrap()),
+    );
     let none = Flags::default();
     let key_only = br#"{"key":"user-4242"}"#.to_vec();
     let key_ctx = Context::parse(&key_only).unwrap();
@@ -74,13 +85,21 @@ fn benches(c: &mut Criterion) {
     let rich_ctx = Context::parse(&rich).unwrap();
 
     let plain = compile("prod:plain", bool_def(), &segments);
-    c.bench_function("eval/boolean", |b| b.iter(|| evaluate(black_box(&plain), black_box(&key_ctx), &none, 0.0)));
+    c.bench_function("eval/boolean", |b| {
+        b.iter(|| evaluate(black_box(&plain), black_box(&key_ctx), &none, 0.0))
+    });
 
     let rollout = compile("prod:rollout", rollout_def(), &segments);
-    c.bench_function("eval/rollout_50_50", |b| b.iter(|| evaluate(black_box(&rollout), black_box(&key_ctx), &none, 0.0)));
+    c.bench_function("eval/rollout_50_50", |b| {
+        b.iter(|| evaluate(black_box(&rollout), black_box(&key_ctx), &none, 0.0))
+    });
 
     let ten = compile("prod:ten-rules", ten_rule_def(), &segments);
-    assert_eq!(evaluate(&ten, &rich_ctx, &none, 0.0).variation, 1, "the last rule must match");
+    assert_eq!(
+        evaluate(&ten, &rich_ctx, &none, 0.0).variation,
+        1,
+        "the last rule must match"
+    );
     c.bench_function("eval/ten_rules_last_matches", |b| {
         b.iter(|| evaluate(black_box(&ten), black_box(&rich_ctx), &none, 0.0))
     });

@@ -39,6 +39,9 @@ pub enum FsyncMode {
     long_about = "Feature-flag and remote-config daemon that speaks the Redis protocol.\n\nSettings come from flags, then FLAGSTAFF_* environment variables, then the TOML file given with --config (keys are the flag names, e.g. `port = 6390`), then defaults."
 )]
 pub struct Cli {
+    /// Backup tools; without one, run the server.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
     /// Address to listen on for clients [default: 127.0.0.1]
     #[arg(long, env = "FLAGSTAFF_BIND")]
     pub bind: Option<String>,
@@ -96,6 +99,34 @@ pub struct Cli {
     /// Milliseconds a write may take before it is answered -TIMEOUT (outcome unknown) [default: 5000]
     #[arg(long, env = "FLAGSTAFF_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
+}
+
+/// Tools that talk to a running server instead of being one.
+#[derive(Debug, clap::Subcommand)]
+pub enum Tool {
+    /// Write every flag and segment (FLAG.DUMP) of a running server to stdout.
+    Export {
+        /// The server's client address.
+        #[arg(long, default_value = "127.0.0.1:6390")]
+        addr: String,
+        /// Password, if the server requires one.
+        #[arg(long, env = "FLAGSTAFF_PASSWORD")]
+        password: Option<String>,
+        /// Only keys matching this glob.
+        #[arg(long = "match")]
+        pattern: Option<String>,
+    },
+    /// Restore a backup written by export: validated first, applied all or nothing.
+    Import {
+        /// The server's client address.
+        #[arg(long, default_value = "127.0.0.1:6390")]
+        addr: String,
+        /// Password, if the server requires one.
+        #[arg(long, env = "FLAGSTAFF_PASSWORD")]
+        password: Option<String>,
+        /// The backup file.
+        file: String,
+    },
 }
 
 /// The TOML file: the same keys as the flags, unknown keys refused.
@@ -235,12 +266,24 @@ impl Settings {
             config_file: cli.config,
             log_level: cli.log_level.or(file.log_level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
-            requirepass: cli.requirepass.or(file.requirepass).filter(|p| !p.is_empty()),
+            requirepass: cli
+                .requirepass
+                .or(file.requirepass)
+                .filter(|p| !p.is_empty()),
             maxclients: cli.maxclients.or(file.maxclients).unwrap_or(d.maxclients),
             timeout: cli.timeout.or(file.timeout).unwrap_or(d.timeout),
-            shutdown_timeout: cli.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(d.shutdown_timeout),
-            proto_max_bulk_len: cli.proto_max_bulk_len.or(file.proto_max_bulk_len).unwrap_or(d.proto_max_bulk_len),
-            max_multibulk_len: cli.max_multibulk_len.or(file.max_multibulk_len).unwrap_or(d.max_multibulk_len),
+            shutdown_timeout: cli
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(d.shutdown_timeout),
+            proto_max_bulk_len: cli
+                .proto_max_bulk_len
+                .or(file.proto_max_bulk_len)
+                .unwrap_or(d.proto_max_bulk_len),
+            max_multibulk_len: cli
+                .max_multibulk_len
+                .or(file.max_multibulk_len)
+                .unwrap_or(d.max_multibulk_len),
             client_query_buffer_limit: cli
                 .client_query_buffer_limit
                 .or(file.client_query_buffer_limit)
@@ -248,16 +291,30 @@ impl Settings {
             threads: cli.threads.or(file.threads).unwrap_or(d.threads),
             node_id: cli.node_id.or(file.node_id).unwrap_or(d.node_id),
             fsync: cli.fsync.or(file.fsync).unwrap_or(d.fsync),
-            snapshot_every: cli.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
-            audit_retention: cli.audit_retention.or(file.audit_retention).unwrap_or(d.audit_retention),
-            write_timeout_ms: cli.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(d.write_timeout_ms),
+            snapshot_every: cli
+                .snapshot_every
+                .or(file.snapshot_every)
+                .unwrap_or(d.snapshot_every),
+            audit_retention: cli
+                .audit_retention
+                .or(file.audit_retention)
+                .unwrap_or(d.audit_retention),
+            write_timeout_ms: cli
+                .write_timeout_ms
+                .or(file.write_timeout_ms)
+                .unwrap_or(d.write_timeout_ms),
         };
         s.check()?;
         Ok(s)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |name, why: &str| Err(ConfigError::Invalid { name, why: why.to_string() });
+        let invalid = |name, why: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                why: why.to_string(),
+            })
+        };
         if self.port == 0 {
             return invalid("port", "must be between 1 and 65535");
         }
@@ -286,7 +343,10 @@ impl Settings {
             return invalid("proto-max-bulk-len", "must be at least 1024");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return invalid("log-level", &format!("{:?} is not a log level or filter", self.log_level));
+            return invalid(
+                "log-level",
+                &format!("{:?} is not a log level or filter", self.log_level),
+            );
         }
         Ok(())
     }
@@ -302,9 +362,14 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let message = e.message().replace('\n', " ");
         ConfigError::Parse {
             path: path.to_path_buf(),

@@ -93,10 +93,18 @@ fn class(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(bool, usi
                 hit |= eq(pattern[i + 1], c, nocase);
                 i += 2;
             }
-            Some(&lo) if pattern.get(i + 1) == Some(&b'-') && i + 2 < pattern.len() && pattern[i + 2] != b']' => {
+            Some(&lo)
+                if pattern.get(i + 1) == Some(&b'-')
+                    && i + 2 < pattern.len()
+                    && pattern[i + 2] != b']' =>
+            {
                 let hi = pattern[i + 2];
                 let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-                let (lc, uc) = if nocase { (c.to_ascii_lowercase(), c.to_ascii_uppercase()) } else { (c, c) };
+                let (lc, uc) = if nocase {
+                    (c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                } else {
+                    (c, c)
+                };
                 hit |= (lo..=hi).contains(&lc) || (lo..=hi).contains(&uc);
                 i += 3;
             }

@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod command;
 pub mod config;
 pub mod flag;

@@ -3,12 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use flagstaff::config::{Cli, LogFormat, Settings};
+use flagstaff::config::{Cli, LogFormat, Settings, Tool};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
@@ -16,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(tool) = cli.tool.take() {
+        return run_tool(tool);
+    }
     let settings = match Settings::resolve(cli) {
         Ok(s) => s,
         Err(e) => {
@@ -25,7 +35,9 @@ fn main() -> ExitCode {
     };
     init_tracing(&settings);
     let runtime = if settings.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.threads as usize)
@@ -49,10 +61,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_tool(tool: Tool) -> ExitCode {
+    let result = match tool {
+        Tool::Export {
+            addr,
+            password,
+            pattern,
+        } => flagstaff::backup::export(&addr, password.as_deref(), pattern.as_deref())
+            .map(|doc| println!("{doc}")),
+        Tool::Import {
+            addr,
+            password,
+            file,
+        } => flagstaff::backup::import(&addr, password.as_deref(), &file)
+            .map(|n| eprintln!("flagstaff: imported {n} flags and segments from {file}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flagstaff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

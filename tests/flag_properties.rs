@@ -16,7 +16,9 @@ impl FlagSource for NoFlags {
 }
 
 fn rollout_flag(key: &str, salt: &str, weights: &[u32]) -> CompiledFlag {
-    let variations: Vec<_> = (0..weights.len()).map(|i| json!({"name": format!("v{i}"), "value": i})).collect();
+    let variations: Vec<_> = (0..weights.len())
+        .map(|i| json!({"name": format!("v{i}"), "value": i}))
+        .collect();
     let rollout: Vec<_> = weights
         .iter()
         .enumerate()
@@ -52,7 +54,10 @@ fn shares(flag: &CompiledFlag, n_variations: usize, keys: &[String]) -> Vec<f64>
     for k in keys {
         counts[variation_for(flag, k)] += 1;
     }
-    counts.iter().map(|c| *c as f64 / keys.len() as f64 * 100.0).collect()
+    counts
+        .iter()
+        .map(|c| *c as f64 / keys.len() as f64 * 100.0)
+        .collect()
 }
 
 #[test]
@@ -105,7 +110,10 @@ fn owner(a: &Allocation, bucket: u16) -> Option<&str> {
 fn weighted(w: &[u32]) -> Vec<WeightedVariation> {
     w.iter()
         .enumerate()
-        .map(|(i, w)| WeightedVariation { variation: format!("v{i}"), weight: *w })
+        .map(|(i, w)| WeightedVariation {
+            variation: format!("v{i}"),
+            weight: *w,
+        })
         .collect()
 }
 

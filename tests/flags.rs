@@ -32,23 +32,44 @@ const BETA: &str = r#"{"description":"beta testers","included":["tester-1"],"rul
 
 fn setup(s: &Server) -> redis::Connection {
     let mut con = s.conn();
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:payments-v2").arg(PAYMENTS).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:payments-v2")
+        .arg(PAYMENTS)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 1);
-    let v: i64 = redis::cmd("SEGMENT.SET").arg("prod:beta-testers").arg(BETA).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("SEGMENT.SET")
+        .arg("prod:beta-testers")
+        .arg(BETA)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 1);
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:new-checkout").arg(CHECKOUT).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:new-checkout")
+        .arg(CHECKOUT)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 1);
     con
 }
 
 /// Revision of the first write `setup` made; later ones follow one by one.
 fn base_revision(con: &mut redis::Connection) -> i64 {
-    let doc: String = redis::cmd("FLAG.GET").arg("prod:payments-v2").query(con).unwrap();
-    serde_json::from_str::<serde_json::Value>(&doc).unwrap()["revision"].as_i64().unwrap()
+    let doc: String = redis::cmd("FLAG.GET")
+        .arg("prod:payments-v2")
+        .query(con)
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(&doc).unwrap()["revision"]
+        .as_i64()
+        .unwrap()
 }
 
 fn eval(con: &mut redis::Connection, key: &str, ctx: &str) -> Option<String> {
-    redis::cmd("FLAG.EVAL").arg(key).arg(ctx).query(con).unwrap()
+    redis::cmd("FLAG.EVAL")
+        .arg(key)
+        .arg(ctx)
+        .query(con)
+        .unwrap()
 }
 
 #[test]
@@ -57,24 +78,79 @@ fn the_design_example_evaluates_by_targets_rules_and_prerequisites() {
     let s = Server::start(&[]);
     let mut con = setup(&s);
     let base = base_revision(&mut con);
-    assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"user-1"}"#).as_deref(), Some("true"));
-    assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u9","country":"DE","plan":"pro"}"#).as_deref(), Some("true"));
-    assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u9","country":"US","plan":"pro"}"#).as_deref(), Some("false"));
+    assert_eq!(
+        eval(&mut con, "prod:new-checkout", r#"{"key":"user-1"}"#).as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        eval(
+            &mut con,
+            "prod:new-checkout",
+            r#"{"key":"u9","country":"DE","plan":"pro"}"#
+        )
+        .as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        eval(
+            &mut con,
+            "prod:new-checkout",
+            r#"{"key":"u9","country":"US","plan":"pro"}"#
+        )
+        .as_deref(),
+        Some("false")
+    );
     assert_eq!(eval(&mut con, "prod:nope", "{}"), None);
     // Kill switch on the prerequisite turns the dependent off.
-    let _: i64 = redis::cmd("FLAG.TOGGLE").arg("prod:payments-v2").arg("OFF").arg("REASON").arg("incident").query(&mut con).unwrap();
-    assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"user-1"}"#).as_deref(), Some("false"));
-    let detail: Vec<Value> = redis::cmd("FLAG.DETAIL").arg("prod:new-checkout").arg(r#"{"key":"user-1"}"#).query(&mut con).unwrap();
-    let text: Vec<String> = detail.iter().map(|v| match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Int(n) => n.to_string(),
-        Value::Nil => "nil".into(),
-        other => format!("{other:?}"),
-    }).collect();
+    let _: i64 = redis::cmd("FLAG.TOGGLE")
+        .arg("prod:payments-v2")
+        .arg("OFF")
+        .arg("REASON")
+        .arg("incident")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        eval(&mut con, "prod:new-checkout", r#"{"key":"user-1"}"#).as_deref(),
+        Some("false")
+    );
+    let detail: Vec<Value> = redis::cmd("FLAG.DETAIL")
+        .arg("prod:new-checkout")
+        .arg(r#"{"key":"user-1"}"#)
+        .query(&mut con)
+        .unwrap();
+    let text: Vec<String> = detail
+        .iter()
+        .map(|v| match v {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::Int(n) => n.to_string(),
+            Value::Nil => "nil".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
     assert_eq!(
         text,
-        ["value", "false", "variation", "off", "reason", "PREREQUISITE_FAILED", "rule_id", "nil", "rule_index", "nil",
-         "prerequisite", "prod:payments-v2", "error", "nil", "version", "1", "revision", &(base + 3).to_string(), "stale", "0"]
+        [
+            "value",
+            "false",
+            "variation",
+            "off",
+            "reason",
+            "PREREQUISITE_FAILED",
+            "rule_id",
+            "nil",
+            "rule_index",
+            "nil",
+            "prerequisite",
+            "prod:payments-v2",
+            "error",
+            "nil",
+            "version",
+            "1",
+            "revision",
+            &(base + 3).to_string(),
+            "stale",
+            "0"
+        ]
     );
 }
 
@@ -85,9 +161,26 @@ fn detail_explains_rules_and_missing_flags_in_resp3_maps() {
     let mut con = setup(&s);
     let base = base_revision(&mut con);
     let mut c3 = s.conn_proto(true);
-    let detail = cmd_value(&mut c3, &["FLAG.DETAIL", "prod:new-checkout", r#"{"key":"x","email":"x@acme.com"}"#]).unwrap();
-    let Value::Map(pairs) = detail else { panic!("RESP3 detail should be a map: {detail:?}") };
-    let get = |name: &str| pairs.iter().find(|(k, _)| *k == Value::BulkString(name.into())).unwrap().1.clone();
+    let detail = cmd_value(
+        &mut c3,
+        &[
+            "FLAG.DETAIL",
+            "prod:new-checkout",
+            r#"{"key":"x","email":"x@acme.com"}"#,
+        ],
+    )
+    .unwrap();
+    let Value::Map(pairs) = detail else {
+        panic!("RESP3 detail should be a map: {detail:?}")
+    };
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == Value::BulkString(name.into()))
+            .unwrap()
+            .1
+            .clone()
+    };
     assert_eq!(get("reason"), Value::BulkString(b"RULE_MATCH".to_vec()));
     assert_eq!(get("rule_id"), Value::BulkString(b"beta".to_vec()));
     assert_eq!(get("rule_index"), Value::Int(1));
@@ -95,13 +188,23 @@ fn detail_explains_rules_and_missing_flags_in_resp3_maps() {
     assert_eq!(get("revision"), Value::Int(base + 2));
     let missing = cmd_value(&mut c3, &["FLAG.DETAIL", "prod:ghost"]).unwrap();
     let Value::Map(pairs) = missing else { panic!() };
-    let get = |name: &str| pairs.iter().find(|(k, _)| *k == Value::BulkString(name.into())).unwrap().1.clone();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == Value::BulkString(name.into()))
+            .unwrap()
+            .1
+            .clone()
+    };
     assert_eq!(get("reason"), Value::BulkString(b"ERROR".to_vec()));
     assert_eq!(get("error"), Value::BulkString(b"FLAG_NOT_FOUND".to_vec()));
     assert_eq!(get("value"), Value::Nil);
     let bad = cmd_value(&mut c3, &["FLAG.DETAIL", "prod:new-checkout", "[1,2]"]).unwrap();
     let Value::Map(pairs) = bad else { panic!() };
-    assert!(pairs.contains(&(Value::BulkString(b"error".to_vec()), Value::BulkString(b"MALFORMED_CONTEXT".to_vec()))));
+    assert!(pairs.contains(&(
+        Value::BulkString(b"error".to_vec()),
+        Value::BulkString(b"MALFORMED_CONTEXT".to_vec())
+    )));
 }
 
 #[test]
@@ -109,26 +212,52 @@ fn get_returns_the_same_bytes_until_the_flag_changes_and_round_trips() {
     let _g = serial();
     let s = Server::start(&[]);
     let mut con = setup(&s);
-    let a: String = redis::cmd("FLAG.GET").arg("prod:new-checkout").query(&mut con).unwrap();
-    let b: String = redis::cmd("FLAG.GET").arg("prod:new-checkout").query(&mut con).unwrap();
+    let a: String = redis::cmd("FLAG.GET")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
+    let b: String = redis::cmd("FLAG.GET")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(a, b);
     let doc: serde_json::Value = serde_json::from_str(&a).unwrap();
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["revision"], base_revision(&mut con) + 2);
     assert_eq!(doc["updated_by"], "default");
-    assert_eq!(doc["allocations"]["beta"]["ranges"]["on"], json!([[0, 5000]]));
+    assert_eq!(
+        doc["allocations"]["beta"]["ranges"]["on"],
+        json!([[0, 5000]])
+    );
     // GET -> edit -> SET works: read-only fields are ignored.
     let mut edited = doc.clone();
-    edited["rules"][1]["serve"]["rollout"] = json!([{"variation": "on", "weight": 6000}, {"variation": "off", "weight": 4000}]);
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:new-checkout").arg(edited.to_string()).query(&mut con).unwrap();
+    edited["rules"][1]["serve"]["rollout"] =
+        json!([{"variation": "on", "weight": 6000}, {"variation": "off", "weight": 4000}]);
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:new-checkout")
+        .arg(edited.to_string())
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 2);
-    let c: String = redis::cmd("FLAG.GET").arg("prod:new-checkout").query(&mut con).unwrap();
+    let c: String = redis::cmd("FLAG.GET")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&c).unwrap();
     assert_eq!(doc["version"], 2);
     // Sticky: "off" gives up its 1000 highest buckets to "on"; users of "on" never move.
-    assert_eq!(doc["allocations"]["beta"]["ranges"]["on"], json!([[0, 5000], [9000, 10000]]));
-    assert_eq!(doc["allocations"]["beta"]["ranges"]["off"], json!([[5000, 9000]]));
-    let none: Option<String> = redis::cmd("FLAG.GET").arg("prod:absent").query(&mut con).unwrap();
+    assert_eq!(
+        doc["allocations"]["beta"]["ranges"]["on"],
+        json!([[0, 5000], [9000, 10000]])
+    );
+    assert_eq!(
+        doc["allocations"]["beta"]["ranges"]["off"],
+        json!([[5000, 9000]])
+    );
+    let none: Option<String> = redis::cmd("FLAG.GET")
+        .arg("prod:absent")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(none, None);
 }
 
@@ -137,23 +266,44 @@ fn invalid_definitions_are_refused_with_a_path_and_nothing_changes() {
     let _g = serial();
     let s = Server::start(&[]);
     let mut con = setup(&s);
-    let before: String = redis::cmd("FLAG.GET").arg("prod:new-checkout").query(&mut con).unwrap();
+    let before: String = redis::cmd("FLAG.GET")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
     let mut bad: serde_json::Value = serde_json::from_str(CHECKOUT).unwrap();
     bad["rules"][1]["serve"]["rollout"][0]["weight"] = json!(4000);
     assert_eq!(
-        cmd_err(&mut con, &["FLAG.SET", "prod:new-checkout", &bad.to_string()]),
+        cmd_err(
+            &mut con,
+            &["FLAG.SET", "prod:new-checkout", &bad.to_string()]
+        ),
         "INVALID rules[1].serve.rollout: weights sum to 9000, need 10000"
     );
-    assert!(cmd_err(&mut con, &["FLAG.SET", "prod:new-checkout", "{not json"]).starts_with("INVALID "));
+    assert!(
+        cmd_err(&mut con, &["FLAG.SET", "prod:new-checkout", "{not json"]).starts_with("INVALID ")
+    );
     let mut unknown_segment: serde_json::Value = serde_json::from_str(CHECKOUT).unwrap();
     unknown_segment["rules"][1]["clauses"][0]["values"] = json!(["prod:ghosts"]);
     assert_eq!(
-        cmd_err(&mut con, &["FLAG.SET", "prod:new-checkout", &unknown_segment.to_string()]),
+        cmd_err(
+            &mut con,
+            &[
+                "FLAG.SET",
+                "prod:new-checkout",
+                &unknown_segment.to_string()
+            ]
+        ),
         "INVALID rules[1].clauses[0].values[0]: unknown segment \"prod:ghosts\""
     );
     assert!(cmd_err(&mut con, &["FLAG.SET", "bad key!", PAYMENTS]).starts_with("ERR invalid key"));
-    assert_eq!(cmd_err(&mut con, &["FLAG.SET", "k", PAYMENTS, "BOGUS", "1"]), "ERR syntax error");
-    let after: String = redis::cmd("FLAG.GET").arg("prod:new-checkout").query(&mut con).unwrap();
+    assert_eq!(
+        cmd_err(&mut con, &["FLAG.SET", "k", PAYMENTS, "BOGUS", "1"]),
+        "ERR syntax error"
+    );
+    let after: String = redis::cmd("FLAG.GET")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(before, after);
     assert_eq!(cmd_str(&mut con, &["PING"]).unwrap(), "PONG");
 }
@@ -164,13 +314,32 @@ fn ifversion_conflicts_and_references_block_deletes() {
     let s = Server::start(&[]);
     let mut con = setup(&s);
     assert_eq!(
-        cmd_err(&mut con, &["FLAG.SET", "prod:payments-v2", PAYMENTS, "IFVERSION", "7"]),
+        cmd_err(
+            &mut con,
+            &["FLAG.SET", "prod:payments-v2", PAYMENTS, "IFVERSION", "7"]
+        ),
         "CONFLICT flag prod:payments-v2 is at version 1, not 7"
     );
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:payments-v2").arg(PAYMENTS).arg("IFVERSION").arg(1).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:payments-v2")
+        .arg(PAYMENTS)
+        .arg("IFVERSION")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 2);
-    assert!(cmd_err(&mut con, &["FLAG.SET", "prod:fresh", PAYMENTS, "IFVERSION", "1"]).starts_with("CONFLICT"));
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:fresh").arg(PAYMENTS).arg("IFVERSION").arg(0).query(&mut con).unwrap();
+    assert!(cmd_err(
+        &mut con,
+        &["FLAG.SET", "prod:fresh", PAYMENTS, "IFVERSION", "1"]
+    )
+    .starts_with("CONFLICT"));
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:fresh")
+        .arg(PAYMENTS)
+        .arg("IFVERSION")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 1);
     assert_eq!(
         cmd_err(&mut con, &["FLAG.DEL", "prod:payments-v2"]),
@@ -180,18 +349,36 @@ fn ifversion_conflicts_and_references_block_deletes() {
         cmd_err(&mut con, &["SEGMENT.DEL", "prod:beta-testers"]),
         "ERR prod:beta-testers is referenced by prod:new-checkout"
     );
-    let n: i64 = redis::cmd("FLAG.DEL").arg("prod:new-checkout").arg("REASON").arg("cleanup").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("FLAG.DEL")
+        .arg("prod:new-checkout")
+        .arg("REASON")
+        .arg("cleanup")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 1);
-    let n: i64 = redis::cmd("FLAG.DEL").arg("prod:new-checkout").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("FLAG.DEL")
+        .arg("prod:new-checkout")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 0);
-    let n: i64 = redis::cmd("SEGMENT.DEL").arg("prod:beta-testers").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("SEGMENT.DEL")
+        .arg("prod:beta-testers")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 1);
     assert!(cmd_err(&mut con, &["FLAG.TOGGLE", "prod:ghost", "ON"]).contains("no such flag"));
     assert!(cmd_err(&mut con, &["FLAG.TOGGLE", "prod:fresh", "MAYBE"]).contains("ON or OFF"));
     // A re-created flag continues its version count.
-    let n: i64 = redis::cmd("FLAG.DEL").arg("prod:fresh").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("FLAG.DEL")
+        .arg("prod:fresh")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 1);
-    let v: i64 = redis::cmd("FLAG.SET").arg("prod:fresh").arg(PAYMENTS).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:fresh")
+        .arg(PAYMENTS)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, 2);
 }
 
@@ -202,10 +389,18 @@ fn list_scan_meval_and_evalall_cover_environments() {
     let mut con = s.conn();
     for env in ["prod", "staging"] {
         for i in 0..30 {
-            let _: i64 = redis::cmd("FLAG.SET").arg(format!("{env}:f{i:02}")).arg(PAYMENTS).query(&mut con).unwrap();
+            let _: i64 = redis::cmd("FLAG.SET")
+                .arg(format!("{env}:f{i:02}"))
+                .arg(PAYMENTS)
+                .query(&mut con)
+                .unwrap();
         }
     }
-    let prod: Vec<String> = redis::cmd("FLAG.LIST").arg("MATCH").arg("prod:*").query(&mut con).unwrap();
+    let prod: Vec<String> = redis::cmd("FLAG.LIST")
+        .arg("MATCH")
+        .arg("prod:*")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(prod.len(), 30);
     assert_eq!(prod[0], "prod:f00");
     let all: Vec<String> = redis::cmd("FLAG.LIST").query(&mut con).unwrap();
@@ -213,8 +408,14 @@ fn list_scan_meval_and_evalall_cover_environments() {
     let mut seen = std::collections::BTreeSet::new();
     let mut cursor = "0".to_string();
     loop {
-        let (next, keys): (String, Vec<String>) =
-            redis::cmd("FLAG.SCAN").arg(&cursor).arg("MATCH").arg("staging:*").arg("COUNT").arg(7).query(&mut con).unwrap();
+        let (next, keys): (String, Vec<String>) = redis::cmd("FLAG.SCAN")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg("staging:*")
+            .arg("COUNT")
+            .arg(7)
+            .query(&mut con)
+            .unwrap();
         seen.extend(keys);
         if next == "0" {
             break;
@@ -223,17 +424,40 @@ fn list_scan_meval_and_evalall_cover_environments() {
     }
     assert_eq!(seen.len(), 30);
     assert!(seen.iter().all(|k| k.starts_with("staging:")));
-    let values: Vec<Option<String>> = redis::cmd("FLAG.MEVAL").arg(r#"{"key":"u"}"#).arg("prod:f01").arg("prod:none").arg("staging:f02").query(&mut con).unwrap();
-    assert_eq!(values, vec![Some("true".to_string()), None, Some("true".to_string())]);
-    let map: Vec<String> = redis::cmd("FLAG.EVALALL").arg(r#"{"key":"u"}"#).arg("MATCH").arg("staging:f0*").query(&mut con).unwrap();
+    let values: Vec<Option<String>> = redis::cmd("FLAG.MEVAL")
+        .arg(r#"{"key":"u"}"#)
+        .arg("prod:f01")
+        .arg("prod:none")
+        .arg("staging:f02")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        values,
+        vec![Some("true".to_string()), None, Some("true".to_string())]
+    );
+    let map: Vec<String> = redis::cmd("FLAG.EVALALL")
+        .arg(r#"{"key":"u"}"#)
+        .arg("MATCH")
+        .arg("staging:f0*")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(map.len(), 20);
     assert_eq!(map[0], "staging:f00");
     let mut c3 = s.conn_proto(true);
-    let Value::Map(pairs) = cmd_value(&mut c3, &["FLAG.EVALALL", "{}", "MATCH", "prod:*"]).unwrap() else { panic!("map") };
+    let Value::Map(pairs) = cmd_value(&mut c3, &["FLAG.EVALALL", "{}", "MATCH", "prod:*"]).unwrap()
+    else {
+        panic!("map")
+    };
     assert_eq!(pairs.len(), 30);
-    assert!(cmd_err(&mut con, &["FLAG.MEVAL", "not json", "prod:f01"]).starts_with("ERR malformed context"));
-    assert!(cmd_err(&mut con, &["FLAG.EVAL", "prod:f01", "[1]"]).starts_with("ERR malformed context"));
-    assert_eq!(cmd_err(&mut con, &["FLAG.EVAL"]), "ERR wrong number of arguments for 'flag.eval' command");
+    assert!(cmd_err(&mut con, &["FLAG.MEVAL", "not json", "prod:f01"])
+        .starts_with("ERR malformed context"));
+    assert!(
+        cmd_err(&mut con, &["FLAG.EVAL", "prod:f01", "[1]"]).starts_with("ERR malformed context")
+    );
+    assert_eq!(
+        cmd_err(&mut con, &["FLAG.EVAL"]),
+        "ERR wrong number of arguments for 'flag.eval' command"
+    );
     let n: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert_eq!(n, 60);
 }
@@ -243,7 +467,10 @@ fn segments_set_get_list_and_relink_dependent_flags() {
     let _g = serial();
     let s = Server::start(&[]);
     let mut con = setup(&s);
-    let seg: String = redis::cmd("SEGMENT.GET").arg("prod:beta-testers").query(&mut con).unwrap();
+    let seg: String = redis::cmd("SEGMENT.GET")
+        .arg("prod:beta-testers")
+        .query(&mut con)
+        .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&seg).unwrap();
     assert_eq!(doc["included"], json!(["tester-1"]));
     assert_eq!(doc["version"], 1);
@@ -251,15 +478,40 @@ fn segments_set_get_list_and_relink_dependent_flags() {
     assert_eq!(list, vec!["prod:beta-testers"]);
     // Find a key whose bucket serves "on" in the beta rollout, then move it out of the segment.
     let ctx = |k: &str| format!(r#"{{"key":"{k}"}}"#);
-    let insider = (0..200).map(|i| format!("tester-{i}")).find(|k| {
-        let v: i64 = redis::cmd("SEGMENT.SET").arg("prod:beta-testers").arg(format!(r#"{{"included":["{k}"]}}"#)).query(&mut con).unwrap();
-        assert!(v > 1);
-        eval(&mut con, "prod:new-checkout", &ctx(k)).as_deref() == Some("true")
-    }).expect("some tester lands in the on half");
-    let _: i64 = redis::cmd("SEGMENT.SET").arg("prod:beta-testers").arg(r#"{"excluded":[]}"#).query(&mut con).unwrap();
-    assert_eq!(eval(&mut con, "prod:new-checkout", &ctx(&insider)).as_deref(), Some("false"));
-    assert!(cmd_err(&mut con, &["SEGMENT.SET", "prod:s", r#"{"rules":[{"clauses":[{"op":"in_segment","values":["x"]}]}]}"#]).starts_with("INVALID rules[0].clauses[0].op"));
-    assert!(cmd_err(&mut con, &["SEGMENT.SET", "prod:s", r#"{"include":[]}"#]).contains("unknown field `include`"));
+    let insider = (0..200)
+        .map(|i| format!("tester-{i}"))
+        .find(|k| {
+            let v: i64 = redis::cmd("SEGMENT.SET")
+                .arg("prod:beta-testers")
+                .arg(format!(r#"{{"included":["{k}"]}}"#))
+                .query(&mut con)
+                .unwrap();
+            assert!(v > 1);
+            eval(&mut con, "prod:new-checkout", &ctx(k)).as_deref() == Some("true")
+        })
+        .expect("some tester lands in the on half");
+    let _: i64 = redis::cmd("SEGMENT.SET")
+        .arg("prod:beta-testers")
+        .arg(r#"{"excluded":[]}"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        eval(&mut con, "prod:new-checkout", &ctx(&insider)).as_deref(),
+        Some("false")
+    );
+    assert!(cmd_err(
+        &mut con,
+        &[
+            "SEGMENT.SET",
+            "prod:s",
+            r#"{"rules":[{"clauses":[{"op":"in_segment","values":["x"]}]}]}"#
+        ]
+    )
+    .starts_with("INVALID rules[0].clauses[0].op"));
+    assert!(
+        cmd_err(&mut con, &["SEGMENT.SET", "prod:s", r#"{"include":[]}"#])
+            .contains("unknown field `include`")
+    );
 }
 
 #[test]
@@ -270,7 +522,10 @@ fn flag_commands_answer_in_raw_resp2_bytes() {
     raw.roundtrip(&resp(&["FLAG.SET", "a", PAYMENTS]), b":1\r\n");
     raw.roundtrip(&resp(&["FLAG.EVAL", "a"]), b"$4\r\ntrue\r\n");
     raw.roundtrip(&resp(&["FLAG.EVAL", "zzz"]), b"$-1\r\n");
-    raw.roundtrip(&resp(&["FLAG.MEVAL", "{}", "a", "zzz"]), b"*2\r\n$4\r\ntrue\r\n$-1\r\n");
+    raw.roundtrip(
+        &resp(&["FLAG.MEVAL", "{}", "a", "zzz"]),
+        b"*2\r\n$4\r\ntrue\r\n$-1\r\n",
+    );
     raw.send(&resp(&["HELLO", "3"]));
     raw.read_until(b"*0\r\n");
     raw.roundtrip(&resp(&["FLAG.EVAL", "zzz"]), b"_\r\n");
@@ -287,7 +542,11 @@ fn remote_config_values_are_served_as_json_text() {
         "off_variation": "small",
         "rules": [{"id": "paid", "clauses": [{"attribute": "seats", "op": "gte", "values": [50]}], "serve": {"variation": "big"}}],
         "fallthrough": {"variation": "small"}});
-    let _: i64 = redis::cmd("FLAG.SET").arg("prod:limits").arg(def.to_string()).query(&mut con).unwrap();
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:limits")
+        .arg(def.to_string())
+        .query(&mut con)
+        .unwrap();
     let v = eval(&mut con, "prod:limits", r#"{"key":"org-1","seats":80}"#).unwrap();
     assert_eq!(v, r#"{"limit":1000,"mode":"b"}"#);
 }

@@ -107,7 +107,12 @@ impl ClientRegistry {
     }
 
     /// Registers a connection if fewer than `max` are connected.
-    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr, max: usize) -> Option<Arc<ClientHandle>> {
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        max: usize,
+    ) -> Option<Arc<ClientHandle>> {
         let mut map = self.map();
         if map.len() >= max {
             return None;
@@ -120,7 +125,10 @@ impl ClientRegistry {
             created: Instant::now(),
             kill: CancellationToken::new(),
             last_active_ms: AtomicU64::new(unix_ms()),
-            labels: Mutex::new(Labels { resp: 2, ..Labels::default() }),
+            labels: Mutex::new(Labels {
+                resp: 2,
+                ..Labels::default()
+            }),
         });
         map.insert(id, handle.clone());
         Some(handle)

@@ -47,7 +47,10 @@ fn wrongpass() -> CommandError {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
-    ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    ha.iter()
+        .zip(hb.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `AUTH [username] password`.
@@ -72,13 +75,16 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
     let mut proto = ctx.session.proto;
     let mut rest = &args[1..];
     if let Some(ver) = rest.first() {
-        let v = parse::int(ver).map_err(|_| {
-            CommandError::err("Protocol version is not an integer or out of range")
-        })?;
+        let v = parse::int(ver)
+            .map_err(|_| CommandError::err("Protocol version is not an integer or out of range"))?;
         proto = match v {
             2 => Protocol::Resp2,
             3 => Protocol::Resp3,
-            _ => return Err(CommandError::Coded("NOPROTO unsupported protocol version".into())),
+            _ => {
+                return Err(CommandError::Coded(
+                    "NOPROTO unsupported protocol version".into(),
+                ))
+            }
         };
         rest = &rest[1..];
     }
@@ -112,10 +118,19 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
     let resp = if proto == Protocol::Resp3 { 3 } else { 2 };
     ctx.session.client.update(|l| l.resp = resp);
     Ok(Reply::Map(vec![
-        (Reply::bulk_static("server"), Reply::bulk_static("flagstaff")),
-        (Reply::bulk_static("version"), Reply::bulk_static(REDIS_COMPAT_VERSION)),
+        (
+            Reply::bulk_static("server"),
+            Reply::bulk_static("flagstaff"),
+        ),
+        (
+            Reply::bulk_static("version"),
+            Reply::bulk_static(REDIS_COMPAT_VERSION),
+        ),
         (Reply::bulk_static("proto"), Reply::Integer(i64::from(resp))),
-        (Reply::bulk_static("id"), Reply::Integer(ctx.session.client.id as i64)),
+        (
+            Reply::bulk_static("id"),
+            Reply::Integer(ctx.session.client.id as i64),
+        ),
         (Reply::bulk_static("mode"), Reply::bulk_static("standalone")),
         (Reply::bulk_static("role"), Reply::bulk_static("master")),
         (Reply::bulk_static("modules"), Reply::Array(vec![])),
@@ -210,7 +225,12 @@ pub fn client_list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandE
         if parse::is(opt, "TYPE") && rest.len() >= 2 {
             rest = &rest[2..];
         } else if parse::is(opt, "ID") && rest.len() >= 2 {
-            ids = Some(rest[1..].iter().map(|a| parse::uint(a)).collect::<Result<_, _>>()?);
+            ids = Some(
+                rest[1..]
+                    .iter()
+                    .map(|a| parse::uint(a))
+                    .collect::<Result<_, _>>()?,
+            );
             rest = &[];
         } else {
             return Err(CommandError::Syntax);
@@ -237,7 +257,12 @@ pub fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandE
     let me = ctx.session.client.id;
     if args.len() == 3 {
         let addr = String::from_utf8_lossy(&args[2]);
-        let victim = ctx.state.clients.all().into_iter().find(|c| c.addr.to_string() == addr);
+        let victim = ctx
+            .state
+            .clients
+            .all()
+            .into_iter()
+            .find(|c| c.addr.to_string() == addr);
         return match victim {
             Some(c) => {
                 c.kill.cancel();
@@ -255,8 +280,12 @@ pub fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandE
         let value = &rest[1];
         match () {
             _ if parse::is(&rest[0], "ID") => id = Some(parse::uint(value)?),
-            _ if parse::is(&rest[0], "ADDR") => addr = Some(String::from_utf8_lossy(value).into_owned()),
-            _ if parse::is(&rest[0], "LADDR") => laddr = Some(String::from_utf8_lossy(value).into_owned()),
+            _ if parse::is(&rest[0], "ADDR") => {
+                addr = Some(String::from_utf8_lossy(value).into_owned())
+            }
+            _ if parse::is(&rest[0], "LADDR") => {
+                laddr = Some(String::from_utf8_lossy(value).into_owned())
+            }
             _ if parse::is(&rest[0], "SKIPME") => {
                 skipme = if parse::is(value, "yes") {
                     true
@@ -266,7 +295,9 @@ pub fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandE
                     return Err(CommandError::Syntax);
                 }
             }
-            _ if parse::is(&rest[0], "TYPE") || parse::is(&rest[0], "USER") || parse::is(&rest[0], "MAXAGE") => {}
+            _ if parse::is(&rest[0], "TYPE")
+                || parse::is(&rest[0], "USER")
+                || parse::is(&rest[0], "MAXAGE") => {}
             _ => return Err(CommandError::Syntax),
         }
         rest = &rest[2..];
@@ -309,7 +340,12 @@ pub fn help_reply(container: &str, spec: &'static super::CommandSpec) -> Action 
         format!("{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:").into(),
     )];
     for sub in spec.subcommands {
-        let short = sub.name.rsplit('|').next().unwrap_or(sub.name).to_ascii_uppercase();
+        let short = sub
+            .name
+            .rsplit('|')
+            .next()
+            .unwrap_or(sub.name)
+            .to_ascii_uppercase();
         lines.push(Reply::Simple(short.into()));
         lines.push(Reply::Simple(format!("    {}", sub.summary).into()));
     }

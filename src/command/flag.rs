@@ -9,7 +9,7 @@ use super::{parse, Action, CommandError, Ctx, PendingWrite};
 use crate::flag::key::key_problem;
 use crate::flag::{evaluate, parse_flag, Context, Reason};
 use crate::protocol::Reply;
-use crate::store::{OpOutcome, OpResult, WriteOp, WriteRequest};
+use crate::store::{Kind, OpOutcome, OpResult, WriteOp, WriteRequest};
 
 /// Server time in Unix ms, the `$now` attribute.
 pub fn now_ms() -> f64 {
@@ -22,7 +22,10 @@ pub fn now_ms() -> f64 {
 /// A key argument for a write: UTF-8 with the key syntax.
 pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
     if let Some(why) = key_problem(arg) {
-        return Err(CommandError::err(format!("invalid key '{}': {why}", String::from_utf8_lossy(arg))));
+        return Err(CommandError::err(format!(
+            "invalid key '{}': {why}",
+            String::from_utf8_lossy(arg)
+        )));
     }
     Ok(String::from_utf8_lossy(arg).into_owned())
 }
@@ -90,7 +93,14 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let key = write_key(&args[1])?;
     let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
-    Ok(write(ctx, WriteOp::DeleteFlag { key, reason: reason(reason_arg) }, render_deleted))
+    Ok(write(
+        ctx,
+        WriteOp::DeleteFlag {
+            key,
+            reason: reason(reason_arg),
+        },
+        render_deleted,
+    ))
 }
 
 /// `FLAG.TOGGLE key ON|OFF [REASON text]`: the new version.
@@ -104,7 +114,15 @@ pub fn toggle(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError>
         return Err(CommandError::err("FLAG.TOGGLE state must be ON or OFF"));
     };
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
-    Ok(write(ctx, WriteOp::ToggleFlag { key, on, reason: reason(reason_arg) }, render_version))
+    Ok(write(
+        ctx,
+        WriteOp::ToggleFlag {
+            key,
+            on,
+            reason: reason(reason_arg),
+        },
+        render_version,
+    ))
 }
 
 /// Parses an optional `MATCH pattern` (the only option of LIST-style commands).
@@ -144,15 +162,13 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let start: (u64, std::sync::Arc<str>) = (cursor, "".into());
     let mut keys = Vec::new();
     let mut next = 0;
-    let mut visited = 0;
     let mut last_hash = None;
-    for (hash, key) in view.scan_order.range(start..) {
+    for (visited, (hash, key)) in view.scan_order.range(start..).enumerate() {
         // Keys sharing a hash are returned together so a cursor never splits them.
         if visited >= count && last_hash != Some(*hash) {
             next = *hash;
             break;
         }
-        visited += 1;
         last_hash = Some(*hash);
         if pattern.is_none_or(|p| crate::glob::matches(p, key.as_bytes(), false)) {
             keys.push(Reply::bulk(&**key));
@@ -276,8 +292,102 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .into_iter()
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
-            (Reply::bulk(&**k), Reply::Bulk(entry.compiled.variations[e.variation].json.clone()))
+            (
+                Reply::bulk(&**k),
+                Reply::Bulk(entry.compiled.variations[e.variation].json.clone()),
+            )
         })
         .collect();
     Ok(Reply::Map(pairs).into())
+}
+
+/// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
+/// of revision, version, event, actor, ts, reason, before, after (the
+/// definitions as JSON text).
+pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = read_key(&args[1]).unwrap_or_default();
+    let [count] = parse::options(&args[2..], ["COUNT"])?;
+    let count = match count {
+        Some(c) => match parse::int(c)? {
+            n if n >= 1 => n as usize,
+            _ => return Err(CommandError::err("COUNT must be positive")),
+        },
+        None => usize::MAX,
+    };
+    let records = ctx
+        .state
+        .store
+        .history(Kind::Flag, key, count)
+        .map_err(|e| CommandError::err(e.to_string()))?;
+    let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
+    let json = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map_or(Reply::Nil, |v| Reply::bulk(v.to_string()))
+    };
+    let entries = records
+        .iter()
+        .map(|r| {
+            Reply::Map(vec![
+                field("revision", Reply::Integer(r.revision as i64)),
+                field("version", Reply::Integer(r.version as i64)),
+                field("event", Reply::bulk_static(r.event.as_str())),
+                field("actor", Reply::bulk(&r.actor)),
+                field("ts", Reply::bulk(crate::store::rfc3339(r.ts))),
+                field("reason", r.reason.as_ref().map_or(Reply::Nil, Reply::bulk)),
+                field("before", json(&r.before)),
+                field("after", json(&r.after)),
+            ])
+        })
+        .collect();
+    Ok(Reply::Array(entries).into())
+}
+
+/// `FLAG.ROLLBACK key version [REASON text]`: restores that version's
+/// definition as a new version; replies with the new version.
+pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = write_key(&args[1])?;
+    let version = parse::uint(&args[2])?;
+    let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
+    let records = ctx
+        .state
+        .store
+        .history(Kind::Flag, &key, usize::MAX)
+        .map_err(|e| CommandError::err(e.to_string()))?;
+    let Some(definition) = records
+        .iter()
+        .find(|r| r.version == version)
+        .and_then(|r| r.after.as_ref())
+    else {
+        return Err(CommandError::err(format!(
+            "flag {key} has no version {version} in its history"
+        )));
+    };
+    let op = WriteOp::RollbackFlag {
+        key,
+        version,
+        definition: definition.to_string(),
+        reason: reason(reason_arg),
+    };
+    Ok(write(ctx, op, render_version))
+}
+
+/// `FLAG.DUMP [MATCH pattern]`: every flag and segment definition and the
+/// revision they reflect, as one JSON document taken from one view.
+pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let pattern = match_option(&args[1..])?;
+    let view = ctx.state.store.view();
+    Ok(Reply::bulk(view.dump(pattern.map(|p| &p[..]))).into())
+}
+
+/// `FLAG.IMPORT dump-json [REASON text]`: applies a `FLAG.DUMP` document,
+/// all of it or none of it; replies with the number of keys written.
+pub fn import(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
+    let document = String::from_utf8_lossy(&args[1]).into_owned();
+    crate::store::parse_dump(&document).map_err(|e| CommandError::Coded(e.to_string().into()))?;
+    let op = WriteOp::Import {
+        document,
+        reason: reason(reason_arg),
+    };
+    Ok(write(ctx, op, render_version))
 }

@@ -126,7 +126,10 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         }
     }
     if spec.name == "exec" {
-        return (Some(transaction::exec(session, state).await), Flow::Continue);
+        return (
+            Some(transaction::exec(session, state).await),
+            Flow::Continue,
+        );
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
     match action {
@@ -152,7 +155,11 @@ async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
 }
 
 /// The checks every command passes before it runs or is queued.
-fn check(session: &Session, state: &ServerState, args: &[Bytes]) -> Result<&'static CommandSpec, CommandError> {
+fn check(
+    session: &Session,
+    state: &ServerState,
+    args: &[Bytes],
+) -> Result<&'static CommandSpec, CommandError> {
     let Some(spec) = lookup(&args[0]) else {
         return Err(CommandError::unknown_command(args));
     };
@@ -169,7 +176,11 @@ fn check(session: &Session, state: &ServerState, args: &[Bytes]) -> Result<&'sta
 }
 
 /// Runs a container command's subcommand (`CLIENT ID`), with its own arity check.
-pub fn dispatch_sub(ctx: &mut Ctx<'_>, parent: &'static CommandSpec, args: &[Bytes]) -> Result<Action, CommandError> {
+pub fn dispatch_sub(
+    ctx: &mut Ctx<'_>,
+    parent: &'static CommandSpec,
+    args: &[Bytes],
+) -> Result<Action, CommandError> {
     let container = parent.name.to_ascii_uppercase();
     let Some(sub) = lookup_sub(parent, &args[1]) else {
         return Err(CommandError::UnknownSubcommand {

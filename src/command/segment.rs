@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 
-use super::flag::{match_option, read_key, reason, render_deleted, render_version, write, write_key};
+use super::flag::{
+    match_option, read_key, reason, render_deleted, render_version, write, write_key,
+};
 use super::{parse, Action, CommandError, Ctx};
 use crate::flag::parse_segment;
 use crate::protocol::Reply;
@@ -24,18 +26,27 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 /// `SEGMENT.GET key`: the definition with its read-only fields, or nil.
 pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let view = ctx.state.store.view();
-    Ok(match read_key(&args[1]).and_then(|k| view.segments.get(k)) {
-        Some(e) => Reply::Bulk(e.rendered.clone()),
-        None => Reply::Nil,
-    }
-    .into())
+    Ok(
+        match read_key(&args[1]).and_then(|k| view.segments.get(k)) {
+            Some(e) => Reply::Bulk(e.rendered.clone()),
+            None => Reply::Nil,
+        }
+        .into(),
+    )
 }
 
 /// `SEGMENT.DEL key [REASON text]`: 1 or 0; refused while a flag references it.
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let key = write_key(&args[1])?;
     let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
-    Ok(write(ctx, WriteOp::DeleteSegment { key, reason: reason(reason_arg) }, render_deleted))
+    Ok(write(
+        ctx,
+        WriteOp::DeleteSegment {
+            key,
+            reason: reason(reason_arg),
+        },
+        render_deleted,
+    ))
 }
 
 /// `SEGMENT.LIST [MATCH pattern]`: segment keys, sorted.

@@ -28,7 +28,9 @@ pub fn command_count(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandErro
 pub fn command_list(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match &args[2..] {
         [] => None,
-        [filterby, kind, p] if parse::is(filterby, "FILTERBY") && parse::is(kind, "PATTERN") => Some(p),
+        [filterby, kind, p] if parse::is(filterby, "FILTERBY") && parse::is(kind, "PATTERN") => {
+            Some(p)
+        }
         _ => return Err(CommandError::Syntax),
     };
     let names = table::COMMANDS
@@ -104,10 +106,17 @@ fn command_doc(c: &'static CommandSpec) -> Reply {
         (Reply::bulk_static("group"), Reply::bulk_static(c.group)),
     ];
     if !c.args.is_empty() {
-        doc.push((Reply::bulk_static("arguments"), Reply::Array(c.args.iter().map(arg_doc).collect())));
+        doc.push((
+            Reply::bulk_static("arguments"),
+            Reply::Array(c.args.iter().map(arg_doc).collect()),
+        ));
     }
     if !c.subcommands.is_empty() {
-        let subs = c.subcommands.iter().map(|s| (Reply::bulk_static(s.name), command_doc(s))).collect();
+        let subs = c
+            .subcommands
+            .iter()
+            .map(|s| (Reply::bulk_static(s.name), command_doc(s)))
+            .collect();
         doc.push((Reply::bulk_static("subcommands"), Reply::Map(subs)));
     }
     Reply::Map(doc)
@@ -119,7 +128,10 @@ fn arg_doc(a: &'static Arg) -> Reply {
         (Reply::bulk_static("type"), Reply::bulk_static(a.kind)),
     ];
     if a.kind != "pure-token" && a.kind != "oneof" && a.kind != "block" {
-        doc.push((Reply::bulk_static("display_text"), Reply::bulk_static(a.name)));
+        doc.push((
+            Reply::bulk_static("display_text"),
+            Reply::bulk_static(a.name),
+        ));
     }
     if let Some(token) = a.token {
         doc.push((Reply::bulk_static("token"), Reply::bulk_static(token)));
@@ -129,14 +141,25 @@ fn arg_doc(a: &'static Arg) -> Reply {
         doc.push((Reply::bulk_static("flags"), Reply::Array(flags)));
     }
     if !a.args.is_empty() {
-        doc.push((Reply::bulk_static("arguments"), Reply::Array(a.args.iter().map(arg_doc).collect())));
+        doc.push((
+            Reply::bulk_static("arguments"),
+            Reply::Array(a.args.iter().map(arg_doc).collect()),
+        ));
     }
     Reply::Map(doc)
 }
 
 /// Sections plain `INFO` shows, in order.
 const DEFAULT_SECTIONS: &[&str] = &[
-    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "flagstaff", "keyspace",
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "flagstaff",
+    "keyspace",
 ];
 
 /// `INFO [section ...]`.
@@ -145,7 +168,10 @@ pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "default" || w == "everything");
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "default" || w == "everything");
     let mut text = String::new();
     for section in DEFAULT_SECTIONS {
         if all || wanted.iter().any(|w| w == section) {
@@ -162,7 +188,9 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
     let st = ctx.state;
     let s = &st.settings;
     let uptime = st.started.elapsed().as_secs();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let counts = st.store.counts();
     let rss = metrics::rss_bytes();
     let _ = match section {
@@ -191,11 +219,23 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
             rss as f64 / (1024.0 * 1024.0)
         ),
-        "persistence" => write!(
-            out,
-            "# Persistence\r\nloading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:0\r\n",
-            u8::from(st.is_loading())
-        ),
+        "persistence" => {
+            let (wal_bytes, state_bytes, log_entries) = st
+                .raft
+                .get()
+                .map(|n| {
+                    let (w, s) = n.disk_bytes();
+                    (w, s, n.log_entries())
+                })
+                .unwrap_or_default();
+            write!(
+                out,
+                "# Persistence\r\nloading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:1\r\naof_fsync:{}\r\nwal_bytes:{wal_bytes}\r\nstate_bytes:{state_bytes}\r\nlog_entries:{log_entries}\r\nsnapshot_every:{}\r\n",
+                u8::from(st.is_loading()),
+                fsync_name(s.fsync),
+                s.snapshot_every,
+            )
+        }
         "stats" => write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\ntotal_error_replies:0\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
@@ -231,9 +271,18 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
     };
 }
 
+fn fsync_name(mode: crate::config::FsyncMode) -> &'static str {
+    match mode {
+        crate::config::FsyncMode::Always => "always",
+        crate::config::FsyncMode::Everysec => "everysec",
+    }
+}
+
 /// `TIME`: `[unix seconds, microseconds]`.
 pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Ok(Reply::Array(vec![
         Reply::bulk(now.as_secs().to_string()),
         Reply::bulk(now.subsec_micros().to_string()),
@@ -250,7 +299,10 @@ pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
 /// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]`: graceful shutdown.
 pub fn shutdown(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     for a in &args[1..] {
-        if !["NOSAVE", "SAVE", "NOW", "FORCE"].iter().any(|w| parse::is(a, w)) {
+        if !["NOSAVE", "SAVE", "NOW", "FORCE"]
+            .iter()
+            .any(|w| parse::is(a, w))
+        {
             return Err(CommandError::Syntax);
         }
     }
@@ -274,21 +326,30 @@ pub fn config_get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandEr
         ("timeout", s.timeout.to_string()),
         ("databases", "1".into()),
         ("save", String::new()),
-        ("appendonly", "no".into()),
-        ("appendfsync", "always".into()),
+        ("appendonly", "yes".into()),
+        ("appendfsync", fsync_name(s.fsync).into()),
         ("proto-max-bulk-len", s.proto_max_bulk_len.to_string()),
-        ("client-query-buffer-limit", s.client_query_buffer_limit.to_string()),
+        (
+            "client-query-buffer-limit",
+            s.client_query_buffer_limit.to_string(),
+        ),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
         ("loglevel", s.log_level.clone()),
-        ("protected-mode", if s.requirepass.is_some() { "no" } else { "yes" }.into()),
+        (
+            "protected-mode",
+            if s.requirepass.is_some() { "no" } else { "yes" }.into(),
+        ),
         ("cluster-enabled", "no".into()),
         ("io-threads", s.threads.to_string()),
         ("shutdown-timeout", s.shutdown_timeout.to_string()),
     ];
     let mut out = Vec::new();
     for (name, value) in &params {
-        if args[2..].iter().any(|p| crate::glob::matches(p, name.as_bytes(), true)) {
+        if args[2..]
+            .iter()
+            .any(|p| crate::glob::matches(p, name.as_bytes(), true))
+        {
             out.push((Reply::bulk(name), Reply::bulk(value)));
         }
     }

@@ -78,48 +78,98 @@ pub struct Arg {
 
 /// A key argument.
 pub const fn key(name: &'static str) -> Arg {
-    Arg { name, kind: "key", token: None, flags: &[], args: &[] }
+    Arg {
+        name,
+        kind: "key",
+        token: None,
+        flags: &[],
+        args: &[],
+    }
 }
 
 /// A string argument.
 pub const fn string(name: &'static str) -> Arg {
-    Arg { name, kind: "string", token: None, flags: &[], args: &[] }
+    Arg {
+        name,
+        kind: "string",
+        token: None,
+        flags: &[],
+        args: &[],
+    }
 }
 
 /// An integer argument.
 pub const fn integer(name: &'static str) -> Arg {
-    Arg { name, kind: "integer", token: None, flags: &[], args: &[] }
+    Arg {
+        name,
+        kind: "integer",
+        token: None,
+        flags: &[],
+        args: &[],
+    }
 }
 
 /// A literal token.
 pub const fn token(name: &'static str, token: &'static str) -> Arg {
-    Arg { name, kind: "pure-token", token: Some(token), flags: &[], args: &[] }
+    Arg {
+        name,
+        kind: "pure-token",
+        token: Some(token),
+        flags: &[],
+        args: &[],
+    }
 }
 
 /// A value introduced by a token (`MATCH pattern`).
 pub const fn tagged(name: &'static str, kind: &'static str, tok: &'static str) -> Arg {
-    Arg { name, kind, token: Some(tok), flags: &[], args: &[] }
+    Arg {
+        name,
+        kind,
+        token: Some(tok),
+        flags: &[],
+        args: &[],
+    }
 }
 
 /// One of several alternatives.
 pub const fn oneof(name: &'static str, args: &'static [Arg]) -> Arg {
-    Arg { name, kind: "oneof", token: None, flags: &[], args }
+    Arg {
+        name,
+        kind: "oneof",
+        token: None,
+        flags: &[],
+        args,
+    }
 }
 
 /// A group of arguments.
 pub const fn block(name: &'static str, args: &'static [Arg]) -> Arg {
-    Arg { name, kind: "block", token: None, flags: &[], args }
+    Arg {
+        name,
+        kind: "block",
+        token: None,
+        flags: &[],
+        args,
+    }
 }
 
 /// `arg` made optional.
 pub const fn optional(arg: Arg) -> Arg {
-    let flags: &'static [&'static str] = if arg.flags.is_empty() { &["optional"] } else { &["optional", "multiple"] };
+    let flags: &'static [&'static str] = if arg.flags.is_empty() {
+        &["optional"]
+    } else {
+        &["optional", "multiple"]
+    };
     Arg { flags, ..arg }
 }
 
 /// `arg` made repeatable.
 pub const fn multiple(arg: Arg) -> Arg {
-    let flags: &'static [&'static str] = if arg.flags.is_empty() { &["multiple"] } else { &["optional", "multiple"] };
+    let flags: &'static [&'static str] = if arg.flags.is_empty() {
+        &["multiple"]
+    } else {
+        &["optional", "multiple"]
+    };
     Arg { flags, ..arg }
 }
 

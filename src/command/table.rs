@@ -1,6 +1,8 @@
 //! The command table: the single list that dispatch, `COMMAND` and ACL read.
 
-use super::spec::{block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec};
+use super::spec::{
+    block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
+};
 use super::{connection as conn, flag, segment, server, transaction as tx};
 
 const CONN: &[&str] = &["@fast", "@connection"];
@@ -21,62 +23,219 @@ const MATCH: super::spec::Arg = optional(tagged("pattern", "pattern", "MATCH"));
 /// `CLIENT` and its subcommands.
 pub const CLIENT: CommandSpec = CommandSpec {
     subcommands: &[
-        spec("client|id", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns the unique client ID of the connection.", conn::client_id),
+        spec(
+            "client|id",
+            2,
+            &["noscript", "loading", "stale"],
+            SLOW_CONN,
+            "connection",
+            "Returns the unique client ID of the connection.",
+            conn::client_id,
+        ),
         CommandSpec {
             args: &[string("connection-name")],
-            ..spec("client|setname", 3, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Sets the connection name.", conn::client_setname)
+            ..spec(
+                "client|setname",
+                3,
+                &["noscript", "loading", "stale"],
+                SLOW_CONN,
+                "connection",
+                "Sets the connection name.",
+                conn::client_setname,
+            )
         },
-        spec("client|getname", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns the name of the connection.", conn::client_getname),
+        spec(
+            "client|getname",
+            2,
+            &["noscript", "loading", "stale"],
+            SLOW_CONN,
+            "connection",
+            "Returns the name of the connection.",
+            conn::client_getname,
+        ),
         CommandSpec {
-            args: &[oneof("attr", &[tagged("libname", "string", "LIB-NAME"), tagged("libver", "string", "LIB-VER")])],
-            ..spec("client|setinfo", 4, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Sets information specific to the client or connection.", conn::client_setinfo)
+            args: &[oneof(
+                "attr",
+                &[
+                    tagged("libname", "string", "LIB-NAME"),
+                    tagged("libver", "string", "LIB-VER"),
+                ],
+            )],
+            ..spec(
+                "client|setinfo",
+                4,
+                &["noscript", "loading", "stale"],
+                SLOW_CONN,
+                "connection",
+                "Sets information specific to the client or connection.",
+                conn::client_setinfo,
+            )
         },
         CommandSpec {
-            args: &[optional(tagged("client-type", "string", "TYPE")), optional(multiple(tagged("client-id", "integer", "ID")))],
-            ..spec("client|list", -2, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Lists open connections.", conn::client_list)
+            args: &[
+                optional(tagged("client-type", "string", "TYPE")),
+                optional(multiple(tagged("client-id", "integer", "ID"))),
+            ],
+            ..spec(
+                "client|list",
+                -2,
+                &["admin", "noscript", "loading", "stale"],
+                ADMIN,
+                "connection",
+                "Lists open connections.",
+                conn::client_list,
+            )
         },
-        spec("client|info", 2, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Returns information about the connection.", conn::client_info),
+        spec(
+            "client|info",
+            2,
+            &["noscript", "loading", "stale"],
+            SLOW_CONN,
+            "connection",
+            "Returns information about the connection.",
+            conn::client_info,
+        ),
         CommandSpec {
-            args: &[oneof("filter", &[string("ip:port"), block("new-format", &[
-                optional(tagged("client-id", "integer", "ID")),
-                optional(tagged("ip:port", "string", "ADDR")),
-                optional(tagged("ip:port", "string", "LADDR")),
-                optional(tagged("yes/no", "string", "SKIPME")),
-            ])])],
-            ..spec("client|kill", -3, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Terminates open connections.", conn::client_kill)
+            args: &[oneof(
+                "filter",
+                &[
+                    string("ip:port"),
+                    block(
+                        "new-format",
+                        &[
+                            optional(tagged("client-id", "integer", "ID")),
+                            optional(tagged("ip:port", "string", "ADDR")),
+                            optional(tagged("ip:port", "string", "LADDR")),
+                            optional(tagged("yes/no", "string", "SKIPME")),
+                        ],
+                    ),
+                ],
+            )],
+            ..spec(
+                "client|kill",
+                -3,
+                &["admin", "noscript", "loading", "stale"],
+                ADMIN,
+                "connection",
+                "Terminates open connections.",
+                conn::client_kill,
+            )
         },
         CommandSpec {
             args: &[oneof("enabled", &[token("on", "ON"), token("off", "OFF")])],
-            ..spec("client|no-evict", 3, &["admin", "noscript", "loading", "stale"], ADMIN, "connection", "Sets the client eviction mode of the connection.", conn::client_on_off)
+            ..spec(
+                "client|no-evict",
+                3,
+                &["admin", "noscript", "loading", "stale"],
+                ADMIN,
+                "connection",
+                "Sets the client eviction mode of the connection.",
+                conn::client_on_off,
+            )
         },
         CommandSpec {
             args: &[oneof("enabled", &[token("on", "ON"), token("off", "OFF")])],
-            ..spec("client|no-touch", 3, &["noscript", "loading", "stale"], SLOW_CONN, "connection", "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.", conn::client_on_off)
+            ..spec(
+                "client|no-touch",
+                3,
+                &["noscript", "loading", "stale"],
+                SLOW_CONN,
+                "connection",
+                "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+                conn::client_on_off,
+            )
         },
-        spec("client|help", 2, &["loading", "stale"], SLOW_CONN, "connection", "Returns helpful text about the different subcommands.", conn::client_help),
+        spec(
+            "client|help",
+            2,
+            &["loading", "stale"],
+            SLOW_CONN,
+            "connection",
+            "Returns helpful text about the different subcommands.",
+            conn::client_help,
+        ),
     ],
-    ..spec("client", -2, &[], SLOW_CONN, "connection", "A container for client connection commands.", conn::client)
+    ..spec(
+        "client",
+        -2,
+        &[],
+        SLOW_CONN,
+        "connection",
+        "A container for client connection commands.",
+        conn::client,
+    )
 };
 
 /// `COMMAND` and its subcommands.
 pub const COMMAND: CommandSpec = CommandSpec {
     subcommands: &[
-        spec("command|count", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns a count of commands.", server::command_count),
+        spec(
+            "command|count",
+            2,
+            &["loading", "stale"],
+            SLOW_CONN,
+            "server",
+            "Returns a count of commands.",
+            server::command_count,
+        ),
         CommandSpec {
             args: &[optional(multiple(string("command-name")))],
-            ..spec("command|info", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns information about one, multiple or all commands.", server::command_info_cmd)
+            ..spec(
+                "command|info",
+                -2,
+                &["loading", "stale"],
+                SLOW_CONN,
+                "server",
+                "Returns information about one, multiple or all commands.",
+                server::command_info_cmd,
+            )
         },
         CommandSpec {
             args: &[optional(multiple(string("command-name")))],
-            ..spec("command|docs", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns documentary information about one, multiple or all commands.", server::command_docs)
+            ..spec(
+                "command|docs",
+                -2,
+                &["loading", "stale"],
+                SLOW_CONN,
+                "server",
+                "Returns documentary information about one, multiple or all commands.",
+                server::command_docs,
+            )
         },
         CommandSpec {
-            args: &[optional(block("filterby", &[tagged("pattern", "pattern", "PATTERN")]))],
-            ..spec("command|list", -2, &["loading", "stale"], SLOW_CONN, "server", "Returns a list of command names.", server::command_list)
+            args: &[optional(block(
+                "filterby",
+                &[tagged("pattern", "pattern", "PATTERN")],
+            ))],
+            ..spec(
+                "command|list",
+                -2,
+                &["loading", "stale"],
+                SLOW_CONN,
+                "server",
+                "Returns a list of command names.",
+                server::command_list,
+            )
         },
-        spec("command|help", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns helpful text about the different subcommands.", server::command_help),
+        spec(
+            "command|help",
+            2,
+            &["loading", "stale"],
+            SLOW_CONN,
+            "server",
+            "Returns helpful text about the different subcommands.",
+            server::command_help,
+        ),
     ],
-    ..spec("command", -1, &["loading", "stale"], SLOW_CONN, "server", "Returns detailed information about all commands.", server::command)
+    ..spec(
+        "command",
+        -1,
+        &["loading", "stale"],
+        SLOW_CONN,
+        "server",
+        "Returns detailed information about all commands.",
+        server::command,
+    )
 };
 
 /// `CONFIG` and its subcommands.
@@ -84,11 +243,35 @@ pub const CONFIG: CommandSpec = CommandSpec {
     subcommands: &[
         CommandSpec {
             args: &[multiple(string("parameter"))],
-            ..spec("config|get", -3, &["admin", "noscript", "loading", "stale"], ADMIN, "server", "Returns the effective values of configuration parameters.", server::config_get)
+            ..spec(
+                "config|get",
+                -3,
+                &["admin", "noscript", "loading", "stale"],
+                ADMIN,
+                "server",
+                "Returns the effective values of configuration parameters.",
+                server::config_get,
+            )
         },
-        spec("config|help", 2, &["loading", "stale"], SLOW_CONN, "server", "Returns helpful text about the different subcommands.", server::config_help),
+        spec(
+            "config|help",
+            2,
+            &["loading", "stale"],
+            SLOW_CONN,
+            "server",
+            "Returns helpful text about the different subcommands.",
+            server::config_help,
+        ),
     ],
-    ..spec("config", -2, &[], ADMIN, "server", "A container for server configuration commands.", server::config)
+    ..spec(
+        "config",
+        -2,
+        &[],
+        ADMIN,
+        "server",
+        "A container for server configuration commands.",
+        server::config,
+    )
 };
 
 /// Every top-level command.
@@ -185,6 +368,24 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         args: &[string("context"), MATCH],
         ..spec("flag.evalall", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Evaluates every flag (optionally matching a pattern) for a context.", flag::evalall)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(tagged("count", "integer", "COUNT"))],
+        ..spec("flag.history", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's audit entries, newest first.", flag::history)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), integer("version"), REASON],
+        ..spec("flag.rollback", -3, &["write"], FLAG_WRITE, "flag", "Restores an earlier version's definition as a new version.", flag::rollback)
+    },
+    CommandSpec {
+        args: &[MATCH],
+        ..spec("flag.dump", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns every flag and segment and the revision they reflect, as one JSON document.", flag::dump)
+    },
+    CommandSpec {
+        args: &[string("dump"), REASON],
+        ..spec("flag.import", -2, WRITE_FLAGS, FLAG_WRITE, "flag", "Applies a FLAG.DUMP document, all of it or none of it; replies with the number of keys written.", flag::import)
     },
     // segments
     CommandSpec {

@@ -11,7 +11,10 @@ use crate::store::{WriteError, WriteRequest};
 
 /// Whether a command runs at once inside `MULTI` instead of being queued.
 pub fn runs_inside_multi(spec: &CommandSpec) -> bool {
-    matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset")
+    matches!(
+        spec.name,
+        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+    )
 }
 
 /// `MULTI`.
@@ -70,7 +73,10 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
     if multi.aborted {
         return Reply::error("EXECABORT Transaction discarded because of previous errors.");
     }
-    if watched.iter().any(|(k, rev)| state.store.key_revision(k) != *rev) {
+    if watched
+        .iter()
+        .any(|(k, rev)| state.store.key_revision(k) != *rev)
+    {
         return Reply::NilArray;
     }
     let n = multi.queued.len();
@@ -142,5 +148,10 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
             replies[i] = Some(reply);
         }
     }
-    Reply::Array(replies.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+    Reply::Array(
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or(Reply::Nil))
+            .collect(),
+    )
 }

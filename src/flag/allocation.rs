@@ -89,19 +89,32 @@ fn take_lowest(pool: &mut Vec<BucketRange>, mut n: u32) -> Vec<BucketRange> {
 }
 
 /// The allocation for `rollout`, moving as few users as possible from `prev`.
-pub fn allocate(prev: Option<&Allocation>, rollout: &[WeightedVariation], salt: &str, bucket_by: &str) -> Allocation {
+pub fn allocate(
+    prev: Option<&Allocation>,
+    rollout: &[WeightedVariation],
+    salt: &str,
+    bucket_by: &str,
+) -> Allocation {
     let fresh = || {
         let mut start = 0u16;
         let ranges = rollout
             .iter()
             .map(|w| {
                 let end = start + w.weight as u16;
-                let r = if end > start { vec![[start, end]] } else { vec![] };
+                let r = if end > start {
+                    vec![[start, end]]
+                } else {
+                    vec![]
+                };
                 start = end;
                 (w.variation.clone(), r)
             })
             .collect();
-        Allocation { salt: salt.into(), bucket_by: bucket_by.into(), ranges }
+        Allocation {
+            salt: salt.into(),
+            bucket_by: bucket_by.into(),
+            ranges,
+        }
     };
     let Some(prev) = prev.filter(|p| p.salt == salt && p.bucket_by == bucket_by) else {
         return fresh();
@@ -127,14 +140,20 @@ pub fn allocate(prev: Option<&Allocation>, rollout: &[WeightedVariation], salt: 
     }
     normalize(&mut freed);
     for w in rollout {
-        let Some(mine) = ranges.get_mut(&w.variation) else { continue };
+        let Some(mine) = ranges.get_mut(&w.variation) else {
+            continue;
+        };
         let have = size(mine);
         if have < w.weight {
             mine.extend(take_lowest(&mut freed, w.weight - have));
             normalize(mine);
         }
     }
-    Allocation { salt: salt.into(), bucket_by: bucket_by.into(), ranges }
+    Allocation {
+        salt: salt.into(),
+        bucket_by: bucket_by.into(),
+        ranges,
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +163,10 @@ mod tests {
     fn w(pairs: &[(&str, u32)]) -> Vec<WeightedVariation> {
         pairs
             .iter()
-            .map(|(v, weight)| WeightedVariation { variation: v.to_string(), weight: *weight })
+            .map(|(v, weight)| WeightedVariation {
+                variation: v.to_string(),
+                weight: *weight,
+            })
             .collect()
     }
 
@@ -157,8 +179,18 @@ mod tests {
 
     #[test]
     fn growing_one_variation_takes_the_top_of_the_shrinking_one() {
-        let a = allocate(None, &w(&[("a", 5000), ("b", 3000), ("c", 2000)]), "s", "key");
-        let b = allocate(Some(&a), &w(&[("a", 3000), ("b", 3000), ("c", 4000)]), "s", "key");
+        let a = allocate(
+            None,
+            &w(&[("a", 5000), ("b", 3000), ("c", 2000)]),
+            "s",
+            "key",
+        );
+        let b = allocate(
+            Some(&a),
+            &w(&[("a", 3000), ("b", 3000), ("c", 4000)]),
+            "s",
+            "key",
+        );
         assert_eq!(b.ranges["a"], vec![[0, 3000]]);
         assert_eq!(b.ranges["b"], vec![[5000, 8000]]);
         assert_eq!(b.ranges["c"], vec![[3000, 5000], [8000, 10000]]);
@@ -166,8 +198,18 @@ mod tests {
 
     #[test]
     fn a_removed_variation_frees_its_buckets_for_the_growers_in_list_order() {
-        let a = allocate(None, &w(&[("a", 2500), ("b", 2500), ("c", 2500), ("d", 2500)]), "s", "key");
-        let b = allocate(Some(&a), &w(&[("a", 4000), ("c", 3000), ("d", 3000)]), "s", "key");
+        let a = allocate(
+            None,
+            &w(&[("a", 2500), ("b", 2500), ("c", 2500), ("d", 2500)]),
+            "s",
+            "key",
+        );
+        let b = allocate(
+            Some(&a),
+            &w(&[("a", 4000), ("c", 3000), ("d", 3000)]),
+            "s",
+            "key",
+        );
         assert_eq!(b.ranges["a"], vec![[0, 4000]]);
         assert_eq!(b.ranges["c"], vec![[4000, 4500], [5000, 7500]]);
         assert_eq!(b.ranges["d"], vec![[4500, 5000], [7500, 10000]]);

@@ -49,7 +49,10 @@ mod tests {
         // The same vectors as docs/flags.md, computed there independently.
         assert_eq!(bucket("new-checkout", "prod:new-checkout", b"user-1"), 1477);
         assert_eq!(bucket("new-checkout", "prod:new-checkout", b"user-2"), 1100);
-        assert_eq!(bucket("prod:new-checkout", "prod:new-checkout", b"user-1"), 6364);
+        assert_eq!(
+            bucket("prod:new-checkout", "prod:new-checkout", b"user-1"),
+            6364
+        );
         assert_eq!(bucket("s", "staging:x", b"42"), 2987);
         assert_eq!(bucket("s", "staging:x", b"true"), 290);
         assert_eq!(bucket("s", "staging:x", b"1.5"), 937);
@@ -59,6 +62,9 @@ mod tests {
     fn primed_hasher_equals_hashing_the_whole_input() {
         let whole = Sha256::digest(b"new-checkout:prod:new-checkout:user-1");
         let expected = (u64::from_be_bytes(whole[..8].try_into().unwrap()) % 10_000) as u16;
-        assert_eq!(bucket("new-checkout", "prod:new-checkout", b"user-1"), expected);
+        assert_eq!(
+            bucket("new-checkout", "prod:new-checkout", b"user-1"),
+            expected
+        );
     }
 }

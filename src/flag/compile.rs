@@ -212,7 +212,11 @@ fn attr(name: &str) -> Attr {
 }
 
 fn strs(values: &[Value]) -> Vec<Box<str>> {
-    values.iter().filter_map(Value::as_str).map(Box::from).collect()
+    values
+        .iter()
+        .filter_map(Value::as_str)
+        .map(Box::from)
+        .collect()
 }
 
 fn compile_clause(
@@ -220,8 +224,18 @@ fn compile_clause(
     c: &Clause,
     segments: &dyn Fn(&str) -> Option<Arc<CompiledSegment>>,
 ) -> Result<CompiledClause, Invalid> {
-    let nums = || c.values.iter().filter_map(Value::as_f64).collect::<Vec<_>>();
-    let semvers = || c.values.iter().filter_map(|v| v.as_str().and_then(parse_semver)).collect();
+    let nums = || {
+        c.values
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect::<Vec<_>>()
+    };
+    let semvers = || {
+        c.values
+            .iter()
+            .filter_map(|v| v.as_str().and_then(parse_semver))
+            .collect()
+    };
     let times = || c.values.iter().filter_map(time_ms).collect();
     let matcher = match c.op {
         Op::Eq | Op::In => Matcher::Equals {
@@ -261,7 +275,10 @@ fn compile_clause(
                 .map(|(i, v)| {
                     let key = v.as_str().unwrap_or_default();
                     segments(key).ok_or_else(|| {
-                        Invalid::new(format!("{path}.values[{i}]"), format!("unknown segment {key:?}"))
+                        Invalid::new(
+                            format!("{path}.values[{i}]"),
+                            format!("unknown segment {key:?}"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -306,7 +323,10 @@ pub fn allocations_for(key: &str, def: &FlagDef, prev: &Allocations) -> Allocati
         .map(|(id, serve)| {
             let bucket_by = serve.bucket_by.as_deref().unwrap_or("key");
             let rollout = serve.rollout.as_deref().unwrap_or_default();
-            (id.to_string(), allocate(prev.get(id), rollout, salt, bucket_by))
+            (
+                id.to_string(),
+                allocate(prev.get(id), rollout, salt, bucket_by),
+            )
         })
         .collect()
 }
@@ -341,7 +361,12 @@ pub fn compile_flag(
         let alloc = match allocations.get(id) {
             Some(a) => a,
             None => {
-                fresh = allocate(None, s.rollout.as_deref().unwrap_or_default(), salt, bucket_by);
+                fresh = allocate(
+                    None,
+                    s.rollout.as_deref().unwrap_or_default(),
+                    salt,
+                    bucket_by,
+                );
                 &fresh
             }
         };
@@ -381,7 +406,11 @@ pub fn compile_flag(
             Ok(CompiledRule {
                 id: r.id.as_deref().map(Arc::from),
                 clauses,
-                serve: serve(&format!("rules[{i}].serve"), r.id.as_deref().unwrap_or(""), &r.serve)?,
+                serve: serve(
+                    &format!("rules[{i}].serve"),
+                    r.id.as_deref().unwrap_or(""),
+                    &r.serve,
+                )?,
             })
         })
         .collect::<Result<_, Invalid>>()?;

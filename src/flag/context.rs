@@ -35,7 +35,7 @@ impl Num {
     }
 
     /// Writes the number's JSON form (as serde_json prints it) into `buf`.
-    pub fn json_text<'b>(self, buf: &'b mut NumText) -> &'b str {
+    pub fn json_text(self, buf: &mut NumText) -> &str {
         match self {
             Num::U(n) => buf.int.format(n),
             Num::I(n) => buf.int.format(n),
@@ -153,7 +153,11 @@ impl<'de> Deserialize<'de> for AttrValue<'de> {
                 Ok(AttrValue::Num(Num::U(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(AttrValue::Num(if v >= 0 { Num::U(v as u64) } else { Num::I(v) }))
+                Ok(AttrValue::Num(if v >= 0 {
+                    Num::U(v as u64)
+                } else {
+                    Num::I(v)
+                }))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(AttrValue::Num(Num::F(v)))
@@ -178,7 +182,10 @@ impl<'de> Deserialize<'de> for AttrValue<'de> {
                 Ok(AttrValue::List(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(AttrValue::Object)
             }
         }
@@ -216,7 +223,10 @@ mod tests {
         let json = br#"{"key":"user-1","age":42,"beta":true,"groups":["a","b"],"x":null}"#;
         let ctx = Context::parse(json).unwrap();
         assert_eq!(ctx.key(), Some("user-1"));
-        assert!(matches!(ctx.get("key"), Some(AttrValue::Str(Cow::Borrowed(_)))));
+        assert!(matches!(
+            ctx.get("key"),
+            Some(AttrValue::Str(Cow::Borrowed(_)))
+        ));
         assert_eq!(ctx.get("age"), Some(&AttrValue::Num(Num::U(42))));
         assert_eq!(ctx.get("x"), None);
         assert!(matches!(ctx.get("groups"), Some(AttrValue::List(l)) if l.len() == 2));

@@ -57,13 +57,27 @@ pub struct Evaluation {
 }
 
 /// Evaluates `flag` for `ctx`. `now_ms` is server time (the `$now` attribute).
-pub fn evaluate(flag: &CompiledFlag, ctx: &Context<'_>, source: &dyn FlagSource, now_ms: f64) -> Evaluation {
+pub fn evaluate(
+    flag: &CompiledFlag,
+    ctx: &Context<'_>,
+    source: &dyn FlagSource,
+    now_ms: f64,
+) -> Evaluation {
     evaluate_at(flag, ctx, source, now_ms, 0)
 }
 
-fn evaluate_at(flag: &CompiledFlag, ctx: &Context<'_>, source: &dyn FlagSource, now: f64, depth: usize) -> Evaluation {
+fn evaluate_at(
+    flag: &CompiledFlag,
+    ctx: &Context<'_>,
+    source: &dyn FlagSource,
+    now: f64,
+    depth: usize,
+) -> Evaluation {
     if !flag.on {
-        return Evaluation { variation: flag.off_variation, reason: Reason::Off };
+        return Evaluation {
+            variation: flag.off_variation,
+            reason: Reason::Off,
+        };
     }
     for p in &flag.prerequisites {
         let served = (depth < MAX_PREREQUISITE_DEPTH)
@@ -71,7 +85,7 @@ fn evaluate_at(flag: &CompiledFlag, ctx: &Context<'_>, source: &dyn FlagSource, 
             .flatten()
             .map(|pf| {
                 let e = evaluate_at(pf, ctx, source, now, depth + 1);
-                &*pf.variations[e.variation].name == &*p.variation
+                *pf.variations[e.variation].name == *p.variation
             })
             .unwrap_or(false);
         if !served {
@@ -82,17 +96,26 @@ fn evaluate_at(flag: &CompiledFlag, ctx: &Context<'_>, source: &dyn FlagSource, 
         }
     }
     if let Some(v) = ctx.key().and_then(|k| flag.targets.get(k)) {
-        return Evaluation { variation: *v, reason: Reason::TargetMatch };
+        return Evaluation {
+            variation: *v,
+            reason: Reason::TargetMatch,
+        };
     }
     for (index, rule) in flag.rules.iter().enumerate() {
         if rule.clauses.iter().all(|c| clause_matches(c, ctx, now)) {
             return Evaluation {
                 variation: serve(&rule.serve, ctx),
-                reason: Reason::RuleMatch { index, id: rule.id.clone() },
+                reason: Reason::RuleMatch {
+                    index,
+                    id: rule.id.clone(),
+                },
             };
         }
     }
-    Evaluation { variation: serve(&flag.fallthrough, ctx), reason: Reason::Fallthrough }
+    Evaluation {
+        variation: serve(&flag.fallthrough, ctx),
+        reason: Reason::Fallthrough,
+    }
 }
 
 /// The variation a serve picks for `ctx`.
@@ -103,8 +126,12 @@ pub fn serve(s: &CompiledServe, ctx: &Context<'_>) -> usize {
             let bucket = match &r.bucket_by {
                 Attr::Named(name) => match ctx.get(name) {
                     Some(AttrValue::Str(s)) => r.hasher.bucket(s.as_bytes()),
-                    Some(AttrValue::Num(n)) => r.hasher.bucket(n.json_text(&mut NumText::default()).as_bytes()),
-                    Some(AttrValue::Bool(b)) => r.hasher.bucket(if *b { b"true" } else { b"false" }),
+                    Some(AttrValue::Num(n)) => r
+                        .hasher
+                        .bucket(n.json_text(&mut NumText::default()).as_bytes()),
+                    Some(AttrValue::Bool(b)) => {
+                        r.hasher.bucket(if *b { b"true" } else { b"false" })
+                    }
                     _ => 0,
                 },
                 Attr::Now => 0,
@@ -148,7 +175,9 @@ fn scalar_matches(m: &Matcher, v: &AttrValue<'_>) -> bool {
         (Matcher::StartsWith(vals), AttrValue::Str(s)) => vals.iter().any(|x| s.starts_with(&**x)),
         (Matcher::EndsWith(vals), AttrValue::Str(s)) => vals.iter().any(|x| s.ends_with(&**x)),
         (Matcher::Matches(res), AttrValue::Str(s)) => res.iter().any(|re| re.is_match(s)),
-        (Matcher::Number(cmp, vals), AttrValue::Num(n)) => vals.iter().any(|x| cmp.test_f64(n.as_f64(), *x)),
+        (Matcher::Number(cmp, vals), AttrValue::Num(n)) => {
+            vals.iter().any(|x| cmp.test_f64(n.as_f64(), *x))
+        }
         (Matcher::Semver(cmp, vals), AttrValue::Str(s)) => match parse_semver(s) {
             Some(ver) => vals.iter().any(|x| cmp.test_ord(&ver, x)),
             None => false,

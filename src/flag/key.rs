@@ -9,7 +9,10 @@ pub fn key_problem(key: &[u8]) -> Option<String> {
         return Some("key must not be empty".into());
     }
     if key.len() > MAX_KEY_LEN {
-        return Some(format!("key is {} bytes, the limit is {MAX_KEY_LEN}", key.len()));
+        return Some(format!(
+            "key is {} bytes, the limit is {MAX_KEY_LEN}",
+            key.len()
+        ));
     }
     key.iter()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')))

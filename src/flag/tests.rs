@@ -35,7 +35,8 @@ impl Catalog for World {
 impl World {
     fn segment(&mut self, key: &str, def: serde_json::Value) {
         let def = parse_segment(key, def.to_string().as_bytes()).unwrap();
-        self.segments.insert(key.into(), Arc::new(compile_segment(key, &def).unwrap()));
+        self.segments
+            .insert(key.into(), Arc::new(compile_segment(key, &def).unwrap()));
     }
 
     fn try_flag(&mut self, key: &str, def: serde_json::Value) -> Result<(), Invalid> {
@@ -76,8 +77,15 @@ fn bool_flag(rules: serde_json::Value) -> serde_json::Value {
     })
 }
 
-fn one_clause(attribute: &str, op: &str, values: serde_json::Value, negate: bool) -> serde_json::Value {
-    bool_flag(json!([{"id": "r", "clauses": [{"attribute": attribute, "op": op, "values": values, "negate": negate}], "serve": {"variation": "on"}}]))
+fn one_clause(
+    attribute: &str,
+    op: &str,
+    values: serde_json::Value,
+    negate: bool,
+) -> serde_json::Value {
+    bool_flag(
+        json!([{"id": "r", "clauses": [{"attribute": attribute, "op": op, "values": values, "negate": negate}], "serve": {"variation": "on"}}]),
+    )
 }
 
 fn check(op: &str, values: serde_json::Value, attr: serde_json::Value, expect: bool) {
@@ -105,7 +113,12 @@ fn every_operator_matches_as_documented() {
     check("starts_with", json!(["bob"]), json!("bob@acme.com"), true);
     check("ends_with", json!([".com", ".org"]), json!("x.org"), true);
     check("ends_with", json!([".com"]), json!("x.net"), false);
-    check("matches", json!(["^[a-z]+@acme\\.com$"]), json!("bob@acme.com"), true);
+    check(
+        "matches",
+        json!(["^[a-z]+@acme\\.com$"]),
+        json!("bob@acme.com"),
+        true,
+    );
     check("matches", json!(["^[a-z]+$"]), json!("Bob"), false);
     check("lt", json!([10]), json!(9.5), true);
     check("lte", json!([10]), json!(10), true);
@@ -117,18 +130,39 @@ fn every_operator_matches_as_documented() {
     check("semver_lt", json!(["2.0.0"]), json!("2.0.0-beta.1"), true);
     check("semver_gt", json!(["2.0.0"]), json!("10.0.0"), true);
     check("semver_gt", json!(["2.0.0"]), json!("not-a-version"), false);
-    check("before", json!(["2030-01-01T00:00:00Z"]), json!("2029-12-31T23:59:59Z"), true);
+    check(
+        "before",
+        json!(["2030-01-01T00:00:00Z"]),
+        json!("2029-12-31T23:59:59Z"),
+        true,
+    );
     check("before", json!([1_000]), json!(999), true);
-    check("after", json!(["2030-01-01T00:00:00Z"]), json!(1_893_456_000_001_u64), true);
-    check("after", json!(["2030-01-01T00:00:00Z"]), json!("2020-01-01T00:00:00+02:00"), false);
+    check(
+        "after",
+        json!(["2030-01-01T00:00:00Z"]),
+        json!(1_893_456_000_001_u64),
+        true,
+    );
+    check(
+        "after",
+        json!(["2030-01-01T00:00:00Z"]),
+        json!("2020-01-01T00:00:00+02:00"),
+        false,
+    );
 }
 
 #[test]
 fn now_gives_scheduled_rules() {
     let mut w = World::default();
     // evaluate() above runs at now = 1,000,000 ms.
-    w.set("early", one_clause("$now", "after", json!([999_999]), false));
-    w.set("late", one_clause("$now", "after", json!([1_000_001]), false));
+    w.set(
+        "early",
+        one_clause("$now", "after", json!([999_999]), false),
+    );
+    w.set(
+        "late",
+        one_clause("$now", "after", json!([1_000_001]), false),
+    );
     assert_eq!(w.served("early", json!({})), "on");
     assert_eq!(w.served("late", json!({})), "off");
 }
@@ -171,16 +205,28 @@ fn reasons_follow_the_evaluation_order() {
     ]));
     def["targets"] = json!([{"variation": "off", "keys": ["vip"]}]);
     w.set("f", def.clone());
-    assert_eq!(w.eval("f", json!({"key": "vip", "plan": "pro"})).1, Reason::TargetMatch);
+    assert_eq!(
+        w.eval("f", json!({"key": "vip", "plan": "pro"})).1,
+        Reason::TargetMatch
+    );
     assert_eq!(
         w.eval("f", json!({"key": "a", "plan": "pro"})).1,
-        Reason::RuleMatch { index: 0, id: Some("pro".into()) }
+        Reason::RuleMatch {
+            index: 0,
+            id: Some("pro".into())
+        }
     );
-    assert_eq!(w.eval("f", json!({"key": "a", "plan": "team"})).1, Reason::RuleMatch { index: 1, id: None });
+    assert_eq!(
+        w.eval("f", json!({"key": "a", "plan": "team"})).1,
+        Reason::RuleMatch { index: 1, id: None }
+    );
     assert_eq!(w.eval("f", json!({"key": "a"})).1, Reason::Fallthrough);
     def["on"] = json!(false);
     w.set("f", def);
-    assert_eq!(w.eval("f", json!({"key": "vip"})), ("off".into(), Reason::Off));
+    assert_eq!(
+        w.eval("f", json!({"key": "vip"})),
+        ("off".into(), Reason::Off)
+    );
 }
 
 #[test]
@@ -201,8 +247,14 @@ fn prerequisites_gate_nested_flags_and_off_prerequisites_fail() {
     w.set("a", a);
     assert_eq!(w.eval("a", json!({})), ("on".into(), Reason::Fallthrough));
     w.set("c", on_flag(false));
-    assert_eq!(w.eval("a", json!({})), ("off".into(), Reason::PrerequisiteFailed("b".into())));
-    assert_eq!(w.eval("b", json!({})), ("off".into(), Reason::PrerequisiteFailed("c".into())));
+    assert_eq!(
+        w.eval("a", json!({})),
+        ("off".into(), Reason::PrerequisiteFailed("b".into()))
+    );
+    assert_eq!(
+        w.eval("b", json!({})),
+        ("off".into(), Reason::PrerequisiteFailed("c".into()))
+    );
 }
 
 #[test]
@@ -218,11 +270,22 @@ fn prerequisite_cycles_and_unknown_references_are_refused() {
     assert_eq!(err.path, "prerequisites[0].flag");
     assert!(err.why.contains("cycle: a -> b -> a"), "{}", err.why);
     a["prerequisites"] = json!([{"flag": "a", "variation": "on"}]);
-    assert!(w.try_flag("a", a.clone()).unwrap_err().why.contains("its own prerequisite"));
+    assert!(w
+        .try_flag("a", a.clone())
+        .unwrap_err()
+        .why
+        .contains("its own prerequisite"));
     a["prerequisites"] = json!([{"flag": "nope", "variation": "on"}]);
-    assert!(w.try_flag("a", a.clone()).unwrap_err().why.contains("unknown flag"));
+    assert!(w
+        .try_flag("a", a.clone())
+        .unwrap_err()
+        .why
+        .contains("unknown flag"));
     a["prerequisites"] = json!([{"flag": "b", "variation": "maybe"}]);
-    assert_eq!(w.try_flag("a", a).unwrap_err().path, "prerequisites[0].variation");
+    assert_eq!(
+        w.try_flag("a", a).unwrap_err().path,
+        "prerequisites[0].variation"
+    );
     let err = w.try_flag("s", one_clause("x", "in_segment", json!(["ghost"]), false));
     assert!(err.unwrap_err().why.contains("unknown segment"));
 }
@@ -238,9 +301,18 @@ fn segments_exclude_before_include_before_rules() {
     w.set("f", bool_flag(json!([{"clauses": [{"op": "in_segment", "values": ["beta"]}], "serve": {"variation": "on"}}])));
     assert_eq!(w.served("f", json!({"key": "alice"})), "on");
     assert_eq!(w.served("f", json!({"key": "both"})), "off");
-    assert_eq!(w.served("f", json!({"key": "bob", "email": "bob@acme.com"})), "off");
-    assert_eq!(w.served("f", json!({"key": "carol", "email": "carol@acme.com"})), "on");
-    assert_eq!(w.served("f", json!({"key": "dave", "email": "dave@else.com"})), "off");
+    assert_eq!(
+        w.served("f", json!({"key": "bob", "email": "bob@acme.com"})),
+        "off"
+    );
+    assert_eq!(
+        w.served("f", json!({"key": "carol", "email": "carol@acme.com"})),
+        "on"
+    );
+    assert_eq!(
+        w.served("f", json!({"key": "dave", "email": "dave@else.com"})),
+        "off"
+    );
 }
 
 #[test]
@@ -252,9 +324,15 @@ fn rollouts_bucket_by_the_chosen_attribute_and_missing_means_bucket_zero() {
     // No "org": bucket 0, which the first variation owns.
     assert_eq!(w.served("f", json!({"key": "anyone"})), "on");
     let b = bucket::bucket("f", "f", b"acme");
-    assert_eq!(w.served("f", json!({"key": "x", "org": "acme"})), if b < 1 { "on" } else { "off" });
+    assert_eq!(
+        w.served("f", json!({"key": "x", "org": "acme"})),
+        if b < 1 { "on" } else { "off" }
+    );
     let n = bucket::bucket("f", "f", b"42");
-    assert_eq!(w.served("f", json!({"org": 42})), if n < 1 { "on" } else { "off" });
+    assert_eq!(
+        w.served("f", json!({"org": 42})),
+        if n < 1 { "on" } else { "off" }
+    );
 }
 
 fn invalid(def: serde_json::Value) -> Invalid {
@@ -265,36 +343,51 @@ fn invalid(def: serde_json::Value) -> Invalid {
 fn invalid_definitions_are_refused_with_a_json_path() {
     let mut d = bool_flag(json!([]));
     d["fallthrough"] = json!({"rollout": [{"variation": "on", "weight": 4000}, {"variation": "off", "weight": 5000}]});
-    assert_eq!(invalid(d).to_string(), "fallthrough.rollout: weights sum to 9000, need 10000");
+    assert_eq!(
+        invalid(d).to_string(),
+        "fallthrough.rollout: weights sum to 9000, need 10000"
+    );
 
-    let mut d = bool_flag(json!([{"id": "r", "clauses": [{"attribute": "a", "op": "eqq", "values": [1]}], "serve": {"variation": "on"}}]));
+    let mut d = bool_flag(
+        json!([{"id": "r", "clauses": [{"attribute": "a", "op": "eqq", "values": [1]}], "serve": {"variation": "on"}}]),
+    );
     let e = invalid(d.clone());
     assert_eq!(e.path, "rules[0].clauses[0].op");
     assert!(e.why.contains("unknown variant `eqq`"), "{}", e.why);
 
-    d["rules"][0]["clauses"][0] = json!({"attribute": "a", "op": "matches", "values": ["(unclosed"]});
+    d["rules"][0]["clauses"][0] =
+        json!({"attribute": "a", "op": "matches", "values": ["(unclosed"]});
     assert_eq!(invalid(d.clone()).path, "rules[0].clauses[0].values[0]");
     d["rules"][0]["clauses"][0] = json!({"attribute": "a", "op": "semver_eq", "values": ["one"]});
     assert!(invalid(d.clone()).why.contains("not a semantic version"));
     d["rules"][0]["clauses"][0] = json!({"attribute": "a", "op": "lt", "values": ["ten"]});
     assert_eq!(invalid(d.clone()).why, "must be a number, not string");
-    d["rules"][0]["clauses"][0] = json!({"attribute": "a", "op": "before", "values": ["yesterday"]});
+    d["rules"][0]["clauses"][0] =
+        json!({"attribute": "a", "op": "before", "values": ["yesterday"]});
     assert_eq!(invalid(d.clone()).path, "rules[0].clauses[0].values[0]");
     d["rules"][0]["serve"] = json!({"variation": "maybe"});
     d["rules"][0]["clauses"] = json!([]);
-    assert_eq!(invalid(d.clone()).to_string(), "rules[0].serve.variation: unknown variation \"maybe\"");
+    assert_eq!(
+        invalid(d.clone()).to_string(),
+        "rules[0].serve.variation: unknown variation \"maybe\""
+    );
     d["rules"][0] = json!({"serve": {"rollout": [{"variation": "on", "weight": 10000}]}});
     assert_eq!(invalid(d).path, "rules[0].id");
 
     let mut d = bool_flag(json!([]));
     d["variations"][1]["value"] = json!("yes");
-    assert!(invalid(d).why.contains("all variations must share one JSON type"));
+    assert!(invalid(d)
+        .why
+        .contains("all variations must share one JSON type"));
     let mut d = bool_flag(json!([]));
     d["colour"] = json!("red");
     assert!(invalid(d).why.contains("unknown field `colour`"));
     let mut d = bool_flag(json!([]));
     d.as_object_mut().unwrap().remove("fallthrough");
-    assert_eq!(invalid(d).to_string(), "fallthrough: required field is missing");
+    assert_eq!(
+        invalid(d).to_string(),
+        "fallthrough: required field is missing"
+    );
     let mut d = bool_flag(json!([]));
     d["variations"][1]["name"] = json!("off");
     assert!(invalid(d).why.contains("duplicate variation name"));

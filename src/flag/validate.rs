@@ -24,7 +24,10 @@ pub struct Invalid {
 impl Invalid {
     /// A problem at `path`.
     pub fn new(path: impl Into<String>, why: impl Into<String>) -> Self {
-        Invalid { path: path.into(), why: why.into() }
+        Invalid {
+            path: path.into(),
+            why: why.into(),
+        }
     }
 }
 
@@ -55,11 +58,25 @@ fn deserialize<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Invalid
             _ => msg,
         };
         let base = if path == "." { String::new() } else { path };
-        if let Some(field) = msg.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-            let path = if base.is_empty() { field.to_string() } else { format!("{base}.{field}") };
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            let path = if base.is_empty() {
+                field.to_string()
+            } else {
+                format!("{base}.{field}")
+            };
             return Invalid::new(path, "required field is missing");
         }
-        Invalid::new(if base.is_empty() { "$".to_string() } else { base }, msg)
+        Invalid::new(
+            if base.is_empty() {
+                "$".to_string()
+            } else {
+                base
+            },
+            msg,
+        )
     })?;
     de.end().map_err(|e| Invalid::new("$", e.to_string()))?;
     Ok(value)
@@ -71,7 +88,13 @@ pub fn parse_flag(key: &str, json: &[u8]) -> Result<FlagDef, Invalid> {
         return fail("key", why);
     }
     if json.len() > MAX_FLAG_BYTES {
-        return fail("$", format!("definition is {} bytes, the limit is {MAX_FLAG_BYTES}", json.len()));
+        return fail(
+            "$",
+            format!(
+                "definition is {} bytes, the limit is {MAX_FLAG_BYTES}",
+                json.len()
+            ),
+        );
     }
     let def: FlagDef = deserialize(json)?;
     validate_flag(key, &def)?;
@@ -84,7 +107,13 @@ pub fn parse_segment(key: &str, json: &[u8]) -> Result<SegmentDef, Invalid> {
         return fail("key", why);
     }
     if json.len() > MAX_SEGMENT_BYTES {
-        return fail("$", format!("definition is {} bytes, the limit is {MAX_SEGMENT_BYTES}", json.len()));
+        return fail(
+            "$",
+            format!(
+                "definition is {} bytes, the limit is {MAX_SEGMENT_BYTES}",
+                json.len()
+            ),
+        );
     }
     let def: SegmentDef = deserialize(json)?;
     validate_segment(&def)?;
@@ -96,7 +125,10 @@ fn check_name(path: &str, s: &str) -> Result<(), Invalid> {
         return fail(path, "must not be empty");
     }
     if s.len() > MAX_NAME_LEN {
-        return fail(path, format!("is {} bytes, the limit is {MAX_NAME_LEN}", s.len()));
+        return fail(
+            path,
+            format!("is {} bytes, the limit is {MAX_NAME_LEN}", s.len()),
+        );
     }
     Ok(())
 }
@@ -116,11 +148,17 @@ fn json_type(v: &Value) -> &'static str {
 pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
     if let Some(d) = &def.description {
         if d.len() > MAX_DESCRIPTION_LEN {
-            return fail("description", format!("is {} bytes, the limit is {MAX_DESCRIPTION_LEN}", d.len()));
+            return fail(
+                "description",
+                format!("is {} bytes, the limit is {MAX_DESCRIPTION_LEN}", d.len()),
+            );
         }
     }
     if def.tags.len() > MAX_TAGS {
-        return fail("tags", format!("has {} tags, the limit is {MAX_TAGS}", def.tags.len()));
+        return fail(
+            "tags",
+            format!("has {} tags, the limit is {MAX_TAGS}", def.tags.len()),
+        );
     }
     for (i, t) in def.tags.iter().enumerate() {
         check_name(&format!("tags[{i}]"), t)?;
@@ -129,14 +167,23 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
         return fail("variations", "a flag needs at least one variation");
     }
     if def.variations.len() > MAX_VARIATIONS {
-        return fail("variations", format!("has {} variations, the limit is {MAX_VARIATIONS}", def.variations.len()));
+        return fail(
+            "variations",
+            format!(
+                "has {} variations, the limit is {MAX_VARIATIONS}",
+                def.variations.len()
+            ),
+        );
     }
     let mut names = HashSet::new();
     let first_type = json_type(&def.variations[0].value);
     for (i, v) in def.variations.iter().enumerate() {
         check_name(&format!("variations[{i}].name"), &v.name)?;
         if !names.insert(v.name.as_str()) {
-            return fail(format!("variations[{i}].name"), format!("duplicate variation name {:?}", v.name));
+            return fail(
+                format!("variations[{i}].name"),
+                format!("duplicate variation name {:?}", v.name),
+            );
         }
         let t = json_type(&v.value);
         if t != first_type {
@@ -155,7 +202,13 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
     };
     known("off_variation", &def.off_variation)?;
     if def.prerequisites.len() > MAX_PREREQUISITES {
-        return fail("prerequisites", format!("has {} entries, the limit is {MAX_PREREQUISITES}", def.prerequisites.len()));
+        return fail(
+            "prerequisites",
+            format!(
+                "has {} entries, the limit is {MAX_PREREQUISITES}",
+                def.prerequisites.len()
+            ),
+        );
     }
     let mut prereq_flags = HashSet::new();
     for (i, p) in def.prerequisites.iter().enumerate() {
@@ -163,10 +216,16 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
             return fail(format!("prerequisites[{i}].flag"), why);
         }
         if p.flag == key {
-            return fail(format!("prerequisites[{i}].flag"), "a flag cannot be its own prerequisite");
+            return fail(
+                format!("prerequisites[{i}].flag"),
+                "a flag cannot be its own prerequisite",
+            );
         }
         if !prereq_flags.insert(p.flag.as_str()) {
-            return fail(format!("prerequisites[{i}].flag"), format!("{:?} is listed twice", p.flag));
+            return fail(
+                format!("prerequisites[{i}].flag"),
+                format!("{:?} is listed twice", p.flag),
+            );
         }
         check_name(&format!("prerequisites[{i}].variation"), &p.variation)?;
     }
@@ -176,17 +235,26 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
         known(&format!("targets[{i}].variation"), &t.variation)?;
         total_keys += t.keys.len();
         if total_keys > MAX_TARGET_KEYS {
-            return fail(format!("targets[{i}].keys"), format!("more than {MAX_TARGET_KEYS} targeted keys in all"));
+            return fail(
+                format!("targets[{i}].keys"),
+                format!("more than {MAX_TARGET_KEYS} targeted keys in all"),
+            );
         }
         for (j, k) in t.keys.iter().enumerate() {
             check_name(&format!("targets[{i}].keys[{j}]"), k)?;
             if let Some(prev) = targeted.insert(k.as_str(), i) {
-                return fail(format!("targets[{i}].keys[{j}]"), format!("{k:?} is already targeted by targets[{prev}]"));
+                return fail(
+                    format!("targets[{i}].keys[{j}]"),
+                    format!("{k:?} is already targeted by targets[{prev}]"),
+                );
             }
         }
     }
     if def.rules.len() > MAX_RULES {
-        return fail("rules", format!("has {} rules, the limit is {MAX_RULES}", def.rules.len()));
+        return fail(
+            "rules",
+            format!("has {} rules, the limit is {MAX_RULES}", def.rules.len()),
+        );
     }
     let mut rule_ids = HashSet::new();
     for (i, r) in def.rules.iter().enumerate() {
@@ -194,16 +262,28 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
         if let Some(id) = &r.id {
             check_name(&format!("{path}.id"), id)?;
             if id == "fallthrough" {
-                return fail(format!("{path}.id"), "\"fallthrough\" is reserved for the fallthrough rollout");
+                return fail(
+                    format!("{path}.id"),
+                    "\"fallthrough\" is reserved for the fallthrough rollout",
+                );
             }
             if !rule_ids.insert(id.as_str()) {
                 return fail(format!("{path}.id"), format!("duplicate rule id {id:?}"));
             }
         } else if r.serve.rollout.is_some() {
-            return fail(format!("{path}.id"), "a rule that serves a rollout needs an id (it names the rollout's allocation)");
+            return fail(
+                format!("{path}.id"),
+                "a rule that serves a rollout needs an id (it names the rollout's allocation)",
+            );
         }
         if r.clauses.len() > MAX_CLAUSES {
-            return fail(format!("{path}.clauses"), format!("has {} clauses, the limit is {MAX_CLAUSES}", r.clauses.len()));
+            return fail(
+                format!("{path}.clauses"),
+                format!(
+                    "has {} clauses, the limit is {MAX_CLAUSES}",
+                    r.clauses.len()
+                ),
+            );
         }
         for (j, c) in r.clauses.iter().enumerate() {
             validate_clause(&format!("{path}.clauses[{j}]"), c, true)?;
@@ -217,12 +297,19 @@ pub fn validate_flag(key: &str, def: &FlagDef) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn validate_serve(path: &str, s: &Serve, known: &dyn Fn(&str, &str) -> Result<(), Invalid>) -> Result<(), Invalid> {
+fn validate_serve(
+    path: &str,
+    s: &Serve,
+    known: &dyn Fn(&str, &str) -> Result<(), Invalid>,
+) -> Result<(), Invalid> {
     match (&s.variation, &s.rollout) {
         (Some(v), None) => {
             known(&format!("{path}.variation"), v)?;
             if s.bucket_by.is_some() {
-                return fail(format!("{path}.bucket_by"), "only a rollout buckets; remove bucket_by or serve a rollout");
+                return fail(
+                    format!("{path}.bucket_by"),
+                    "only a rollout buckets; remove bucket_by or serve a rollout",
+                );
             }
             Ok(())
         }
@@ -236,10 +323,16 @@ fn validate_serve(path: &str, s: &Serve, known: &dyn Fn(&str, &str) -> Result<()
             for (i, w) in rollout.iter().enumerate() {
                 known(&format!("{path}[{i}].variation"), &w.variation)?;
                 if !seen.insert(w.variation.as_str()) {
-                    return fail(format!("{path}[{i}].variation"), format!("{:?} appears twice in the rollout", w.variation));
+                    return fail(
+                        format!("{path}[{i}].variation"),
+                        format!("{:?} appears twice in the rollout", w.variation),
+                    );
                 }
                 if w.weight > 10_000 {
-                    return fail(format!("{path}[{i}].weight"), format!("{} is more than 10000 basis points", w.weight));
+                    return fail(
+                        format!("{path}[{i}].weight"),
+                        format!("{} is more than 10000 basis points", w.weight),
+                    );
                 }
                 sum += u64::from(w.weight);
             }
@@ -247,7 +340,10 @@ fn validate_serve(path: &str, s: &Serve, known: &dyn Fn(&str, &str) -> Result<()
                 return fail(path, format!("weights sum to {sum}, need 10000"));
             }
             if let Some(b) = &s.bucket_by {
-                check_name(&format!("{}.bucket_by", path.trim_end_matches(".rollout")), b)?;
+                check_name(
+                    &format!("{}.bucket_by", path.trim_end_matches(".rollout")),
+                    b,
+                )?;
             }
             Ok(())
         }
@@ -265,7 +361,13 @@ pub fn validate_clause(path: &str, c: &Clause, in_flag: bool) -> Result<(), Inva
         (Some(a), _) => check_name(&format!("{path}.attribute"), a)?,
     }
     if c.values.len() > MAX_CLAUSE_VALUES {
-        return fail(format!("{path}.values"), format!("has {} values, the limit is {MAX_CLAUSE_VALUES}", c.values.len()));
+        return fail(
+            format!("{path}.values"),
+            format!(
+                "has {} values, the limit is {MAX_CLAUSE_VALUES}",
+                c.values.len()
+            ),
+        );
     }
     if c.values.is_empty() && c.op != Op::Exists {
         return fail(format!("{path}.values"), "needs at least one value");
@@ -275,7 +377,10 @@ pub fn validate_clause(path: &str, c: &Clause, in_flag: bool) -> Result<(), Inva
         match c.op {
             Op::Eq | Op::In => {
                 if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-                    return fail(vpath, format!("must be a string, number or boolean, not {}", json_type(v)));
+                    return fail(
+                        vpath,
+                        format!("must be a string, number or boolean, not {}", json_type(v)),
+                    );
                 }
             }
             Op::Contains | Op::StartsWith | Op::EndsWith => {
@@ -298,12 +403,18 @@ pub fn validate_clause(path: &str, c: &Clause, in_flag: bool) -> Result<(), Inva
             }
             Op::Before | Op::After => {
                 if time_ms(v).is_none() {
-                    return fail(vpath, "must be an RFC 3339 time string or a number of epoch milliseconds");
+                    return fail(
+                        vpath,
+                        "must be an RFC 3339 time string or a number of epoch milliseconds",
+                    );
                 }
             }
             Op::InSegment => {
                 if !in_flag {
-                    return fail(format!("{path}.op"), "segments cannot reference other segments");
+                    return fail(
+                        format!("{path}.op"),
+                        "segments cannot reference other segments",
+                    );
                 }
                 let s = string_value(&vpath, v)?;
                 if let Some(why) = key_problem(s.as_bytes()) {
@@ -324,7 +435,10 @@ fn string_value<'a>(path: &str, v: &'a Value) -> Result<&'a str, Invalid> {
 /// Compiles a clause regex with the size limits in [`super::limits`].
 pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
     if pattern.len() > MAX_REGEX_LEN {
-        return Err(format!("regex is {} bytes, the limit is {MAX_REGEX_LEN}", pattern.len()));
+        return Err(format!(
+            "regex is {} bytes, the limit is {MAX_REGEX_LEN}",
+            pattern.len()
+        ));
     }
     regex::RegexBuilder::new(pattern)
         .size_limit(MAX_REGEX_SIZE)
@@ -344,7 +458,12 @@ pub fn parse_semver(s: &str) -> Option<semver::Version> {
     let split = s.find(['-', '+']).unwrap_or(s.len());
     let (core, rest) = s.split_at(split);
     let parts = core.split('.').count();
-    if core.is_empty() || parts > 2 || !core.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if core.is_empty()
+        || parts > 2
+        || !core
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let padded = format!("{core}{}{rest}", ".0".repeat(3 - parts));
@@ -358,7 +477,11 @@ fn plain_semver(s: &str) -> Option<semver::Version> {
     let mut fields = s.split('.');
     for part in &mut parts {
         let f = fields.next()?;
-        if f.is_empty() || f.len() > 19 || (f.len() > 1 && f.starts_with('0')) || !f.bytes().all(|b| b.is_ascii_digit()) {
+        if f.is_empty()
+            || f.len() > 19
+            || (f.len() > 1 && f.starts_with('0'))
+            || !f.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         *part = f.parse().ok()?;
@@ -388,23 +511,41 @@ pub fn rfc3339_ms(s: &str) -> Option<f64> {
 pub fn validate_segment(def: &SegmentDef) -> Result<(), Invalid> {
     if let Some(d) = &def.description {
         if d.len() > MAX_DESCRIPTION_LEN {
-            return fail("description", format!("is {} bytes, the limit is {MAX_DESCRIPTION_LEN}", d.len()));
+            return fail(
+                "description",
+                format!("is {} bytes, the limit is {MAX_DESCRIPTION_LEN}", d.len()),
+            );
         }
     }
     for (field, keys) in [("included", &def.included), ("excluded", &def.excluded)] {
         if keys.len() > MAX_SEGMENT_KEYS {
-            return fail(field, format!("has {} keys, the limit is {MAX_SEGMENT_KEYS}", keys.len()));
+            return fail(
+                field,
+                format!("has {} keys, the limit is {MAX_SEGMENT_KEYS}", keys.len()),
+            );
         }
         for (i, k) in keys.iter().enumerate() {
             check_name(&format!("{field}[{i}]"), k)?;
         }
     }
     if def.rules.len() > MAX_SEGMENT_RULES {
-        return fail("rules", format!("has {} rules, the limit is {MAX_SEGMENT_RULES}", def.rules.len()));
+        return fail(
+            "rules",
+            format!(
+                "has {} rules, the limit is {MAX_SEGMENT_RULES}",
+                def.rules.len()
+            ),
+        );
     }
     for (i, r) in def.rules.iter().enumerate() {
         if r.clauses.len() > MAX_CLAUSES {
-            return fail(format!("rules[{i}].clauses"), format!("has {} clauses, the limit is {MAX_CLAUSES}", r.clauses.len()));
+            return fail(
+                format!("rules[{i}].clauses"),
+                format!(
+                    "has {} clauses, the limit is {MAX_CLAUSES}",
+                    r.clauses.len()
+                ),
+            );
         }
         for (j, c) in r.clauses.iter().enumerate() {
             validate_clause(&format!("rules[{i}].clauses[{j}]"), c, false)?;
@@ -418,7 +559,10 @@ pub fn validate_segment(def: &SegmentDef) -> Result<(), Invalid> {
 pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Result<(), Invalid> {
     for (i, p) in def.prerequisites.iter().enumerate() {
         let Some(other) = catalog.flag(&p.flag) else {
-            return fail(format!("prerequisites[{i}].flag"), format!("unknown flag {:?}", p.flag));
+            return fail(
+                format!("prerequisites[{i}].flag"),
+                format!("unknown flag {:?}", p.flag),
+            );
         };
         if !other.variations.iter().any(|v| v.name == p.variation) {
             return fail(
@@ -447,7 +591,10 @@ pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Resu
             for (k, v) in c.values.iter().enumerate() {
                 let s = v.as_str().unwrap_or_default();
                 if !catalog.has_segment(s) {
-                    return fail(format!("rules[{i}].clauses[{j}].values[{k}]"), format!("unknown segment {s:?}"));
+                    return fail(
+                        format!("rules[{i}].clauses[{j}].values[{k}]"),
+                        format!("unknown segment {s:?}"),
+                    );
                 }
             }
         }
@@ -456,7 +603,12 @@ pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Resu
 }
 
 /// The chain of prerequisites from `from` that reaches `target`, if any.
-fn prerequisite_path(from: &str, target: &str, catalog: &dyn Catalog, depth: usize) -> Option<Vec<String>> {
+fn prerequisite_path(
+    from: &str,
+    target: &str,
+    catalog: &dyn Catalog,
+    depth: usize,
+) -> Option<Vec<String>> {
     if from == target {
         return Some(vec![from.to_string()]);
     }
@@ -477,12 +629,14 @@ fn prerequisite_depth(from: &str, catalog: &dyn Catalog, depth: usize) -> usize 
         return depth;
     }
     match catalog.flag(from) {
-        Some(def) => 1 + def
-            .prerequisites
-            .iter()
-            .map(|p| prerequisite_depth(&p.flag, catalog, depth + 1))
-            .max()
-            .unwrap_or(0),
+        Some(def) => {
+            1 + def
+                .prerequisites
+                .iter()
+                .map(|p| prerequisite_depth(&p.flag, catalog, depth + 1))
+                .max()
+                .unwrap_or(0)
+        }
         None => 0,
     }
 }

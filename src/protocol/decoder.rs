@@ -196,7 +196,10 @@ impl RequestDecoder {
 
     /// `None`: incomplete; `Some(None)`: an empty line was skipped.
     #[allow(clippy::option_option)]
-    fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Vec<Bytes>>>, DecodeError> {
+    fn decode_inline(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Option<Vec<Bytes>>>, DecodeError> {
         let Some(pos) = buf.iter().position(|&c| c == b'\n') else {
             if buf.len() > MAX_LINE {
                 return Err(protocol("too big inline request"));
@@ -271,7 +274,9 @@ fn split_inline(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), DecodeError> {
                     let Some(&c) = line.get(i) else {
                         return Err(unbalanced());
                     };
-                    if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x'
+                    if c == b'\\'
+                        && i + 3 < line.len()
+                        && line[i + 1] == b'x'
                         && line[i + 2].is_ascii_hexdigit()
                         && line[i + 3].is_ascii_hexdigit()
                     {
@@ -348,11 +353,16 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline_requests_decode_to_arguments() {
-        let reqs = decode_all(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nPING\r\n\r\nset \"a b\" 'c\\'d'\r\n").unwrap();
+        let reqs =
+            decode_all(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nPING\r\n\r\nset \"a b\" 'c\\'d'\r\n")
+                .unwrap();
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[0], vec![Bytes::from("ECHO"), Bytes::from("hi")]);
         assert_eq!(reqs[1], vec![Bytes::from("PING")]);
-        assert_eq!(reqs[2], vec![Bytes::from("set"), Bytes::from("a b"), Bytes::from("c'd")]);
+        assert_eq!(
+            reqs[2],
+            vec![Bytes::from("set"), Bytes::from("a b"), Bytes::from("c'd")]
+        );
     }
 
     #[test]
@@ -363,7 +373,10 @@ mod tests {
         let mut got = Vec::new();
         for &b in input.iter() {
             buf.extend_from_slice(&[b]);
-            if let Some(args) = dec.decode(&mut buf, &DecoderLimits::default(), true).unwrap() {
+            if let Some(args) = dec
+                .decode(&mut buf, &DecoderLimits::default(), true)
+                .unwrap()
+            {
                 got.push(args);
             }
         }
@@ -374,20 +387,44 @@ mod tests {
     #[test]
     fn malformed_frames_give_redis_protocol_errors() {
         let err = |input: &[u8]| decode_all(input).unwrap_err().to_string();
-        assert_eq!(err(b"*x\r\n"), "ERR Protocol error: invalid multibulk length");
-        assert_eq!(err(b"*1\r\n:5\r\n"), "ERR Protocol error: expected '$', got ':'");
-        assert_eq!(err(b"*1\r\n$-3\r\n"), "ERR Protocol error: invalid bulk length");
-        assert_eq!(err(b"*1\r\n$abc\r\n"), "ERR Protocol error: invalid bulk length");
-        assert_eq!(err(b"*1\r\n$999999999999\r\n"), "ERR Protocol error: invalid bulk length");
-        assert_eq!(err(b"*1\r\n$2\r\nabXY"), "ERR Protocol error: expected CRLF after bulk string data");
-        assert_eq!(err(b"\"unclosed\r\n"), "ERR Protocol error: unbalanced quotes in request");
+        assert_eq!(
+            err(b"*x\r\n"),
+            "ERR Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            err(b"*1\r\n:5\r\n"),
+            "ERR Protocol error: expected '$', got ':'"
+        );
+        assert_eq!(
+            err(b"*1\r\n$-3\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            err(b"*1\r\n$abc\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            err(b"*1\r\n$999999999999\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            err(b"*1\r\n$2\r\nabXY"),
+            "ERR Protocol error: expected CRLF after bulk string data"
+        );
+        assert_eq!(
+            err(b"\"unclosed\r\n"),
+            "ERR Protocol error: unbalanced quotes in request"
+        );
     }
 
     #[test]
     fn a_huge_declared_bulk_allocates_nothing_up_front() {
         let mut dec = RequestDecoder::new();
         let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\nabc"[..]);
-        assert!(dec.decode(&mut buf, &DecoderLimits::default(), true).unwrap().is_none());
+        assert!(dec
+            .decode(&mut buf, &DecoderLimits::default(), true)
+            .unwrap()
+            .is_none());
         assert!(buf.capacity() < 1024);
         assert_eq!(dec.wanted(buf.len()), 536870912 + 2 - 3);
     }
@@ -396,7 +433,9 @@ mod tests {
     fn unauthenticated_clients_get_small_limits() {
         let mut dec = RequestDecoder::new();
         let mut buf = BytesMut::from(&b"*100\r\n"[..]);
-        assert!(dec.decode(&mut buf, &DecoderLimits::default(), false).is_err());
+        assert!(dec
+            .decode(&mut buf, &DecoderLimits::default(), false)
+            .is_err());
     }
 
     #[test]

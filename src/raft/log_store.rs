@@ -3,6 +3,9 @@
 //! them durable, and openraft is told an entry is flushed only when the
 //! `fdatasync` covering it has returned.
 
+// openraft's StorageError is large by design; these functions return it as openraft asks.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -10,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 
 use super::types::{NodeId, TypeConfig};
 use super::wal::{self, FsyncPolicy, Wal, WalError};
@@ -70,23 +75,44 @@ fn io_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
 
 impl LogStore {
     /// Opens the log in `dir` and replays it.
-    pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, ack_before_write: bool) -> Result<Self, LogOpenError> {
+    pub fn open(
+        dir: &Path,
+        policy: FsyncPolicy,
+        segment_bytes: u64,
+        ack_before_write: bool,
+    ) -> Result<Self, LogOpenError> {
         let (wal, replayed) = wal::open(&dir.join("wal"), policy, segment_bytes, ack_before_write)?;
         let mut memory = LogMemory::default();
         for (index, body) in replayed.entries {
-            let entry: Entry<TypeConfig> = serde_json::from_slice(&body)
-                .map_err(|e| LogOpenError::Decode { index, why: e.to_string() })?;
+            let entry: Entry<TypeConfig> =
+                serde_json::from_slice(&body).map_err(|e| LogOpenError::Decode {
+                    index,
+                    why: e.to_string(),
+                })?;
             memory.entries.insert(index, entry);
         }
         if let Some(p) = replayed.purged {
-            memory.last_purged = serde_json::from_slice(&p).map_err(|e| LogOpenError::Decode { index: 0, why: e.to_string() })?;
+            memory.last_purged = serde_json::from_slice(&p).map_err(|e| LogOpenError::Decode {
+                index: 0,
+                why: e.to_string(),
+            })?;
         }
         let vote_path = dir.join("vote.json");
-        let vote_err = |why: String| LogOpenError::Vote { path: vote_path.display().to_string(), why };
+        let vote_err = |why: String| LogOpenError::Vote {
+            path: vote_path.display().to_string(),
+            why,
+        };
         if let Some(bytes) = wal::read_small(&vote_path).map_err(|e| vote_err(e.to_string()))? {
-            memory.vote = Some(serde_json::from_slice(&bytes).map_err(|e| vote_err(e.to_string()))?);
+            memory.vote =
+                Some(serde_json::from_slice(&bytes).map_err(|e| vote_err(e.to_string()))?);
         }
-        Ok(LogStore { inner: Arc::new(Inner { wal, vote_path, state: Mutex::new(memory) }) })
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                wal,
+                vote_path,
+                state: Mutex::new(memory),
+            }),
+        })
     }
 
     fn mem(&self) -> MutexGuard<'_, LogMemory> {
@@ -121,7 +147,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self.mem().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .mem()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -130,8 +161,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let m = self.mem();
-        let last = m.entries.values().next_back().map(|e| *e.get_log_id()).or(m.last_purged);
-        Ok(LogState { last_purged_log_id: m.last_purged, last_log_id: last })
+        let last = m
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(m.last_purged);
+        Ok(LogState {
+            last_purged_log_id: m.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -150,7 +189,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.mem().vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -169,7 +212,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.inner
             .wal
-            .write(bytes, last, Some(Box::new(move |r| callback.log_io_completed(r))))
+            .write(
+                bytes,
+                last,
+                Some(Box::new(move |r| callback.log_io_completed(r))),
+            )
             .map_err(io_error)
     }
 

@@ -5,8 +5,8 @@
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 
 use super::types::{Member, NodeId, TypeConfig};
@@ -22,7 +22,9 @@ pub struct NoPeer {
 }
 
 fn unreachable<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, Member, E> {
-    let why = std::io::Error::other(format!("node {target} is unreachable: this node has no cluster bus (start it with --cluster-port)"));
+    let why = std::io::Error::other(format!(
+        "node {target} is unreachable: this node has no cluster bus (start it with --cluster-port)"
+    ));
     RPCError::Unreachable(Unreachable::new(&why))
 }
 
@@ -47,7 +49,10 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         Err(unreachable(self.target))
     }
 

@@ -1,5 +1,8 @@
 //! Starting, recovering and driving the local raft node.
 
+// openraft's StorageError is large by design; these functions return it as openraft asks.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +77,10 @@ struct Identity {
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 fn data_dir_error(dir: &Path, why: impl Into<String>) -> StartError {
-    StartError::DataDir { dir: dir.display().to_string(), why: why.into() }
+    StartError::DataDir {
+        dir: dir.display().to_string(),
+        why: why.into(),
+    }
 }
 
 /// Checks (or records) that `dir` belongs to `node_id`. Returns whether it was new.
@@ -82,8 +88,12 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
     let path = dir.join("node.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let id: Identity = serde_json::from_slice(&bytes)
-                .map_err(|e| data_dir_error(dir, format!("node.json is unreadable ({e}); refusing to start")))?;
+            let id: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                data_dir_error(
+                    dir,
+                    format!("node.json is unreadable ({e}); refusing to start"),
+                )
+            })?;
             if id.node_id != node_id {
                 return Err(data_dir_error(
                     dir,
@@ -93,12 +103,18 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
             Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_data = ["wal", "state", "snapshots"].iter().any(|d| dir.join(d).exists());
+            let has_data = ["wal", "state", "snapshots"]
+                .iter()
+                .any(|d| dir.join(d).exists());
             if has_data {
-                return Err(data_dir_error(dir, "holds flagstaff data but no node.json; refusing to start over it"));
+                return Err(data_dir_error(
+                    dir,
+                    "holds flagstaff data but no node.json; refusing to start over it",
+                ));
             }
             let bytes = serde_json::to_vec(&Identity { node_id, format: 1 }).unwrap_or_default();
-            super::wal::write_atomically(&path, &bytes).map_err(|e| data_dir_error(dir, e.to_string()))?;
+            super::wal::write_atomically(&path, &bytes)
+                .map_err(|e| data_dir_error(dir, e.to_string()))?;
             Ok(true)
         }
         Err(e) => Err(data_dir_error(dir, format!("cannot read node.json: {e}"))),
@@ -130,13 +146,15 @@ impl RaftNode {
         let mut image = storage.load()?;
         let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
             match meta {
-                Some(m) => AppliedMeta::decode(m).map_err(|e| StartError::State(format!("applied position: {e}"))),
+                Some(m) => AppliedMeta::decode(m)
+                    .map_err(|e| StartError::State(format!("applied position: {e}"))),
                 None => Ok(AppliedMeta::default()),
             }
         };
         let mut applied = decode(&image.meta)?;
         let snapshot_dir = dir.join("snapshots");
-        let snapshot = latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
+        let snapshot =
+            latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
         if let Some(snap) = snapshot {
             let snap_index = snap.meta.last_log_id.map(|l| l.index);
             if snap_index > applied.log_id.map(|l| l.index) {
@@ -145,7 +163,11 @@ impl RaftNode {
                 tracing::info!(?snap_index, "restoring state from snapshot");
                 let mut img = snap.image;
                 img.meta = Some(
-                    AppliedMeta { log_id: snap.meta.last_log_id, membership: snap.meta.last_membership.clone() }.encode(),
+                    AppliedMeta {
+                        log_id: snap.meta.last_log_id,
+                        membership: snap.meta.last_membership.clone(),
+                    }
+                    .encode(),
                 );
                 storage.replace(&img)?;
                 image = storage.load()?;
@@ -154,11 +176,25 @@ impl RaftNode {
         }
         let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
         store.install(storage.clone(), view);
-        let log = LogStore::open(&dir, settings.fsync, SEGMENT_BYTES, settings.unsafe_ack_before_log)?;
+        let log = LogStore::open(
+            &dir,
+            settings.fsync,
+            SEGMENT_BYTES,
+            settings.unsafe_ack_before_log,
+        )?;
         if !fresh && log.is_empty() && applied.log_id.is_none() {
-            return Err(data_dir_error(&dir, "has node.json but neither a log nor state; refusing to start empty over it"));
+            return Err(data_dir_error(
+                &dir,
+                "has node.json but neither a log nor state; refusing to start empty over it",
+            ));
         }
-        let state_machine = StateMachine::new(store.clone(), storage.clone(), applied, snapshot_dir, settings.audit_retention);
+        let state_machine = StateMachine::new(
+            store.clone(),
+            storage.clone(),
+            applied,
+            snapshot_dir,
+            settings.audit_retention,
+        );
         let config = Config {
             cluster_name: "flagstaff".into(),
             heartbeat_interval: 50,
@@ -168,14 +204,32 @@ impl RaftNode {
             max_in_snapshot_log_to_keep: 0,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
-        let raft = Raft::new(settings.node_id, config, NoBus, log.clone(), state_machine.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| StartError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(
+            settings.node_id,
+            config,
+            NoBus,
+            log.clone(),
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         if log.is_empty() {
             let mut members = BTreeMap::new();
-            members.insert(settings.node_id, Member { cluster_addr: String::new(), client_addr: settings.client_addr.clone() });
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            members.insert(
+                settings.node_id,
+                Member {
+                    cluster_addr: String::new(),
+                    client_addr: settings.client_addr.clone(),
+                },
+            );
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         let last = log.last_index();
         raft.wait(Some(Duration::from_secs(120)))
@@ -186,8 +240,19 @@ impl RaftNode {
             .metrics(|m| m.current_leader.is_some(), "a leader")
             .await
             .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
-        tracing::info!(node_id = settings.node_id, last_index = last, flags = store.counts().flags, "state recovered");
-        Ok(RaftNode { raft, state_machine, log, storage, settings })
+        tracing::info!(
+            node_id = settings.node_id,
+            last_index = last,
+            flags = store.counts().flags,
+            "state recovered"
+        );
+        Ok(RaftNode {
+            raft,
+            state_machine,
+            log,
+            storage,
+            settings,
+        })
     }
 
     /// Commits a write through raft and returns each operation's outcome once
@@ -205,7 +270,9 @@ impl RaftNode {
     }
 
     /// Change events of every applied write.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<crate::store::AuditRecord>>> {
+    pub fn subscribe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<Vec<crate::store::AuditRecord>>> {
         self.state_machine.subscribe()
     }
 
@@ -216,7 +283,10 @@ impl RaftNode {
 
     /// Bytes of the log and state on disk.
     pub fn disk_bytes(&self) -> (u64, u64) {
-        (super::wal::disk_bytes(&self.settings.data_dir.join("wal")), self.storage.disk_bytes())
+        (
+            super::wal::disk_bytes(&self.settings.data_dir.join("wal")),
+            self.storage.disk_bytes(),
+        )
     }
 
     /// Stops raft, then flushes storage.

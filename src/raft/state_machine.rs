@@ -5,13 +5,17 @@
 //! up to such a file, and recovery rebuilds storage from it when storage is
 //! behind.
 
+// openraft's StorageError is large by design; these functions return it as openraft asks.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -65,7 +69,8 @@ pub fn latest_snapshot(dir: &Path) -> std::io::Result<Option<SnapshotFile>> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "snap") && newest.as_ref().is_none_or(|n| p > *n) {
+            if p.extension().is_some_and(|x| x == "snap") && newest.as_ref().is_none_or(|n| p > *n)
+            {
                 newest = Some(p);
             }
         }
@@ -106,7 +111,14 @@ impl StateMachine {
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         StateMachine {
-            inner: Arc::new(Inner { store, storage, snapshot_dir, audit_retention, applied: Mutex::new(applied), events }),
+            inner: Arc::new(Inner {
+                store,
+                storage,
+                snapshot_dir,
+                audit_retention,
+                applied: Mutex::new(applied),
+                events,
+            }),
         }
     }
 
@@ -134,6 +146,9 @@ impl StateMachine {
                 let view = self.inner.store.view_full();
                 match store::apply(&view, entry.log_id.index, req) {
                     Ok(done) => {
+                        if !done.changes.is_empty() {
+                            batch.revision = Some(entry.log_id.index);
+                        }
                         batch.changes = done.changes;
                         batch.audit = done.audit;
                         next_view = done.view;
@@ -144,7 +159,10 @@ impl StateMachine {
             }
         };
         batch.meta = applied.encode();
-        self.inner.storage.commit(&batch, self.inner.audit_retention).map_err(sm_error)?;
+        self.inner
+            .storage
+            .commit(&batch, self.inner.audit_retention)
+            .map_err(sm_error)?;
         if let Some(v) = next_view {
             self.inner.store.publish(v);
         }
@@ -182,19 +200,37 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_string(),
         };
-        let meta = SnapshotMeta { last_log_id: applied.log_id, last_membership: applied.membership, snapshot_id };
-        let file = SnapshotFile { meta: meta.clone(), image };
-        let bytes = write_snapshot(&self.inner.snapshot_dir, &file)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
-        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), bytes = bytes.len(), "snapshot written");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        let meta = SnapshotMeta {
+            last_log_id: applied.log_id,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            image,
+        };
+        let bytes = write_snapshot(&self.inner.snapshot_dir, &file).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+        })?;
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes = bytes.len(),
+            "snapshot written"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
+    {
         let a = self.applied();
         Ok((a.log_id, a.membership.clone()))
     }
@@ -211,7 +247,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -221,30 +259,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let read_err = |e: &dyn std::fmt::Display| {
-            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e.to_string())))
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(e.to_string()),
+            ))
         };
-        let file: SnapshotFile = serde_json::from_slice(snapshot.get_ref()).map_err(|e| read_err(&e))?;
+        let file: SnapshotFile =
+            serde_json::from_slice(snapshot.get_ref()).map_err(|e| read_err(&e))?;
         let view = StateView::from_image(&file.image).map_err(|e| read_err(&e))?;
-        let applied = AppliedMeta { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
+        let applied = AppliedMeta {
+            log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
         let mut image = file.image;
         image.meta = Some(applied.encode());
-        let file = SnapshotFile { meta: meta.clone(), image };
-        write_snapshot(&self.inner.snapshot_dir, &file)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            image,
+        };
+        write_snapshot(&self.inner.snapshot_dir, &file).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+        })?;
         let mut a = self.applied();
         self.inner.storage.replace(&file.image).map_err(sm_error)?;
         self.inner.store.publish(view);
         *a = applied;
-        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "snapshot installed");
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            "snapshot installed"
+        );
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let file = latest_snapshot(&self.inner.snapshot_dir)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
         Ok(file.map(|f| {
             let bytes = serde_json::to_vec(&f).unwrap_or_default();
-            Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
+            Snapshot {
+                meta: f.meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            }
         }))
     }
 }

@@ -66,7 +66,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A callback told when a request is durable (or failed).
@@ -74,7 +77,11 @@ pub type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 enum Job {
     /// Append these framed records.
-    Write { bytes: Vec<u8>, last_index: Option<u64>, done: Option<Done> },
+    Write {
+        bytes: Vec<u8>,
+        last_index: Option<u64>,
+        done: Option<Done>,
+    },
     /// Delete sealed segments whose entries are all at or below `upto`.
     DropSegments { upto: u64 },
     /// Sync, then stop.
@@ -141,7 +148,10 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(seq) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push((seq, e.path()));
         }
     }
@@ -154,7 +164,12 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Opens (creating if needed) the log in `dir`, replays it, and starts the writer.
-pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, ack_before_write: bool) -> Result<(Wal, Replayed), WalError> {
+pub fn open(
+    dir: &Path,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    ack_before_write: bool,
+) -> Result<(Wal, Replayed), WalError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let files = list_segments(dir)?;
     let mut replayed = Replayed::default();
@@ -163,7 +178,11 @@ pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, ack_before_writ
     for (i, (seq, path)) in files.into_iter().enumerate() {
         let last = i + 1 == count;
         let max_index = replay_segment(&path, last, &mut replayed)?;
-        segments.push(Segment { seq, path, max_index });
+        segments.push(Segment {
+            seq,
+            path,
+            max_index,
+        });
     }
     let (tail_seq, tail_path) = match segments.last() {
         Some(s) => (s.seq, s.path.clone()),
@@ -171,11 +190,18 @@ pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, ack_before_writ
             let p = segment_path(dir, 1);
             File::create(&p).map_err(io_err(&p))?;
             sync_dir(dir).map_err(io_err(dir))?;
-            segments.push(Segment { seq: 1, path: p.clone(), max_index: None });
+            segments.push(Segment {
+                seq: 1,
+                path: p.clone(),
+                max_index: None,
+            });
             (1, p)
         }
     };
-    let file = OpenOptions::new().append(true).open(&tail_path).map_err(io_err(&tail_path))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&tail_path)
+        .map_err(io_err(&tail_path))?;
     let size = file.metadata().map_err(io_err(&tail_path))?.len();
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
@@ -194,12 +220,22 @@ pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, ack_before_writ
         .name("wal-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(io_err(dir))?;
-    Ok((Wal { tx, thread: Some(thread) }, replayed))
+    Ok((
+        Wal {
+            tx,
+            thread: Some(thread),
+        },
+        replayed,
+    ))
 }
 
 /// Replays one segment into `out`; returns its highest entry index.
 fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Option<u64>, WalError> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
     let mut data = Vec::new();
     file.read_to_end(&mut data).map_err(io_err(path))?;
     let mut off = 0usize;
@@ -209,7 +245,8 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
         let problem = if data.len() - off < HEADER {
             Some(bad("truncated header"))
         } else {
-            let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let len =
+                u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or_default());
             if len == 0 || len > MAX_RECORD {
                 Some(bad("impossible record length"))
@@ -228,7 +265,11 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
         };
         if let Some(why) = problem {
             if !is_last {
-                return Err(WalError::Corrupt { path: path.to_path_buf(), offset: off as u64, why });
+                return Err(WalError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: off as u64,
+                    why,
+                });
             }
             // A crash mid-append leaves a partial record at the very end: cut it.
             let torn = (data.len() - off) as u64;
@@ -244,7 +285,9 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
 
 fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
     let (kind, body) = (rec[0], &rec[1..]);
-    let index = body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let index = body
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
     match (kind, index) {
         (KIND_ENTRY, Some(i)) => {
             out.entries.insert(i, body[8..].to_vec());
@@ -302,7 +345,11 @@ impl Writer {
             let mut close = None;
             for job in jobs {
                 match job {
-                    Job::Write { bytes, last_index, done: cb } => {
+                    Job::Write {
+                        bytes,
+                        last_index,
+                        done: cb,
+                    } => {
                         if self.ack_before_write {
                             // Test-only planted bug: acknowledge before the bytes are written.
                             if let Some(cb) = cb {
@@ -392,7 +439,11 @@ impl Writer {
         self.file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&self.dir)?;
         self.size = 0;
-        self.segments.push(Segment { seq: self.seq, path, max_index: None });
+        self.segments.push(Segment {
+            seq: self.seq,
+            path,
+            max_index: None,
+        });
         Ok(())
     }
 
@@ -421,19 +472,33 @@ impl Writer {
 
 impl Wal {
     /// Queues framed records; `done` runs once they are durable (per the policy).
-    pub fn write(&self, bytes: Vec<u8>, last_index: Option<u64>, done: Option<Done>) -> io::Result<()> {
+    pub fn write(
+        &self,
+        bytes: Vec<u8>,
+        last_index: Option<u64>,
+        done: Option<Done>,
+    ) -> io::Result<()> {
         self.tx
-            .send(Job::Write { bytes, last_index, done })
+            .send(Job::Write {
+                bytes,
+                last_index,
+                done,
+            })
             .map_err(|_| io::Error::other("write-ahead log writer stopped"))
     }
 
     /// Writes records and waits until they are durable.
     pub fn write_sync(&self, bytes: Vec<u8>, last_index: Option<u64>) -> io::Result<()> {
         let (tx, rx) = mpsc::channel();
-        self.write(bytes, last_index, Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })))?;
-        rx.recv().map_err(|_| io::Error::other("write-ahead log writer stopped"))?
+        self.write(
+            bytes,
+            last_index,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        )?;
+        rx.recv()
+            .map_err(|_| io::Error::other("write-ahead log writer stopped"))?
     }
 
     /// Deletes sealed segments fully covered by a purge at `upto`.
@@ -527,7 +592,11 @@ mod tests {
             wal.write_sync(b, None).unwrap();
         }
         let (_wal, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
-        let got: Vec<(u64, String)> = r.entries.iter().map(|(i, b)| (*i, String::from_utf8(b.clone()).unwrap())).collect();
+        let got: Vec<(u64, String)> = r
+            .entries
+            .iter()
+            .map(|(i, b)| (*i, String::from_utf8(b.clone()).unwrap()))
+            .collect();
         assert_eq!(got, vec![(3, "e3".into()), (4, "e4'".into())]);
         assert_eq!(r.purged.as_deref(), Some(&b"purged-2"[..]));
     }

@@ -29,9 +29,14 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
         return;
     }
     let laddr = stream.local_addr().unwrap_or(peer);
-    let Some(client) = state.clients.register(peer, laddr, state.settings.maxclients) else {
+    let Some(client) = state
+        .clients
+        .register(peer, laddr, state.settings.maxclients)
+    else {
         metrics::add(&state.stats.rejected_connections, 1);
-        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -45,7 +50,11 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
     tracing::debug!(id, "client disconnected");
 }
 
-async fn run(state: &ServerState, session: &mut Session, stream: &mut TcpStream) -> std::io::Result<()> {
+async fn run(
+    state: &ServerState,
+    session: &mut Session,
+    stream: &mut TcpStream,
+) -> std::io::Result<()> {
     let limits = state.settings.decoder_limits();
     let idle = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
     let mut decoder = RequestDecoder::new();
@@ -106,7 +115,11 @@ async fn run(state: &ServerState, session: &mut Session, stream: &mut TcpStream)
     }
 }
 
-async fn flush(state: &ServerState, stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(
+    state: &ServerState,
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<()> {
     if wbuf.is_empty() {
         return Ok(());
     }

@@ -65,7 +65,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let addr = format!("{}:{}", settings.bind, settings.port);
     let listener = TcpListener::bind(&addr)
         .await
-        .map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
+        .map_err(|source| StartError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
     let grace = Duration::from_secs(settings.shutdown_timeout);
     let node_settings = node_settings(&settings);
     if node_settings.unsafe_ack_before_log {
@@ -97,9 +100,15 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     let _ = acceptor.await;
     tracker.close();
-    tracing::info!(clients = state.clients.count(), "shutting down: waiting for in-flight commands");
+    tracing::info!(
+        clients = state.clients.count(),
+        "shutting down: waiting for in-flight commands"
+    );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "grace period over; closing remaining connections"
+        );
     }
     if let Some(node) = state.raft.get() {
         node.shutdown().await;
@@ -128,7 +137,10 @@ async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTra
 
 async fn watch_signals(state: Arc<ServerState>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::{ArcSwap, Guard};
 use serde::{Deserialize, Serialize};
 
-pub use records::{AppliedBatch, AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage};
+pub use records::{
+    AppliedBatch, AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage,
+};
 pub use render::rfc3339;
 pub use state::{apply, parse_dump, Applied, Dump, FlagEntry, SegmentEntry, StateView};
 use storage::{StateStorage, StorageError};
@@ -148,7 +150,10 @@ pub enum OpError {
 
 impl From<Invalid> for OpError {
     fn from(e: Invalid) -> Self {
-        OpError::Invalid { path: e.path, why: e.why }
+        OpError::Invalid {
+            path: e.path,
+            why: e.why,
+        }
     }
 }
 
@@ -220,7 +225,10 @@ impl Default for Store {
 impl Store {
     /// An empty store, before its data is loaded.
     pub fn new() -> Self {
-        Store { view: ArcSwap::from_pointee(StateView::default()), storage: OnceLock::new() }
+        Store {
+            view: ArcSwap::from_pointee(StateView::default()),
+            storage: OnceLock::new(),
+        }
     }
 
     /// Attaches the storage engine and the view loaded from it.
@@ -260,7 +268,12 @@ impl Store {
     }
 
     /// A key's audit records, newest first.
-    pub fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError> {
+    pub fn history(
+        &self,
+        kind: Kind,
+        key: &str,
+        count: usize,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
         match self.storage.get() {
             Some(s) => s.history(kind, key, count),
             None => Ok(Vec::new()),

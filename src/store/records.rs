@@ -144,6 +144,8 @@ pub enum Change {
 pub struct AppliedBatch {
     /// Opaque replication metadata (the applied log id and membership).
     pub meta: Vec<u8>,
+    /// The revision of this write, when it changed anything.
+    pub revision: Option<u64>,
     /// Key changes.
     pub changes: Vec<Change>,
     /// Audit records.
@@ -156,6 +158,9 @@ pub struct StateImage {
     /// Opaque replication metadata.
     #[serde(default)]
     pub meta: Option<Vec<u8>>,
+    /// Revision of the last write that changed anything.
+    #[serde(default)]
+    pub revision: u64,
     /// Flags.
     pub flags: Vec<FlagRecord>,
     /// Segments.

@@ -13,11 +13,20 @@ pub fn rfc3339(ts_ms: u64) -> String {
     let nanos = i128::from(ts_ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
-fn with_meta(def: &impl Serialize, version: u64, revision: u64, ts_ms: u64, actor: &str) -> Map<String, Value> {
+fn with_meta(
+    def: &impl Serialize,
+    version: u64,
+    revision: u64,
+    ts_ms: u64,
+    actor: &str,
+) -> Map<String, Value> {
     let mut map = match serde_json::to_value(def) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -30,7 +39,14 @@ fn with_meta(def: &impl Serialize, version: u64, revision: u64, ts_ms: u64, acto
 }
 
 /// `FLAG.GET`'s reply.
-pub fn render_flag(def: &FlagDef, allocations: &Allocations, version: u64, revision: u64, ts_ms: u64, actor: &str) -> Bytes {
+pub fn render_flag(
+    def: &FlagDef,
+    allocations: &Allocations,
+    version: u64,
+    revision: u64,
+    ts_ms: u64,
+    actor: &str,
+) -> Bytes {
     let mut map = with_meta(def, version, revision, ts_ms, actor);
     map.insert(
         "allocations".into(),
@@ -40,6 +56,12 @@ pub fn render_flag(def: &FlagDef, allocations: &Allocations, version: u64, revis
 }
 
 /// `SEGMENT.GET`'s reply.
-pub fn render_segment(def: &SegmentDef, version: u64, revision: u64, ts_ms: u64, actor: &str) -> Bytes {
+pub fn render_segment(
+    def: &SegmentDef,
+    version: u64,
+    revision: u64,
+    ts_ms: u64,
+    actor: &str,
+) -> Bytes {
     Bytes::from(Value::Object(with_meta(def, version, revision, ts_ms, actor)).to_string())
 }

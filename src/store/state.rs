@@ -13,8 +13,8 @@ use super::{OpError, OpOutcome, OpResult, WriteError, WriteOp, WriteRequest};
 use crate::flag::compile::allocations_for;
 use crate::flag::validate::{check_references, Catalog};
 use crate::flag::{
-    compile_flag, compile_segment, parse_flag, parse_segment, Allocations, CompiledFlag, CompiledSegment,
-    FlagDef, FlagSource, Invalid, SegmentDef,
+    compile_flag, compile_segment, parse_flag, parse_segment, Allocations, CompiledFlag,
+    CompiledSegment, FlagDef, FlagSource, Invalid, SegmentDef,
 };
 
 /// A stored flag with its compiled form and metadata.
@@ -137,10 +137,19 @@ impl StateView {
 
     /// Rebuilds a view from persisted records (at start, or from a snapshot).
     pub fn from_image(image: &StateImage) -> Result<StateView, Invalid> {
-        let mut v = StateView::default();
+        let mut v = StateView {
+            revision: image.revision,
+            ..StateView::default()
+        };
         for r in &image.segments {
             let compiled = Arc::new(compile_segment(&r.key, &r.definition)?);
-            let rendered = render_segment(&r.definition, r.version, r.revision, r.updated_at, &r.updated_by);
+            let rendered = render_segment(
+                &r.definition,
+                r.version,
+                r.revision,
+                r.updated_at,
+                &r.updated_by,
+            );
             let k: Arc<str> = r.key.as_str().into();
             v.key_revisions.insert(k.clone(), r.revision);
             v.revision = v.revision.max(r.revision);
@@ -158,8 +167,17 @@ impl StateView {
             );
         }
         for r in &image.flags {
-            let entry = build_flag(&v, &r.key, r.definition.clone(), r.allocations.clone(), r.version, r.revision, r.updated_at, &r.updated_by)
-                .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()))?;
+            let entry = build_flag(
+                &v,
+                &r.key,
+                r.definition.clone(),
+                r.allocations.clone(),
+                r.version,
+                r.revision,
+                r.updated_at,
+                &r.updated_by,
+            )
+            .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()))?;
             v.revision = v.revision.max(r.revision);
             store_flag(&mut v, &r.key, entry, r.revision);
         }
@@ -176,24 +194,38 @@ impl StateView {
     pub fn image(&self) -> StateImage {
         let mut flags: Vec<FlagRecord> = self.flags.iter().map(|(k, e)| e.record(k)).collect();
         flags.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut segments: Vec<SegmentRecord> = self.segments.iter().map(|(k, e)| e.record(k)).collect();
+        let mut segments: Vec<SegmentRecord> =
+            self.segments.iter().map(|(k, e)| e.record(k)).collect();
         segments.sort_by(|a, b| a.key.cmp(&b.key));
         let mut tombstones: Vec<(Kind, String, u64)> = self
             .flag_tombstones
             .iter()
             .map(|(k, v)| (Kind::Flag, k.to_string(), *v))
-            .chain(self.segment_tombstones.iter().map(|(k, v)| (Kind::Segment, k.to_string(), *v)))
+            .chain(
+                self.segment_tombstones
+                    .iter()
+                    .map(|(k, v)| (Kind::Segment, k.to_string(), *v)),
+            )
             .collect();
         tombstones.sort();
-        StateImage { meta: None, flags, segments, tombstones, audit: Vec::new() }
+        StateImage {
+            meta: None,
+            revision: self.revision,
+            flags,
+            segments,
+            tombstones,
+            audit: Vec::new(),
+        }
     }
 
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
     pub fn dump(&self, pattern: Option<&[u8]>) -> String {
         let keep = |k: &str| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false));
-        let mut flags: Vec<(&Arc<str>, &Arc<FlagEntry>)> = self.flags.iter().filter(|(k, _)| keep(k)).collect();
+        let mut flags: Vec<(&Arc<str>, &Arc<FlagEntry>)> =
+            self.flags.iter().filter(|(k, _)| keep(k)).collect();
         flags.sort_by(|a, b| a.0.cmp(b.0));
-        let mut segments: Vec<(&Arc<str>, &Arc<SegmentEntry>)> = self.segments.iter().filter(|(k, _)| keep(k)).collect();
+        let mut segments: Vec<(&Arc<str>, &Arc<SegmentEntry>)> =
+            self.segments.iter().filter(|(k, _)| keep(k)).collect();
         segments.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = format!("{{\"revision\":{},\"flags\":{{", self.revision);
         for (i, (k, e)) in flags.iter().enumerate() {
@@ -264,10 +296,20 @@ pub struct Applied {
 /// Applies `req` at `revision` on top of `view`. Deterministic: the same
 /// inputs give the same outputs on every node.
 pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<Applied, WriteError> {
-    if req.watch.iter().any(|(k, rev)| view.key_revision(k) != *rev) {
+    if req
+        .watch
+        .iter()
+        .any(|(k, rev)| view.key_revision(k) != *rev)
+    {
         return Err(WriteError::WatchFailed);
     }
-    let mut ctx = ApplyCtx { v: view.clone(), revision, req, changes: Vec::new(), audit: Vec::new() };
+    let mut ctx = ApplyCtx {
+        v: view.clone(),
+        revision,
+        req,
+        changes: Vec::new(),
+        audit: Vec::new(),
+    };
     let mut results = Vec::with_capacity(req.ops.len());
     for op in &req.ops {
         results.push(ctx.op(op));
@@ -299,7 +341,16 @@ fn def_json<T: serde::Serialize>(def: &T) -> Option<Value> {
 
 impl ApplyCtx<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, kind: Kind, key: &str, version: u64, event: Event, reason: &Option<String>, before: Option<Value>, after: Option<Value>) {
+    fn record(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        version: u64,
+        event: Event,
+        reason: &Option<String>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
         let seq = self.audit.len() as u32;
         self.audit.push(AuditRecord {
             kind,
@@ -318,22 +369,40 @@ impl ApplyCtx<'_> {
 
     fn next_version(&self, kind: Kind, key: &str) -> u64 {
         let (current, tomb) = match kind {
-            Kind::Flag => (self.v.flags.get(key).map(|e| e.version), self.v.flag_tombstones.get(key)),
-            Kind::Segment => (self.v.segments.get(key).map(|e| e.version), self.v.segment_tombstones.get(key)),
+            Kind::Flag => (
+                self.v.flags.get(key).map(|e| e.version),
+                self.v.flag_tombstones.get(key),
+            ),
+            Kind::Segment => (
+                self.v.segments.get(key).map(|e| e.version),
+                self.v.segment_tombstones.get(key),
+            ),
         };
         current.or(tomb.copied()).unwrap_or(0) + 1
     }
 
     /// Sets a flag whose definition is already parsed; `prev_alloc` seeds the allocation.
-    fn set_flag(&mut self, key: &str, def: FlagDef, prev_alloc: &Allocations, event: Event, reason: &Option<String>) -> OpResult {
+    fn set_flag(
+        &mut self,
+        key: &str,
+        def: FlagDef,
+        prev_alloc: &Allocations,
+        event: Event,
+        reason: &Option<String>,
+    ) -> OpResult {
         check_references(key, &def, &self.v)?;
         for dependent in self.v.prerequisite_dependents(key) {
-            let Some(dep) = self.v.flags.get(&dependent) else { continue };
+            let Some(dep) = self.v.flags.get(&dependent) else {
+                continue;
+            };
             for p in dep.def.prerequisites.iter().filter(|p| p.flag == key) {
                 if !def.variations.iter().any(|x| x.name == p.variation) {
                     return Err(OpError::Invalid {
                         path: "variations".into(),
-                        why: format!("flag {dependent} requires variation {:?} as a prerequisite", p.variation),
+                        why: format!(
+                            "flag {dependent} requires variation {:?} as a prerequisite",
+                            p.variation
+                        ),
                     });
                 }
             }
@@ -341,7 +410,16 @@ impl ApplyCtx<'_> {
         let before = self.v.flags.get(key).and_then(|e| def_json(&e.def));
         let allocations = allocations_for(key, &def, prev_alloc);
         let version = self.next_version(Kind::Flag, key);
-        let entry = build_flag(&self.v, key, def, allocations, version, self.revision, self.req.ts_ms, &self.req.actor)?;
+        let entry = build_flag(
+            &self.v,
+            key,
+            def,
+            allocations,
+            version,
+            self.revision,
+            self.req.ts_ms,
+            &self.req.actor,
+        )?;
         let after = def_json(&entry.def);
         self.changes.push(Change::Flag(entry.record(key)));
         store_flag(&mut self.v, key, entry, self.revision);
@@ -354,7 +432,13 @@ impl ApplyCtx<'_> {
         let compiled = Arc::new(compile_segment(key, &def)?);
         let before = self.v.segments.get(key).and_then(|e| def_json(&e.def));
         let version = self.next_version(Kind::Segment, key);
-        let rendered = render_segment(&def, version, self.revision, self.req.ts_ms, &self.req.actor);
+        let rendered = render_segment(
+            &def,
+            version,
+            self.revision,
+            self.req.ts_ms,
+            &self.req.actor,
+        );
         let entry = SegmentEntry {
             def,
             compiled,
@@ -380,26 +464,56 @@ impl ApplyCtx<'_> {
                 self.v.flags.insert(dependent, Arc::new(e));
             }
         }
-        self.record(Kind::Segment, key, version, Event::Set, reason, before, after);
+        self.record(
+            Kind::Segment,
+            key,
+            version,
+            Event::Set,
+            reason,
+            before,
+            after,
+        );
         Ok(OpOutcome::Version(version))
     }
 
     fn op(&mut self, op: &WriteOp) -> OpResult {
         match op {
-            WriteOp::SetFlag { key, definition, if_version, reason } => {
+            WriteOp::SetFlag {
+                key,
+                definition,
+                if_version,
+                reason,
+            } => {
                 if let Some(expected) = if_version {
                     let have = self.v.flags.get(key.as_str()).map_or(0, |e| e.version);
                     if have != *expected {
-                        return Err(OpError::Conflict(format!("flag {key} is at version {have}, not {expected}")));
+                        return Err(OpError::Conflict(format!(
+                            "flag {key} is at version {have}, not {expected}"
+                        )));
                     }
                 }
                 let def = parse_flag(key, definition.as_bytes())?;
-                let prev = self.v.flags.get(key.as_str()).map(|e| e.allocations.clone()).unwrap_or_default();
+                let prev = self
+                    .v
+                    .flags
+                    .get(key.as_str())
+                    .map(|e| e.allocations.clone())
+                    .unwrap_or_default();
                 self.set_flag(key, def, &prev, Event::Set, reason)
             }
-            WriteOp::RollbackFlag { key, definition, reason, .. } => {
+            WriteOp::RollbackFlag {
+                key,
+                definition,
+                reason,
+                ..
+            } => {
                 let def = parse_flag(key, definition.as_bytes())?;
-                let prev = self.v.flags.get(key.as_str()).map(|e| e.allocations.clone()).unwrap_or_default();
+                let prev = self
+                    .v
+                    .flags
+                    .get(key.as_str())
+                    .map(|e| e.allocations.clone())
+                    .unwrap_or_default();
                 self.set_flag(key, def, &prev, Event::Rollback, reason)
             }
             WriteOp::ToggleFlag { key, on, reason } => {
@@ -410,11 +524,28 @@ impl ApplyCtx<'_> {
                 def.on = *on;
                 let before = def_json(&current.def);
                 let version = current.version + 1;
-                let entry = build_flag(&self.v, key, def, current.allocations.clone(), version, self.revision, self.req.ts_ms, &self.req.actor)?;
+                let entry = build_flag(
+                    &self.v,
+                    key,
+                    def,
+                    current.allocations.clone(),
+                    version,
+                    self.revision,
+                    self.req.ts_ms,
+                    &self.req.actor,
+                )?;
                 let after = def_json(&entry.def);
                 self.changes.push(Change::Flag(entry.record(key)));
                 store_flag(&mut self.v, key, entry, self.revision);
-                self.record(Kind::Flag, key, version, Event::Toggle, reason, before, after);
+                self.record(
+                    Kind::Flag,
+                    key,
+                    version,
+                    Event::Toggle,
+                    reason,
+                    before,
+                    after,
+                );
                 Ok(OpOutcome::Version(version))
             }
             WriteOp::DeleteFlag { key, reason } => {
@@ -423,18 +554,36 @@ impl ApplyCtx<'_> {
                 };
                 let dependents = self.v.prerequisite_dependents(key);
                 if !dependents.is_empty() {
-                    return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
+                    return Err(OpError::Referenced(format!(
+                        "{key} is referenced by {}",
+                        join(&dependents)
+                    )));
                 }
                 let k: Arc<str> = key.as_str().into();
                 self.v.flags.remove(key.as_str());
                 self.v.scan_order.remove(&(scan_hash(key), k.clone()));
                 self.v.flag_tombstones.insert(k.clone(), current.version);
                 self.v.key_revisions.insert(k, self.revision);
-                self.changes.push(Change::FlagDeleted { key: key.clone(), version: current.version });
-                self.record(Kind::Flag, key, current.version, Event::Delete, reason, def_json(&current.def), None);
+                self.changes.push(Change::FlagDeleted {
+                    key: key.clone(),
+                    version: current.version,
+                });
+                self.record(
+                    Kind::Flag,
+                    key,
+                    current.version,
+                    Event::Delete,
+                    reason,
+                    def_json(&current.def),
+                    None,
+                );
                 Ok(OpOutcome::Deleted(true))
             }
-            WriteOp::SetSegment { key, definition, reason } => {
+            WriteOp::SetSegment {
+                key,
+                definition,
+                reason,
+            } => {
                 let def = parse_segment(key, definition.as_bytes())?;
                 self.set_segment(key, def, reason)
             }
@@ -444,14 +593,28 @@ impl ApplyCtx<'_> {
                 };
                 let dependents = self.v.segment_dependents(key);
                 if !dependents.is_empty() {
-                    return Err(OpError::Referenced(format!("{key} is referenced by {}", join(&dependents))));
+                    return Err(OpError::Referenced(format!(
+                        "{key} is referenced by {}",
+                        join(&dependents)
+                    )));
                 }
                 let k: Arc<str> = key.as_str().into();
                 self.v.segments.remove(key.as_str());
                 self.v.segment_tombstones.insert(k.clone(), current.version);
                 self.v.key_revisions.insert(k, self.revision);
-                self.changes.push(Change::SegmentDeleted { key: key.clone(), version: current.version });
-                self.record(Kind::Segment, key, current.version, Event::Delete, reason, def_json(&current.def), None);
+                self.changes.push(Change::SegmentDeleted {
+                    key: key.clone(),
+                    version: current.version,
+                });
+                self.record(
+                    Kind::Segment,
+                    key,
+                    current.version,
+                    Event::Delete,
+                    reason,
+                    def_json(&current.def),
+                    None,
+                );
                 Ok(OpOutcome::Deleted(true))
             }
             WriteOp::Import { document, reason } => self.import(document, reason),
@@ -466,16 +629,18 @@ impl ApplyCtx<'_> {
         let mut count = 0u64;
         let result = (|| {
             for (key, def) in &parsed.segments {
-                self.set_segment(key, def.clone(), reason).map_err(|e| prefix_error(e, &format!("segments[{key:?}]")))?;
+                self.set_segment(key, def.clone(), reason)
+                    .map_err(|e| prefix_error(e, &format!("segments[{key:?}]")))?;
                 count += 1;
             }
             // Flags in an order where prerequisites come first.
             let mut pending: Vec<&(String, FlagDef, Allocations)> = parsed.flags.iter().collect();
             while !pending.is_empty() {
                 let ready = pending.iter().position(|(_, def, _)| {
-                    def.prerequisites
-                        .iter()
-                        .all(|p| !parsed.flags.iter().any(|(k, _, _)| *k == p.flag) || self.v.flags.contains_key(p.flag.as_str()))
+                    def.prerequisites.iter().all(|p| {
+                        !parsed.flags.iter().any(|(k, _, _)| *k == p.flag)
+                            || self.v.flags.contains_key(p.flag.as_str())
+                    })
                 });
                 let i = ready.unwrap_or(0);
                 let (key, def, alloc) = pending.remove(i);
@@ -499,7 +664,10 @@ impl ApplyCtx<'_> {
 
 fn prefix_error(e: OpError, prefix: &str) -> OpError {
     match e {
-        OpError::Invalid { path, why } => OpError::Invalid { path: format!("{prefix}.{path}"), why },
+        OpError::Invalid { path, why } => OpError::Invalid {
+            path: format!("{prefix}.{path}"),
+            why,
+        },
         other => other,
     }
 }
@@ -516,7 +684,10 @@ pub struct Dump {
 
 /// Parses and checks a dump document on its own: every definition valid.
 pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
-    let invalid = |path: &str, why: String| OpError::Invalid { path: path.into(), why };
+    let invalid = |path: &str, why: String| OpError::Invalid {
+        path: path.into(),
+        why,
+    };
     let doc: Value = serde_json::from_str(document).map_err(|e| invalid("$", e.to_string()))?;
     let Some(obj) = doc.as_object() else {
         return Err(invalid("$", "a dump is a JSON object".into()));
@@ -530,7 +701,10 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
         match obj.get(name) {
             None => Ok(BTreeMap::new()),
             Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            Some(_) => Err(invalid(name, "must be an object of key → definition".into())),
+            Some(_) => Err(invalid(
+                name,
+                "must be an object of key → definition".into(),
+            )),
         }
     };
     let mut segments = Vec::new();
@@ -551,7 +725,11 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
         flags.push((key, parsed, allocations));
     }
     let revision = obj.get("revision").and_then(Value::as_u64).unwrap_or(0);
-    Ok(Dump { revision, flags, segments })
+    Ok(Dump {
+        revision,
+        flags,
+        segments,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

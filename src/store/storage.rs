@@ -5,6 +5,7 @@
 //! | prefix | value |
 //! |---|---|
 //! | `m:applied` | replication metadata (opaque) |
+//! | `m:revision` | revision of the last write that changed something |
 //! | `f:<key>` / `s:<key>` | flag / segment record (JSON) |
 //! | `t:f:<key>` / `t:s:<key>` | last version of a deleted key |
 //! | `a:f:<key>\0<revision be8><seq be4>` | audit record (JSON); `a:s:` for segments |
@@ -14,7 +15,9 @@
 
 use std::path::Path;
 
-use super::records::{AppliedBatch, AuditRecord, Change, FlagRecord, Kind, SegmentRecord, StateImage};
+use super::records::{
+    AppliedBatch, AuditRecord, Change, FlagRecord, Kind, SegmentRecord, StateImage,
+};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,12 @@ pub trait StateStorage: Send + Sync + 'static {
     /// Persists one applied entry atomically.
     fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError>;
     /// A key's audit records, newest first.
-    fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError>;
+    fn history(
+        &self,
+        kind: Kind,
+        key: &str,
+        count: usize,
+    ) -> Result<Vec<AuditRecord>, StorageError>;
     /// Every audit record, oldest first per key (for snapshots).
     fn all_audit(&self) -> Result<Vec<AuditRecord>, StorageError>;
     /// Replaces everything with `image` (installing a snapshot).
@@ -117,14 +125,31 @@ impl SledStorage {
 
     fn delete_record(&self, batch: &mut sled::Batch, kind: Kind, key: &str, version: u64) {
         batch.remove(format!("{}:{key}", kind_prefix(kind)).into_bytes());
-        batch.insert(format!("t:{}:{key}", kind_prefix(kind)).into_bytes(), version.to_be_bytes().to_vec());
+        batch.insert(
+            format!("t:{}:{key}", kind_prefix(kind)).into_bytes(),
+            version.to_be_bytes().to_vec(),
+        );
     }
 }
 
 impl StateStorage for SledStorage {
     fn load(&self) -> Result<StateImage, StorageError> {
+        let revision = match self.tree.get(b"m:revision").map_err(engine)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                    key: "m:revision".into(),
+                    why: "not 8 bytes".into(),
+                })?)
+            }
+            None => 0,
+        };
         let mut image = StateImage {
-            meta: self.tree.get(b"m:applied").map_err(engine)?.map(|v| v.to_vec()),
+            meta: self
+                .tree
+                .get(b"m:applied")
+                .map_err(engine)?
+                .map(|v| v.to_vec()),
+            revision,
             ..StateImage::default()
         };
         for item in self.tree.scan_prefix(b"f:") {
@@ -141,12 +166,18 @@ impl StateStorage for SledStorage {
             let (kind, key) = match text.split_once(':') {
                 Some(("f", key)) => (Kind::Flag, key.to_string()),
                 Some(("s", key)) => (Kind::Segment, key.to_string()),
-                _ => return Err(StorageError::Corrupt { key: text, why: "bad tombstone key".into() }),
+                _ => {
+                    return Err(StorageError::Corrupt {
+                        key: text,
+                        why: "bad tombstone key".into(),
+                    })
+                }
             };
-            let version = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
-                key: text.clone(),
-                why: "bad tombstone value".into(),
-            })?);
+            let version =
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                    key: text.clone(),
+                    why: "bad tombstone value".into(),
+                })?);
             image.tombstones.push((kind, key, version));
         }
         Ok(image)
@@ -155,19 +186,29 @@ impl StateStorage for SledStorage {
     fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError> {
         let mut b = sled::Batch::default();
         b.insert(&b"m:applied"[..], batch.meta.clone());
+        if let Some(rev) = batch.revision {
+            b.insert(&b"m:revision"[..], rev.to_be_bytes().to_vec());
+        }
         for change in &batch.changes {
             match change {
                 Change::Flag(r) => self.put_record(&mut b, Kind::Flag, &r.key, encode(r)?),
                 Change::Segment(r) => self.put_record(&mut b, Kind::Segment, &r.key, encode(r)?),
-                Change::FlagDeleted { key, version } => self.delete_record(&mut b, Kind::Flag, key, *version),
-                Change::SegmentDeleted { key, version } => self.delete_record(&mut b, Kind::Segment, key, *version),
+                Change::FlagDeleted { key, version } => {
+                    self.delete_record(&mut b, Kind::Flag, key, *version)
+                }
+                Change::SegmentDeleted { key, version } => {
+                    self.delete_record(&mut b, Kind::Segment, key, *version)
+                }
             }
         }
         // Retention: keep the newest `audit_retention` records per key.
         let mut per_key: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
         for r in &batch.audit {
             b.insert(audit_key(r), encode(r)?);
-            per_key.entry(audit_prefix(r.kind, &r.key)).or_default().push(audit_key(r));
+            per_key
+                .entry(audit_prefix(r.kind, &r.key))
+                .or_default()
+                .push(audit_key(r));
         }
         for (prefix, new_keys) in per_key {
             let mut existing: Vec<Vec<u8>> = self
@@ -191,7 +232,12 @@ impl StateStorage for SledStorage {
         self.tree.apply_batch(b).map_err(engine)
     }
 
-    fn history(&self, kind: Kind, key: &str, count: usize) -> Result<Vec<AuditRecord>, StorageError> {
+    fn history(
+        &self,
+        kind: Kind,
+        key: &str,
+        count: usize,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
         self.tree
             .scan_prefix(audit_prefix(kind, key))
             .rev()
@@ -221,6 +267,7 @@ impl StateStorage for SledStorage {
         if let Some(meta) = &image.meta {
             b.insert(&b"m:applied"[..], meta.clone());
         }
+        b.insert(&b"m:revision"[..], image.revision.to_be_bytes().to_vec());
         for r in &image.flags {
             b.insert(format!("f:{}", r.key).into_bytes(), encode(r)?);
         }
@@ -228,7 +275,10 @@ impl StateStorage for SledStorage {
             b.insert(format!("s:{}", r.key).into_bytes(), encode(r)?);
         }
         for (kind, key, version) in &image.tombstones {
-            b.insert(format!("t:{}:{key}", kind_prefix(*kind)).into_bytes(), version.to_be_bytes().to_vec());
+            b.insert(
+                format!("t:{}:{key}", kind_prefix(*kind)).into_bytes(),
+                version.to_be_bytes().to_vec(),
+            );
         }
         for r in &image.audit {
             b.insert(audit_key(r), encode(r)?);

@@ -20,7 +20,11 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh, empty directory under the system temp dir.
@@ -33,11 +37,43 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Kills and reaps a child process when dropped (also on panic).
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a server on `port` answers PING with PONG (not -LOADING) within `limit`.
+pub fn wait_pong(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if s.write_all(b"PING\r\n").is_ok() {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = s.read(&mut buf) {
+                    if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") {
+                        return true;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
     pub child: Child,
     pub port: u16,
     pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -49,39 +85,47 @@ impl Server {
 
     /// Starts a server on `data_dir`.
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server on `data_dir` with extra environment variables.
+    pub fn start_with_env(data_dir: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
-            .args(["--port", &port.to_string(), "--data-dir"])
-            .arg(&data_dir)
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start flagstaff");
-        let server = Server { child, port, data_dir };
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(port, &data_dir, &args, &env);
+        let mut server = Server {
+            child,
+            port,
+            data_dir,
+            args,
+            env,
+        };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                if s.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 64];
-                    if let Ok(n) = s.read(&mut buf) {
-                        if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") {
-                            return;
-                        }
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same port and data dir (after kill9 or exit).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(self.port, &self.data_dir, &self.args, &self.env);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        if !wait_pong(self.port, Duration::from_secs(30)) {
+            let _ = self.child.kill();
+            panic!("flagstaff did not become ready on port {}", self.port);
         }
-        panic!("flagstaff did not become ready on port {}", self.port);
     }
 
     /// The redis URL for this server (RESP2 or RESP3).
@@ -136,6 +180,20 @@ impl Drop for Server {
     }
 }
 
+fn spawn(port: u16, data_dir: &PathBuf, args: &[String], env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(["--port", &port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .args(["--log-level", "warn"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start flagstaff")
+}
+
 /// A raw TCP client for exact bytes.
 pub struct Raw {
     pub stream: TcpStream,
@@ -145,7 +203,9 @@ impl Raw {
     /// Connects to a loopback port.
     pub fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         Raw { stream }
     }
@@ -176,7 +236,10 @@ impl Raw {
         while !out.ends_with(suffix) {
             match self.stream.read(&mut byte) {
                 Ok(1) => out.push(byte[0]),
-                _ => panic!("connection ended before {:?}", String::from_utf8_lossy(suffix)),
+                _ => panic!(
+                    "connection ended before {:?}",
+                    String::from_utf8_lossy(suffix)
+                ),
             }
         }
         out
@@ -196,7 +259,9 @@ impl Raw {
 
     /// Whether the server closed the connection (reads EOF within a second).
     pub fn is_closed(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut buf = [0u8; 1024];
         matches!(self.stream.read(&mut buf), Ok(0) | Err(_))
     }
