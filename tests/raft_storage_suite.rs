@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flagstaff::raft::log_store::LogStore;
+use flagstaff::raft::persister::Persister;
 use flagstaff::raft::state_machine::StateMachine;
 use flagstaff::raft::types::AppliedMeta;
 use flagstaff::raft::{FsyncPolicy, NodeId, TypeConfig};
@@ -34,13 +35,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let log = LogStore::open(&dir, FsyncPolicy::Always, 1 << 20, false).unwrap();
         let storage = Arc::new(SledStorage::open(&dir.join("state")).unwrap());
         let store = Arc::new(Store::new());
-        store.install(storage.clone(), StateView::default());
+        store.install(StateView::default());
+        let persister = Arc::new(Persister::start(storage.clone(), 100, 0));
         let sm = StateMachine::new(
             store,
             storage,
+            persister,
             AppliedMeta::default(),
             dir.join("snapshots"),
-            100,
         );
         Ok((TempDir(dir), log, sm))
     }

@@ -301,6 +301,20 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
     Ok(Reply::Map(pairs).into())
 }
 
+/// A flag's audit records, newest first, including every write this node applied.
+fn history_of(
+    ctx: &Ctx<'_>,
+    key: &str,
+    count: usize,
+) -> Result<Vec<crate::store::AuditRecord>, CommandError> {
+    let Some(node) = ctx.state.raft.get() else {
+        return Err(CommandError::Loading);
+    };
+    let revision = ctx.state.store.view().revision;
+    node.history(Kind::Flag, key, count, revision)
+        .map_err(CommandError::err)
+}
+
 /// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
 /// of revision, version, event, actor, ts, reason, before, after (the
 /// definitions as JSON text).
@@ -314,11 +328,7 @@ pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         },
         None => usize::MAX,
     };
-    let records = ctx
-        .state
-        .store
-        .history(Kind::Flag, key, count)
-        .map_err(|e| CommandError::err(e.to_string()))?;
+    let records = history_of(ctx, key, count)?;
     let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
     let json = |v: &Option<serde_json::Value>| {
         v.as_ref()
@@ -348,11 +358,7 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let key = write_key(&args[1])?;
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
-    let records = ctx
-        .state
-        .store
-        .history(Kind::Flag, &key, usize::MAX)
-        .map_err(|e| CommandError::err(e.to_string()))?;
+    let records = history_of(ctx, &key, usize::MAX)?;
     let Some(definition) = records
         .iter()
         .find(|r| r.version == version)

@@ -5,6 +5,7 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod persister;
 pub mod state_machine;
 pub mod types;
 pub mod wal;

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::{LogOpenError, LogStore};
 use super::network::NoBus;
+use super::persister::Persister;
 use super::state_machine::{latest_snapshot, StateMachine};
-use super::types::{AppliedMeta, Member, NodeId, TypeConfig};
+use super::types::{AppliedMeta, Member, NodeId, Proposal, TypeConfig};
 use super::wal::FsyncPolicy;
 use crate::store::storage::{SledStorage, StateStorage};
-use crate::store::{OpResult, StateView, Store, WriteError, WriteRequest};
+use crate::store::{AuditRecord, Kind, OpResult, StateView, Store, WriteError, WriteRequest};
 
 /// What the node needs from the configuration.
 #[derive(Debug, Clone)]
@@ -121,12 +122,88 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
     }
 }
 
+/// Most requests in one proposal.
+const MAX_BATCH_REQUESTS: usize = 256;
+/// Most definition bytes in one proposal (a larger single request still goes alone).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// A write waiting for its proposal.
+type Pending = (
+    WriteRequest,
+    tokio::sync::oneshot::Sender<Result<Vec<OpResult>, WriteError>>,
+);
+
+fn request_bytes(r: &WriteRequest) -> usize {
+    use crate::store::WriteOp;
+    r.ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::SetFlag { definition, .. }
+            | WriteOp::SetSegment { definition, .. }
+            | WriteOp::RollbackFlag { definition, .. } => definition.len(),
+            WriteOp::Import { document, .. } => document.len(),
+            _ => 64,
+        })
+        .sum()
+}
+
+/// Group commit above raft: openraft 0.9 makes each proposal durable before
+/// taking the next, so every write that arrives meanwhile joins the next
+/// proposal instead of waiting for its own fsync.
+async fn run_batcher(
+    raft: Raft<TypeConfig>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = request_bytes(&first.0);
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += request_bytes(&p.0);
+                    pending.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (requests, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let count = requests.len();
+        match raft.client_write(Proposal { requests }).await {
+            Ok(response) if response.data.len() == count => {
+                for (reply, outcome) in replies.into_iter().zip(response.data) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Failed(
+                        "applied batch returned the wrong number of outcomes".into(),
+                    )));
+                }
+            }
+            Err(e) => {
+                let error = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                        WriteError::ClusterDown("No raft leader".into())
+                    }
+                    other => WriteError::Failed(other.to_string()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// The running local node.
 pub struct RaftNode {
     raft: Raft<TypeConfig>,
+    proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
     state_machine: StateMachine,
     log: LogStore,
     storage: Arc<SledStorage>,
+    persister: Arc<Persister>,
     settings: NodeSettings,
 }
 
@@ -175,7 +252,7 @@ impl RaftNode {
             }
         }
         let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
-        store.install(storage.clone(), view);
+        store.install(view);
         let log = LogStore::open(
             &dir,
             settings.fsync,
@@ -188,12 +265,17 @@ impl RaftNode {
                 "has node.json but neither a log nor state; refusing to start empty over it",
             ));
         }
+        let persister = Arc::new(Persister::start(
+            storage.clone(),
+            settings.audit_retention,
+            applied.log_id.map_or(0, |l| l.index),
+        ));
         let state_machine = StateMachine::new(
             store.clone(),
             storage.clone(),
+            persister.clone(),
             applied,
             snapshot_dir,
-            settings.audit_retention,
         );
         let config = Config {
             cluster_name: "flagstaff".into(),
@@ -246,11 +328,15 @@ impl RaftNode {
             flags = store.counts().flags,
             "state recovered"
         );
+        let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_batcher(raft.clone(), rx));
         Ok(RaftNode {
             raft,
+            proposals,
             state_machine,
             log,
             storage,
+            persister,
             settings,
         })
     }
@@ -258,14 +344,15 @@ impl RaftNode {
     /// Commits a write through raft and returns each operation's outcome once
     /// it is durable and applied on this node.
     pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send((request, tx))
+            .map_err(|_| WriteError::Failed("the write path has stopped".into()))?;
         let timeout = self.settings.write_timeout;
-        match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
+        match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(WriteError::Timeout(timeout.as_millis() as u64)),
-            Ok(Ok(response)) => response.data,
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(WriteError::ClusterDown("No raft leader".into()))
-            }
-            Ok(Err(e)) => Err(WriteError::Failed(e.to_string())),
+            Ok(Err(_)) => Err(WriteError::Failed("the write path has stopped".into())),
+            Ok(Ok(outcome)) => outcome,
         }
     }
 
@@ -294,9 +381,24 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        self.persister.close();
         if let Err(e) = self.storage.flush() {
             tracing::warn!(error = %e, "state storage flush");
         }
+    }
+
+    /// A key's audit records, newest first, including every write applied here.
+    pub fn history(
+        &self,
+        kind: Kind,
+        key: &str,
+        count: usize,
+        revision: u64,
+    ) -> Result<Vec<AuditRecord>, String> {
+        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.storage
+            .history(kind, key, count)
+            .map_err(|e| e.to_string())
     }
 
     /// The node's settings.

@@ -20,6 +20,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::persister::Persister;
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
 use super::wal;
 use crate::store::storage::StateStorage;
@@ -37,8 +38,8 @@ pub struct SnapshotFile {
 struct Inner {
     store: Arc<Store>,
     storage: Arc<dyn StateStorage>,
+    persister: Arc<Persister>,
     snapshot_dir: PathBuf,
-    audit_retention: usize,
     applied: Mutex<AppliedMeta>,
     events: broadcast::Sender<Arc<Vec<AuditRecord>>>,
 }
@@ -105,17 +106,17 @@ impl StateMachine {
     pub fn new(
         store: Arc<Store>,
         storage: Arc<dyn StateStorage>,
+        persister: Arc<Persister>,
         applied: AppliedMeta,
         snapshot_dir: PathBuf,
-        audit_retention: usize,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         StateMachine {
             inner: Arc::new(Inner {
                 store,
                 storage,
+                persister,
                 snapshot_dir,
-                audit_retention,
                 applied: Mutex::new(applied),
                 events,
             }),
@@ -131,45 +132,70 @@ impl StateMachine {
         self.inner.events.subscribe()
     }
 
-    fn apply_one(&self, entry: &Entry<TypeConfig>) -> Result<WriteResponse, StorageError<NodeId>> {
+    /// Applies entries in order, each against the view the previous one
+    /// left; persists them in one storage batch, then publishes the result.
+    fn apply_entries(
+        &self,
+        entries: impl Iterator<Item = Entry<TypeConfig>>,
+    ) -> Result<Vec<Vec<WriteResponse>>, StorageError<NodeId>> {
         let mut applied = self.applied();
-        applied.log_id = Some(entry.log_id);
-        let mut batch = AppliedBatch::default();
-        let mut next_view: Option<StateView> = None;
-        let response = match &entry.payload {
-            EntryPayload::Blank => Ok(Vec::new()),
-            EntryPayload::Membership(m) => {
-                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                Ok(Vec::new())
-            }
-            EntryPayload::Normal(req) => {
-                let view = self.inner.store.view_full();
-                match store::apply(&view, entry.log_id.index, req) {
-                    Ok(done) => {
-                        if !done.changes.is_empty() {
-                            batch.revision = Some(entry.log_id.index);
-                        }
-                        batch.changes = done.changes;
-                        batch.audit = done.audit;
-                        next_view = done.view;
-                        Ok(done.results)
-                    }
-                    Err(e) => Err(e),
+        let mut view = self.inner.store.view_full();
+        let mut changed = false;
+        let mut batches = Vec::new();
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.log_id = Some(entry.log_id);
+            let mut batch = AppliedBatch::default();
+            let response = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Vec::new()
                 }
-            }
-        };
-        batch.meta = applied.encode();
+                EntryPayload::Normal(proposal) => {
+                    let mut outcomes = Vec::with_capacity(proposal.requests.len());
+                    for req in &proposal.requests {
+                        let seq_base = batch.audit.len() as u32;
+                        outcomes.push(
+                            match store::apply(&view, entry.log_id.index, seq_base, req) {
+                                Ok(done) => {
+                                    if let Some(next) = done.view {
+                                        batch.revision = Some(entry.log_id.index);
+                                        view = Arc::new(next);
+                                        changed = true;
+                                    }
+                                    batch.changes.extend(done.changes);
+                                    batch.audit.extend(done.audit);
+                                    Ok(done.results)
+                                }
+                                Err(e) => Err(e),
+                            },
+                        );
+                    }
+                    outcomes
+                }
+            };
+            batch.meta = applied.encode();
+            batches.push(batch);
+            responses.push(response);
+        }
+        let events: Vec<Arc<Vec<AuditRecord>>> = batches
+            .iter()
+            .filter(|b| !b.audit.is_empty())
+            .map(|b| Arc::new(b.audit.clone()))
+            .collect();
+        let upto = applied.log_id.map_or(0, |l| l.index);
         self.inner
-            .storage
-            .commit(&batch, self.inner.audit_retention)
+            .persister
+            .submit(batches, upto)
             .map_err(sm_error)?;
-        if let Some(v) = next_view {
-            self.inner.store.publish(v);
+        if changed {
+            self.inner.store.publish_arc(view);
         }
-        if !batch.audit.is_empty() {
-            let _ = self.inner.events.send(Arc::new(batch.audit));
+        for e in events {
+            let _ = self.inner.events.send(e);
         }
-        Ok(response)
+        Ok(responses)
     }
 
     fn image_now(&self) -> Result<(AppliedMeta, StateImage), StorageError<NodeId>> {
@@ -179,6 +205,10 @@ impl StateMachine {
         let meta = applied.clone();
         drop(applied);
         let upto = meta.log_id.map_or(0, |l| l.index);
+        self.inner
+            .persister
+            .wait_for(upto, std::time::Duration::from_secs(60))
+            .map_err(sm_error)?;
         let mut image = view.image();
         image.audit = self
             .inner
@@ -195,6 +225,17 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // Reading every audit record and writing the file is slow: keep it off
+        // the runtime thread that serves clients.
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build_snapshot_blocking())
+            .await
+            .map_err(sm_error)?
+    }
+}
+
+impl StateMachine {
+    fn build_snapshot_blocking(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (applied, image) = self.image_now()?;
         let snapshot_id = match applied.log_id {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
@@ -235,12 +276,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.log_id, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<WriteResponse>, StorageError<NodeId>>
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> Result<Vec<Vec<WriteResponse>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        entries.into_iter().map(|e| self.apply_one(&e)).collect()
+        self.apply_entries(entries.into_iter())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -281,7 +325,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
         })?;
         let mut a = self.applied();
+        let current = a.log_id.map_or(0, |l| l.index);
+        self.inner
+            .persister
+            .wait_for(current, std::time::Duration::from_secs(60))
+            .map_err(sm_error)?;
         self.inner.storage.replace(&file.image).map_err(sm_error)?;
+        self.inner
+            .persister
+            .reset_to(meta.last_log_id.map_or(0, |l| l.index));
         self.inner.store.publish(view);
         *a = applied;
         tracing::info!(

@@ -29,11 +29,20 @@ impl fmt::Display for Member {
 /// What applying one write request returns to its writer.
 pub type WriteResponse = Result<Vec<OpResult>, WriteError>;
 
+/// One raft entry: the write requests that arrived while the previous entry
+/// was being made durable (group commit). Each applies on its own, in order;
+/// they share the entry's log index as their revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The requests, in arrival order.
+    pub requests: Vec<WriteRequest>,
+}
+
 openraft::declare_raft_types!(
-    /// flagstaff's raft types: write requests in, per-operation outcomes out.
+    /// flagstaff's raft types: batches of write requests in, their outcomes out.
     pub TypeConfig:
-        D = WriteRequest,
-        R = WriteResponse,
+        D = Proposal,
+        R = Vec<WriteResponse>,
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,

@@ -11,7 +11,7 @@ mod render;
 mod state;
 pub mod storage;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,6 @@ pub use records::{
 };
 pub use render::rfc3339;
 pub use state::{apply, parse_dump, Applied, Dump, FlagEntry, SegmentEntry, StateView};
-use storage::{StateStorage, StorageError};
 
 use crate::flag::Invalid;
 use crate::protocol::Reply;
@@ -203,11 +202,10 @@ pub struct Counts {
     pub revision: u64,
 }
 
-/// The store: the current view for readers, and the storage engine the
-/// state machine persists through.
+/// The store: the current view that readers load and the state machine
+/// replaces after every applied write.
 pub struct Store {
     view: ArcSwap<StateView>,
-    storage: OnceLock<Arc<dyn StateStorage>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,13 +225,11 @@ impl Store {
     pub fn new() -> Self {
         Store {
             view: ArcSwap::from_pointee(StateView::default()),
-            storage: OnceLock::new(),
         }
     }
 
-    /// Attaches the storage engine and the view loaded from it.
-    pub fn install(&self, storage: Arc<dyn StateStorage>, view: StateView) {
-        let _ = self.storage.set(storage);
+    /// Installs the view loaded at start.
+    pub fn install(&self, view: StateView) {
         self.view.store(Arc::new(view));
     }
 
@@ -252,6 +248,11 @@ impl Store {
         self.view.store(Arc::new(view));
     }
 
+    /// Makes an already shared view the current one.
+    pub fn publish_arc(&self, view: Arc<StateView>) {
+        self.view.store(view);
+    }
+
     /// Counts for INFO and DBSIZE.
     pub fn counts(&self) -> Counts {
         let v = self.view.load();
@@ -265,18 +266,5 @@ impl Store {
     /// Revision at which a flag or segment with this key last changed (0: never).
     pub fn key_revision(&self, key: &str) -> u64 {
         self.view.load().key_revision(key)
-    }
-
-    /// A key's audit records, newest first.
-    pub fn history(
-        &self,
-        kind: Kind,
-        key: &str,
-        count: usize,
-    ) -> Result<Vec<AuditRecord>, StorageError> {
-        match self.storage.get() {
-            Some(s) => s.history(kind, key, count),
-            None => Ok(Vec::new()),
-        }
     }
 }

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::flag::{Allocations, FlagDef, SegmentDef};
 
@@ -20,22 +19,33 @@ pub fn rfc3339(ts_ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// The definition's JSON with the read-only fields appended at top level.
+/// Splices text rather than building a `Value` tree: this runs on every write.
 fn with_meta(
     def: &impl Serialize,
     version: u64,
     revision: u64,
     ts_ms: u64,
     actor: &str,
-) -> Map<String, Value> {
-    let mut map = match serde_json::to_value(def) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    map.insert("version".into(), version.into());
-    map.insert("revision".into(), revision.into());
-    map.insert("updated_at".into(), rfc3339(ts_ms).into());
-    map.insert("updated_by".into(), actor.into());
-    map
+    extra: Option<(&str, String)>,
+) -> Bytes {
+    let mut out = serde_json::to_string(def).unwrap_or_else(|_| "{}".into());
+    if out.ends_with('}') {
+        out.pop();
+    }
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&format!(
+        "\"version\":{version},\"revision\":{revision},\"updated_at\":\"{}\",\"updated_by\":{}",
+        rfc3339(ts_ms),
+        serde_json::Value::from(actor)
+    ));
+    if let Some((name, json)) = extra {
+        out.push_str(&format!(",\"{name}\":{json}"));
+    }
+    out.push('}');
+    Bytes::from(out)
 }
 
 /// `FLAG.GET`'s reply.
@@ -47,12 +57,15 @@ pub fn render_flag(
     ts_ms: u64,
     actor: &str,
 ) -> Bytes {
-    let mut map = with_meta(def, version, revision, ts_ms, actor);
-    map.insert(
-        "allocations".into(),
-        serde_json::to_value(allocations).unwrap_or(Value::Object(Map::new())),
-    );
-    Bytes::from(Value::Object(map).to_string())
+    let alloc = serde_json::to_string(allocations).unwrap_or_else(|_| "{}".into());
+    with_meta(
+        def,
+        version,
+        revision,
+        ts_ms,
+        actor,
+        Some(("allocations", alloc)),
+    )
 }
 
 /// `SEGMENT.GET`'s reply.
@@ -63,5 +76,5 @@ pub fn render_segment(
     ts_ms: u64,
     actor: &str,
 ) -> Bytes {
-    Bytes::from(Value::Object(with_meta(def, version, revision, ts_ms, actor)).to_string())
+    with_meta(def, version, revision, ts_ms, actor, None)
 }

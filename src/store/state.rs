@@ -103,6 +103,10 @@ pub struct StateView {
     flag_tombstones: HashMap<Arc<str>, u64>,
     /// Last version of deleted segments.
     segment_tombstones: HashMap<Arc<str>, u64>,
+    /// Prerequisite flag key → flags that list it.
+    prerequisite_users: HashMap<Arc<str>, OrdSet<Arc<str>>>,
+    /// Segment key → flags whose rules reference it.
+    segment_users: HashMap<Arc<str>, OrdSet<Arc<str>>>,
 }
 
 impl StateView {
@@ -113,26 +117,52 @@ impl StateView {
 
     /// Flags that list `key` as a prerequisite, sorted.
     pub fn prerequisite_dependents(&self, key: &str) -> Vec<Arc<str>> {
-        let mut out: Vec<Arc<str>> = self
-            .flags
-            .iter()
-            .filter(|(_, e)| e.def.prerequisites.iter().any(|p| p.flag == key))
-            .map(|(k, _)| k.clone())
-            .collect();
-        out.sort();
-        out
+        self.prerequisite_users
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Flags whose rules reference segment `key`, sorted.
     pub fn segment_dependents(&self, key: &str) -> Vec<Arc<str>> {
-        let mut out: Vec<Arc<str>> = self
-            .flags
-            .iter()
-            .filter(|(_, e)| e.def.segment_refs().any(|s| s == key))
-            .map(|(k, _)| k.clone())
-            .collect();
-        out.sort();
-        out
+        self.segment_users
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Updates the reverse-dependency indexes for flag `key` going from `old` to `new`.
+    fn index_references(&mut self, key: &Arc<str>, old: Option<&FlagDef>, new: Option<&FlagDef>) {
+        fn unlink(map: &mut HashMap<Arc<str>, OrdSet<Arc<str>>>, target: &str, key: &Arc<str>) {
+            if let Some(users) = map.get_mut(target) {
+                users.remove(key);
+                if users.is_empty() {
+                    map.remove(target);
+                }
+            }
+        }
+        if let Some(old) = old {
+            for p in &old.prerequisites {
+                unlink(&mut self.prerequisite_users, &p.flag, key);
+            }
+            for s in old.segment_refs() {
+                unlink(&mut self.segment_users, s, key);
+            }
+        }
+        if let Some(new) = new {
+            for p in &new.prerequisites {
+                self.prerequisite_users
+                    .entry(p.flag.as_str().into())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            for s in new.segment_refs() {
+                self.segment_users
+                    .entry(s.into())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
     }
 
     /// Rebuilds a view from persisted records (at start, or from a snapshot).
@@ -294,8 +324,15 @@ pub struct Applied {
 }
 
 /// Applies `req` at `revision` on top of `view`. Deterministic: the same
-/// inputs give the same outputs on every node.
-pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<Applied, WriteError> {
+/// inputs give the same outputs on every node. `seq_base` numbers this
+/// request's audit records after those of requests applied earlier at the
+/// same revision.
+pub fn apply(
+    view: &StateView,
+    revision: u64,
+    seq_base: u32,
+    req: &WriteRequest,
+) -> Result<Applied, WriteError> {
     if req
         .watch
         .iter()
@@ -306,6 +343,7 @@ pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<Appl
     let mut ctx = ApplyCtx {
         v: view.clone(),
         revision,
+        seq_base,
         req,
         changes: Vec::new(),
         audit: Vec::new(),
@@ -330,6 +368,7 @@ pub fn apply(view: &StateView, revision: u64, req: &WriteRequest) -> Result<Appl
 struct ApplyCtx<'a> {
     v: StateView,
     revision: u64,
+    seq_base: u32,
     req: &'a WriteRequest,
     changes: Vec<Change>,
     audit: Vec<AuditRecord>,
@@ -351,7 +390,7 @@ impl ApplyCtx<'_> {
         before: Option<Value>,
         after: Option<Value>,
     ) {
-        let seq = self.audit.len() as u32;
+        let seq = self.seq_base + self.audit.len() as u32;
         self.audit.push(AuditRecord {
             kind,
             key: key.to_string(),
@@ -560,6 +599,7 @@ impl ApplyCtx<'_> {
                     )));
                 }
                 let k: Arc<str> = key.as_str().into();
+                self.v.index_references(&k, Some(&current.def), None);
                 self.v.flags.remove(key.as_str());
                 self.v.scan_order.remove(&(scan_hash(key), k.clone()));
                 self.v.flag_tombstones.insert(k.clone(), current.version);
@@ -760,7 +800,9 @@ fn build_flag(
 
 fn store_flag(v: &mut StateView, key: &str, entry: FlagEntry, revision: u64) {
     let k: Arc<str> = key.into();
-    if !v.flags.contains_key(key) {
+    let old = v.flags.get(key).cloned();
+    v.index_references(&k, old.as_ref().map(|e| &e.def), Some(&entry.def));
+    if old.is_none() {
         v.scan_order.insert((scan_hash(key), k.clone()));
     }
     v.flags.insert(k.clone(), Arc::new(entry));

@@ -39,8 +39,8 @@ pub enum StorageError {
 pub trait StateStorage: Send + Sync + 'static {
     /// Everything stored, audit excluded (it is read on demand).
     fn load(&self) -> Result<StateImage, StorageError>;
-    /// Persists one applied entry atomically.
-    fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError>;
+    /// Persists applied entries atomically (each entry whole, never in part).
+    fn commit(&self, batches: &[AppliedBatch], audit_retention: usize) -> Result<(), StorageError>;
     /// A key's audit records, newest first.
     fn history(
         &self,
@@ -62,6 +62,9 @@ pub trait StateStorage: Send + Sync + 'static {
 pub struct SledStorage {
     db: sled::Db,
     tree: sled::Tree,
+    /// Audit records per key prefix, counted once per key, so retention
+    /// needs no scan on every write.
+    audit_counts: std::sync::Mutex<std::collections::HashMap<Vec<u8>, usize>>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -115,7 +118,11 @@ impl SledStorage {
             .open()
             .map_err(engine)?;
         let tree = db.open_tree("state").map_err(engine)?;
-        Ok(SledStorage { db, tree })
+        Ok(SledStorage {
+            db,
+            tree,
+            audit_counts: Default::default(),
+        })
     }
 
     fn put_record(&self, batch: &mut sled::Batch, kind: Kind, key: &str, value: Vec<u8>) {
@@ -183,51 +190,55 @@ impl StateStorage for SledStorage {
         Ok(image)
     }
 
-    fn commit(&self, batch: &AppliedBatch, audit_retention: usize) -> Result<(), StorageError> {
+    fn commit(&self, batches: &[AppliedBatch], audit_retention: usize) -> Result<(), StorageError> {
         let mut b = sled::Batch::default();
-        b.insert(&b"m:applied"[..], batch.meta.clone());
-        if let Some(rev) = batch.revision {
-            b.insert(&b"m:revision"[..], rev.to_be_bytes().to_vec());
-        }
-        for change in &batch.changes {
-            match change {
-                Change::Flag(r) => self.put_record(&mut b, Kind::Flag, &r.key, encode(r)?),
-                Change::Segment(r) => self.put_record(&mut b, Kind::Segment, &r.key, encode(r)?),
-                Change::FlagDeleted { key, version } => {
-                    self.delete_record(&mut b, Kind::Flag, key, *version)
-                }
-                Change::SegmentDeleted { key, version } => {
-                    self.delete_record(&mut b, Kind::Segment, key, *version)
+        let mut counts = self.audit_counts.lock().unwrap_or_else(|p| p.into_inner());
+        // Records added by this commit per key, oldest first.
+        let mut added: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+        for batch in batches {
+            b.insert(&b"m:applied"[..], batch.meta.clone());
+            if let Some(rev) = batch.revision {
+                b.insert(&b"m:revision"[..], rev.to_be_bytes().to_vec());
+            }
+            for change in &batch.changes {
+                match change {
+                    Change::Flag(r) => self.put_record(&mut b, Kind::Flag, &r.key, encode(r)?),
+                    Change::Segment(r) => {
+                        self.put_record(&mut b, Kind::Segment, &r.key, encode(r)?)
+                    }
+                    Change::FlagDeleted { key, version } => {
+                        self.delete_record(&mut b, Kind::Flag, key, *version)
+                    }
+                    Change::SegmentDeleted { key, version } => {
+                        self.delete_record(&mut b, Kind::Segment, key, *version)
+                    }
                 }
             }
-        }
-        // Retention: keep the newest `audit_retention` records per key.
-        let mut per_key: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
-        for r in &batch.audit {
-            b.insert(audit_key(r), encode(r)?);
-            per_key
-                .entry(audit_prefix(r.kind, &r.key))
-                .or_default()
-                .push(audit_key(r));
-        }
-        for (prefix, new_keys) in per_key {
-            let mut existing: Vec<Vec<u8>> = self
-                .tree
-                .scan_prefix(&prefix)
-                .keys()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(engine)?
-                .into_iter()
-                .map(|k| k.to_vec())
-                .collect();
-            existing.extend(new_keys);
-            existing.sort();
-            existing.dedup();
-            if existing.len() > audit_retention {
-                for k in &existing[..existing.len() - audit_retention] {
-                    b.remove(k.clone());
-                }
+            for r in &batch.audit {
+                b.insert(audit_key(r), encode(r)?);
+                added
+                    .entry(audit_prefix(r.kind, &r.key))
+                    .or_default()
+                    .push(audit_key(r));
             }
+        }
+        // Retention: keep the newest `audit_retention` records per key; the
+        // oldest stored ones go first, then the oldest of this commit.
+        for (prefix, new_keys) in added {
+            let stored = match counts.get(&prefix) {
+                Some(n) => *n,
+                None => self.tree.scan_prefix(&prefix).keys().count(),
+            };
+            let total = stored + new_keys.len();
+            let excess = total.saturating_sub(audit_retention);
+            let from_stored = excess.min(stored);
+            for k in self.tree.scan_prefix(&prefix).keys().take(from_stored) {
+                b.remove(k.map_err(engine)?);
+            }
+            for k in new_keys.iter().take(excess - from_stored) {
+                b.remove(k.clone());
+            }
+            counts.insert(prefix, total - excess);
         }
         self.tree.apply_batch(b).map_err(engine)
     }
@@ -283,6 +294,10 @@ impl StateStorage for SledStorage {
         for r in &image.audit {
             b.insert(audit_key(r), encode(r)?);
         }
+        self.audit_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.tree.apply_batch(b).map_err(engine)
     }
 

@@ -1,0 +1,44 @@
+# Helpers shared by the benchmark scripts: start/stop servers on free ports.
+# Source it; every server started here is stopped on exit.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release/flagstaff"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/flagstaff-bench-XXXXXX")"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_pong() { # port
+    for _ in $(seq 1 600); do
+        if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; then return 0; fi
+        sleep 0.1
+    done
+    echo "server on $1 did not start" >&2; return 1
+}
+
+build_release() { (cd "$ROOT" && cargo build --release -q); }
+
+start_flagstaff() { # port datadir [args...]
+    local port=$1 dir=$2; shift 2
+    "$BIN" --port "$port" --data-dir "$dir" --log-level warn "$@" &
+    PIDS+=($!)
+    wait_pong "$port"
+}
+
+start_redis() { # port [args...]
+    local port=$1; shift
+    redis-server --port "$port" --save '' --dir "$WORK" --daemonize no "$@" >/dev/null &
+    PIDS+=($!)
+    wait_pong "$port"
+}
+
+rps() { # redis-benchmark args... -> requests per second (number only)
+    redis-benchmark "$@" -q 2>/dev/null | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{print $1}'
+}
