@@ -40,5 +40,5 @@ start_redis() { # port [args...]
 }
 
 rps() { # redis-benchmark args... -> requests per second (number only)
-    redis-benchmark "$@" -q 2>/dev/null | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{print $1}'
+    redis-benchmark -q "$@" 2>/dev/null | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{print $1}'
 }

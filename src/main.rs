@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc returns freed memory to the OS and fragments less than glibc's
+/// per-thread arenas after large transient parses (imports, snapshots).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use flagstaff::config::{Cli, LogFormat, Settings, Tool};
 
