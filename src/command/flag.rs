@@ -131,18 +131,23 @@ pub fn match_option(args: &[Bytes]) -> Result<Option<&Bytes>, CommandError> {
     Ok(pattern)
 }
 
-/// `FLAG.LIST [MATCH pattern]`: flag keys, sorted.
-pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let pattern = match_option(&args[1..])?;
-    let view = ctx.state.store.view();
-    let mut keys: Vec<&str> = view
-        .flags
-        .keys()
+/// The keys matching an optional pattern, sorted, as an array reply.
+pub fn sorted_keys<'a>(
+    keys: impl Iterator<Item = &'a std::sync::Arc<str>>,
+    pattern: Option<&Bytes>,
+) -> Reply {
+    let mut keys: Vec<&str> = keys
         .map(|k| &**k)
         .filter(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
         .collect();
     keys.sort_unstable();
-    Ok(Reply::Array(keys.into_iter().map(Reply::bulk).collect()).into())
+    Reply::Array(keys.into_iter().map(Reply::bulk).collect())
+}
+
+/// `FLAG.LIST [MATCH pattern]`: flag keys, sorted.
+pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let pattern = match_option(&args[1..])?;
+    Ok(sorted_keys(ctx.state.store.view().flags.keys(), pattern).into())
 }
 
 /// `FLAG.SCAN cursor [MATCH pattern] [COUNT n]`: `[next-cursor, [keys]]`.
@@ -195,7 +200,12 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         return Ok(Reply::Nil.into());
     };
     let context = context_arg(args.get(2))?;
-    let e = evaluate(&entry.compiled, &context, &**view, now_ms());
+    let now = if entry.compiled.uses_now {
+        now_ms()
+    } else {
+        0.0
+    };
+    let e = evaluate(&entry.compiled, &context, &**view, now);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
 }

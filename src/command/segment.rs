@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::flag::{
-    match_option, read_key, reason, render_deleted, render_version, write, write_key,
+    match_option, read_key, reason, render_deleted, render_version, sorted_keys, write, write_key,
 };
 use super::{parse, Action, CommandError, Ctx};
 use crate::flag::parse_segment;
@@ -52,13 +52,5 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 /// `SEGMENT.LIST [MATCH pattern]`: segment keys, sorted.
 pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
-    let view = ctx.state.store.view();
-    let mut keys: Vec<&str> = view
-        .segments
-        .keys()
-        .map(|k| &**k)
-        .filter(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
-        .collect();
-    keys.sort_unstable();
-    Ok(Reply::Array(keys.into_iter().map(Reply::bulk).collect()).into())
+    Ok(sorted_keys(ctx.state.store.view().segments.keys(), pattern).into())
 }

@@ -188,6 +188,9 @@ pub struct CompiledFlag {
     pub rules: Vec<CompiledRule>,
     /// Fallthrough.
     pub fallthrough: CompiledServe,
+    /// Whether evaluation may read server time (`$now` here, in a segment,
+    /// or possibly in a prerequisite), so callers read the clock only then.
+    pub uses_now: bool,
 }
 
 /// A segment ready for membership tests.
@@ -392,7 +395,7 @@ pub fn compile_flag(
             targets.entry(Box::from(k.as_str())).or_insert(v);
         }
     }
-    let rules = def
+    let rules: Vec<CompiledRule> = def
         .rules
         .iter()
         .enumerate()
@@ -414,6 +417,16 @@ pub fn compile_flag(
             })
         })
         .collect::<Result<_, Invalid>>()?;
+    let clause_uses_now = |c: &CompiledClause| match &c.matcher {
+        Matcher::InSegment(segs) => segs
+            .iter()
+            .any(|s| s.rules.iter().flatten().any(|c| c.attr == Attr::Now)),
+        _ => c.attr == Attr::Now,
+    };
+    let uses_now = !def.prerequisites.is_empty()
+        || rules
+            .iter()
+            .any(|r: &CompiledRule| r.clauses.iter().any(clause_uses_now));
     Ok(CompiledFlag {
         key: key.into(),
         on: def.on,
@@ -437,5 +450,6 @@ pub fn compile_flag(
         targets,
         rules,
         fallthrough: serve("fallthrough", "fallthrough", &def.fallthrough)?,
+        uses_now,
     })
 }

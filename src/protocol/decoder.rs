@@ -200,7 +200,7 @@ impl RequestDecoder {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Option<Vec<Bytes>>>, DecodeError> {
-        let Some(pos) = buf.iter().position(|&c| c == b'\n') else {
+        let Some(pos) = memchr::memchr(b'\n', buf) else {
             if buf.len() > MAX_LINE {
                 return Err(protocol("too big inline request"));
             }
@@ -221,7 +221,8 @@ impl RequestDecoder {
 /// Splits off one CRLF-terminated line (without its CRLF), or `None` if the
 /// line is not complete yet.
 fn take_line(buf: &mut BytesMut, too_big: &str) -> Result<Option<BytesMut>, DecodeError> {
-    let Some(pos) = buf.iter().take(MAX_LINE + 2).position(|&c| c == b'\n') else {
+    let window = &buf[..buf.len().min(MAX_LINE + 2)];
+    let Some(pos) = memchr::memchr(b'\n', window) else {
         if buf.len() > MAX_LINE {
             return Err(protocol(too_big));
         }

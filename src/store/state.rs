@@ -251,32 +251,22 @@ impl StateView {
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
     pub fn dump(&self, pattern: Option<&[u8]>) -> String {
         let keep = |k: &str| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false));
-        let mut flags: Vec<(&Arc<str>, &Arc<FlagEntry>)> =
-            self.flags.iter().filter(|(k, _)| keep(k)).collect();
-        flags.sort_by(|a, b| a.0.cmp(b.0));
-        let mut segments: Vec<(&Arc<str>, &Arc<SegmentEntry>)> =
-            self.segments.iter().filter(|(k, _)| keep(k)).collect();
-        segments.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = format!("{{\"revision\":{},\"flags\":{{", self.revision);
-        for (i, (k, e)) in flags.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&Value::from(&***k).to_string());
-            out.push(':');
-            out.push_str(&String::from_utf8_lossy(&e.rendered));
-        }
-        out.push_str("},\"segments\":{");
-        for (i, (k, e)) in segments.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&Value::from(&***k).to_string());
-            out.push(':');
-            out.push_str(&String::from_utf8_lossy(&e.rendered));
-        }
-        out.push_str("}}");
-        out
+        let flags = self
+            .flags
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, e)| (k, &e.rendered));
+        let segments = self
+            .segments
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, e)| (k, &e.rendered));
+        format!(
+            "{{\"revision\":{},\"flags\":{},\"segments\":{}}}",
+            self.revision,
+            json_object(flags),
+            json_object(segments)
+        )
     }
 }
 
@@ -296,6 +286,23 @@ impl Catalog for StateView {
     }
 }
 
+/// A JSON object of key → already rendered JSON, sorted by key.
+fn json_object<'a>(entries: impl Iterator<Item = (&'a Arc<str>, &'a Bytes)>) -> String {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::from("{");
+    for (i, (k, rendered)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(&**k).to_string());
+        out.push(':');
+        out.push_str(&String::from_utf8_lossy(rendered));
+    }
+    out.push('}');
+    out
+}
+
 /// A stable 64-bit hash (FNV-1a) of a key, never 0, for scan cursors.
 pub fn scan_hash(key: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -306,8 +313,19 @@ pub fn scan_hash(key: &str) -> u64 {
     h.max(1)
 }
 
-fn join(keys: &[Arc<str>]) -> String {
-    keys.iter().map(|k| &**k).collect::<Vec<_>>().join(", ")
+/// Refuses to delete `key` while other flags depend on it.
+fn refuse_if_referenced(key: &str, dependents: &[Arc<str>]) -> Result<(), OpError> {
+    if dependents.is_empty() {
+        return Ok(());
+    }
+    let names = dependents
+        .iter()
+        .map(|k| &**k)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(OpError::Referenced(format!(
+        "{key} is referenced by {names}"
+    )))
 }
 
 /// The outcome of applying one write request.
@@ -404,6 +422,38 @@ impl ApplyCtx<'_> {
             before,
             after,
         });
+    }
+
+    /// Records a deleted key: its tombstone version, revision, change and audit record.
+    fn forget(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        version: u64,
+        before: Option<Value>,
+        reason: &Option<String>,
+    ) {
+        let k: Arc<str> = key.into();
+        let (tombstones, change) = match kind {
+            Kind::Flag => (
+                &mut self.v.flag_tombstones,
+                Change::FlagDeleted {
+                    key: key.to_string(),
+                    version,
+                },
+            ),
+            Kind::Segment => (
+                &mut self.v.segment_tombstones,
+                Change::SegmentDeleted {
+                    key: key.to_string(),
+                    version,
+                },
+            ),
+        };
+        tombstones.insert(k.clone(), version);
+        self.v.key_revisions.insert(k, self.revision);
+        self.changes.push(change);
+        self.record(kind, key, version, Event::Delete, reason, before, None);
     }
 
     fn next_version(&self, kind: Kind, key: &str) -> u64 {
@@ -591,31 +641,17 @@ impl ApplyCtx<'_> {
                 let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
                     return Ok(OpOutcome::Deleted(false));
                 };
-                let dependents = self.v.prerequisite_dependents(key);
-                if !dependents.is_empty() {
-                    return Err(OpError::Referenced(format!(
-                        "{key} is referenced by {}",
-                        join(&dependents)
-                    )));
-                }
+                refuse_if_referenced(key, &self.v.prerequisite_dependents(key))?;
                 let k: Arc<str> = key.as_str().into();
                 self.v.index_references(&k, Some(&current.def), None);
                 self.v.flags.remove(key.as_str());
-                self.v.scan_order.remove(&(scan_hash(key), k.clone()));
-                self.v.flag_tombstones.insert(k.clone(), current.version);
-                self.v.key_revisions.insert(k, self.revision);
-                self.changes.push(Change::FlagDeleted {
-                    key: key.clone(),
-                    version: current.version,
-                });
-                self.record(
+                self.v.scan_order.remove(&(scan_hash(key), k));
+                self.forget(
                     Kind::Flag,
                     key,
                     current.version,
-                    Event::Delete,
-                    reason,
                     def_json(&current.def),
-                    None,
+                    reason,
                 );
                 Ok(OpOutcome::Deleted(true))
             }
@@ -631,29 +667,14 @@ impl ApplyCtx<'_> {
                 let Some(current) = self.v.segments.get(key.as_str()).cloned() else {
                     return Ok(OpOutcome::Deleted(false));
                 };
-                let dependents = self.v.segment_dependents(key);
-                if !dependents.is_empty() {
-                    return Err(OpError::Referenced(format!(
-                        "{key} is referenced by {}",
-                        join(&dependents)
-                    )));
-                }
-                let k: Arc<str> = key.as_str().into();
+                refuse_if_referenced(key, &self.v.segment_dependents(key))?;
                 self.v.segments.remove(key.as_str());
-                self.v.segment_tombstones.insert(k.clone(), current.version);
-                self.v.key_revisions.insert(k, self.revision);
-                self.changes.push(Change::SegmentDeleted {
-                    key: key.clone(),
-                    version: current.version,
-                });
-                self.record(
+                self.forget(
                     Kind::Segment,
                     key,
                     current.version,
-                    Event::Delete,
-                    reason,
                     def_json(&current.def),
-                    None,
+                    reason,
                 );
                 Ok(OpOutcome::Deleted(true))
             }
