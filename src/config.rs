@@ -99,6 +99,15 @@ pub struct Cli {
     /// Milliseconds a write may take before it is answered -TIMEOUT (outcome unknown) [default: 5000]
     #[arg(long, env = "FLAGSTAFF_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
+    /// Pub/sub output buffer: disconnect a subscriber above this many bytes, 0 for no limit [default: 33554432]
+    #[arg(long, env = "FLAGSTAFF_PUBSUB_HARD_LIMIT")]
+    pub pubsub_hard_limit: Option<usize>,
+    /// Pub/sub output buffer: disconnect a subscriber above this many bytes for --pubsub-soft-seconds [default: 8388608]
+    #[arg(long, env = "FLAGSTAFF_PUBSUB_SOFT_LIMIT")]
+    pub pubsub_soft_limit: Option<usize>,
+    /// Seconds a subscriber may stay above the soft limit [default: 60]
+    #[arg(long, env = "FLAGSTAFF_PUBSUB_SOFT_SECONDS")]
+    pub pubsub_soft_seconds: Option<u64>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -151,6 +160,9 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     audit_retention: Option<usize>,
     write_timeout_ms: Option<u64>,
+    pubsub_hard_limit: Option<usize>,
+    pubsub_soft_limit: Option<usize>,
+    pubsub_soft_seconds: Option<u64>,
 }
 
 /// A configuration problem, worded as one line.
@@ -223,6 +235,12 @@ pub struct Settings {
     pub audit_retention: usize,
     /// Write timeout in ms.
     pub write_timeout_ms: u64,
+    /// Pub/sub hard output limit in bytes.
+    pub pubsub_hard_limit: usize,
+    /// Pub/sub soft output limit in bytes.
+    pub pubsub_soft_limit: usize,
+    /// Seconds over the soft limit before disconnecting.
+    pub pubsub_soft_seconds: u64,
 }
 
 impl Default for Settings {
@@ -247,6 +265,9 @@ impl Default for Settings {
             snapshot_every: 10_000,
             audit_retention: 100,
             write_timeout_ms: 5000,
+            pubsub_hard_limit: 32 * 1024 * 1024,
+            pubsub_soft_limit: 8 * 1024 * 1024,
+            pubsub_soft_seconds: 60,
         }
     }
 }
@@ -303,6 +324,18 @@ impl Settings {
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
                 .unwrap_or(d.write_timeout_ms),
+            pubsub_hard_limit: cli
+                .pubsub_hard_limit
+                .or(file.pubsub_hard_limit)
+                .unwrap_or(d.pubsub_hard_limit),
+            pubsub_soft_limit: cli
+                .pubsub_soft_limit
+                .or(file.pubsub_soft_limit)
+                .unwrap_or(d.pubsub_soft_limit),
+            pubsub_soft_seconds: cli
+                .pubsub_soft_seconds
+                .or(file.pubsub_soft_seconds)
+                .unwrap_or(d.pubsub_soft_seconds),
         };
         s.check()?;
         Ok(s)
@@ -349,6 +382,15 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Pub/sub output-buffer limits.
+    pub fn pubsub_limits(&self) -> crate::pubsub::Limits {
+        crate::pubsub::Limits {
+            hard: self.pubsub_hard_limit,
+            soft: self.pubsub_soft_limit,
+            soft_for: std::time::Duration::from_secs(self.pubsub_soft_seconds),
+        }
     }
 
     /// The request decoder's limits.

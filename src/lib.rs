@@ -11,6 +11,7 @@ pub mod flag;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;
+pub mod pubsub;
 pub mod raft;
 pub mod server;
 pub mod store;

@@ -9,7 +9,12 @@ use crate::protocol::{Protocol, Reply};
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
 /// `PING [message]`: `+PONG`, or the message as a bulk string.
-pub fn ping(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+pub fn ping(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    if args.len() <= 2 && ctx.session.proto == Protocol::Resp2 && ctx.session.subscriptions() > 0 {
+        // In RESP2 subscribed state PING answers like a message, as Redis does.
+        let msg = args.get(1).cloned().unwrap_or_default();
+        return Ok(Reply::Array(vec![Reply::bulk_static("pong"), Reply::Bulk(msg)]).into());
+    }
     match args.len() {
         1 => Ok(Reply::Simple("PONG".into()).into()),
         2 => Ok(Reply::Bulk(args[1].clone()).into()),
@@ -154,6 +159,11 @@ pub fn quit(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
 /// `RESET`: back to a fresh connection's state.
 pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
     let auth = !ctx.state.requires_auth();
+    ctx.state.hub.forget(
+        ctx.session.client.id,
+        &ctx.session.channels,
+        &ctx.session.patterns,
+    );
     ctx.session.reset(auth);
     ctx.session.client.update(|l| l.resp = 2);
     Ok(Reply::Simple("RESET".into()).into())

@@ -7,6 +7,7 @@ pub mod connection;
 mod error;
 pub mod flag;
 mod parse;
+pub mod pubsub;
 pub mod segment;
 pub mod server;
 pub mod session;
@@ -171,6 +172,12 @@ fn check(
     }
     if !spec.arity_ok(args.len()) {
         return Err(CommandError::WrongArity(spec.name.to_string()));
+    }
+    if session.proto == crate::protocol::Protocol::Resp2
+        && session.subscriptions() > 0
+        && !pubsub::allowed_while_subscribed(spec.name)
+    {
+        return Err(pubsub::subscribed_refusal(spec.name));
     }
     Ok(spec)
 }

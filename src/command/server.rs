@@ -210,9 +210,10 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         ),
         "clients" => write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:0\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:{}\r\n",
             st.clients.count(),
-            s.maxclients
+            s.maxclients,
+            st.hub.subscriber_count()
         ),
         "memory" => write!(
             out,
@@ -238,12 +239,15 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         }
         "stats" => write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\ntotal_error_replies:0\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\ntotal_error_replies:0\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
             metrics::get(&st.stats.connections_received),
             metrics::get(&st.stats.commands_processed),
             metrics::get(&st.stats.net_input_bytes),
             metrics::get(&st.stats.net_output_bytes),
             metrics::get(&st.stats.rejected_connections),
+            st.hub.channels(None).len(),
+            st.hub.numpat(),
+            metrics::get(&st.hub.disconnected),
             metrics::get(&st.stats.protocol_errors),
             metrics::get(&st.stats.evaluations),
             metrics::get(&st.stats.writes_applied),
@@ -341,6 +345,13 @@ pub fn config_get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandEr
             if s.requirepass.is_some() { "no" } else { "yes" }.into(),
         ),
         ("cluster-enabled", "no".into()),
+        (
+            "client-output-buffer-limit",
+            format!(
+                "normal 0 0 0 slave 268435456 67108864 60 pubsub {} {} {}",
+                s.pubsub_hard_limit, s.pubsub_soft_limit, s.pubsub_soft_seconds
+            ),
+        ),
         ("io-threads", s.threads.to_string()),
         ("shutdown-timeout", s.shutdown_timeout.to_string()),
     ];

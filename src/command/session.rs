@@ -1,11 +1,14 @@
 //! Per-connection state that commands read and change.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::clients::ClientHandle;
 use crate::protocol::Protocol;
+use crate::pubsub::{Mailbox, Message};
 
 /// A `MULTI` block being queued.
 #[derive(Debug, Default)]
@@ -31,6 +34,12 @@ pub struct Session {
     pub multi: Option<MultiState>,
     /// Keys watched with `WATCH`, with the revision at which each last changed.
     pub watched: Vec<(String, u64)>,
+    /// Subscribed channels.
+    pub channels: HashSet<Bytes>,
+    /// Subscribed patterns.
+    pub patterns: HashSet<Bytes>,
+    /// The pub/sub mailbox, created at the first subscription.
+    pub mail: Option<(Arc<Mailbox>, UnboundedReceiver<Message>)>,
 }
 
 impl Session {
@@ -43,7 +52,15 @@ impl Session {
             user: "default".to_string(),
             multi: None,
             watched: Vec::new(),
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            mail: None,
         }
+    }
+
+    /// Channels plus patterns subscribed (the count Redis reports).
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
     }
 
     /// Back to the state of a new connection, as `RESET` does.
@@ -54,5 +71,7 @@ impl Session {
         self.multi = None;
         self.watched.clear();
         self.client.set_name(None);
+        self.channels.clear();
+        self.patterns.clear();
     }
 }

@@ -23,6 +23,8 @@ pub struct ServerState {
     pub raft: OnceLock<RaftNode>,
     /// Connected clients.
     pub clients: ClientRegistry,
+    /// Pub/sub subscriptions.
+    pub hub: crate::pubsub::Hub,
     /// Counters for INFO.
     pub stats: Stats,
     /// When the server started.
@@ -39,11 +41,13 @@ pub struct ServerState {
 impl ServerState {
     /// State for a server about to load its data.
     pub fn new(settings: Settings) -> Self {
+        let hub = crate::pubsub::Hub::new(settings.pubsub_limits());
         ServerState {
             settings,
             store: Arc::new(Store::new()),
             raft: OnceLock::new(),
             clients: ClientRegistry::default(),
+            hub,
             stats: Stats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),

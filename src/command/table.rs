@@ -3,7 +3,7 @@
 use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
 };
-use super::{connection as conn, flag, segment, server, transaction as tx};
+use super::{connection as conn, flag, pubsub as ps, segment, server, transaction as tx};
 
 const CONN: &[&str] = &["@fast", "@connection"];
 const SLOW_CONN: &[&str] = &["@slow", "@connection"];
@@ -274,6 +274,66 @@ pub const CONFIG: CommandSpec = CommandSpec {
     )
 };
 
+const PUBSUB_CAT: &[&str] = &["@pubsub", "@slow"];
+const PUBSUB_FLAGS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+
+/// `PUBSUB` and its subcommands.
+pub const PUBSUB: CommandSpec = CommandSpec {
+    subcommands: &[
+        CommandSpec {
+            args: &[optional(tagged("pattern", "pattern", "PATTERN"))],
+            ..spec(
+                "pubsub|channels",
+                -2,
+                PUBSUB_FLAGS,
+                PUBSUB_CAT,
+                "pubsub",
+                "Returns the active channels.",
+                ps::pubsub_channels,
+            )
+        },
+        CommandSpec {
+            args: &[optional(multiple(string("channel")))],
+            ..spec(
+                "pubsub|numsub",
+                -2,
+                PUBSUB_FLAGS,
+                PUBSUB_CAT,
+                "pubsub",
+                "Returns a count of subscribers to channels.",
+                ps::pubsub_numsub,
+            )
+        },
+        spec(
+            "pubsub|numpat",
+            2,
+            PUBSUB_FLAGS,
+            PUBSUB_CAT,
+            "pubsub",
+            "Returns a count of unique pattern subscriptions.",
+            ps::pubsub_numpat,
+        ),
+        spec(
+            "pubsub|help",
+            2,
+            &["loading", "stale"],
+            PUBSUB_CAT,
+            "pubsub",
+            "Returns helpful text about the different subcommands.",
+            ps::pubsub_help,
+        ),
+    ],
+    ..spec(
+        "pubsub",
+        -2,
+        &[],
+        PUBSUB_CAT,
+        "pubsub",
+        "A container for Pub/Sub commands.",
+        ps::pubsub,
+    )
+};
+
 /// Every top-level command.
 pub static COMMANDS: &[CommandSpec] = &[
     // connection
@@ -311,6 +371,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         args: &[optional(oneof("save-selector", &[token("nosave", "NOSAVE"), token("save", "SAVE")])), optional(token("now", "NOW")), optional(token("force", "FORCE"))],
         ..spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no-multi"], ADMIN, "server", "Stops accepting connections, finishes in-flight commands and exits.", server::shutdown)
     },
+    // pub/sub
+    CommandSpec {
+        args: &[multiple(string("channel"))],
+        ..spec("subscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels.", ps::subscribe)
+    },
+    CommandSpec {
+        args: &[optional(multiple(string("channel")))],
+        ..spec("unsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages posted to channels.", ps::unsubscribe)
+    },
+    CommandSpec {
+        args: &[multiple(string("pattern"))],
+        ..spec("psubscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels that match patterns.", ps::psubscribe)
+    },
+    CommandSpec {
+        args: &[optional(multiple(string("pattern")))],
+        ..spec("punsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages published to channels that match patterns.", ps::punsubscribe)
+    },
+    CommandSpec {
+        args: &[string("channel"), string("message")],
+        ..spec("publish", 3, &["pubsub", "loading", "stale", "fast"], &["@pubsub", "@fast"], "pubsub", "Posts a message to a channel.", ps::publish)
+    },
+    PUBSUB,
     // transactions
     spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Starts a transaction.", tx::multi),
     spec("exec", 1, &["noscript", "loading", "stale", "skip-slowlog"], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),

@@ -46,6 +46,9 @@ pub enum Reply {
     Verbatim(Bytes),
     /// An out-of-band push (RESP3); an array in RESP2.
     Push(Vec<Reply>),
+    /// Several replies to one command, written one after another (as
+    /// SUBSCRIBE confirms each channel).
+    Sequence(Vec<Reply>),
 }
 
 impl Reply {
@@ -126,6 +129,7 @@ impl Reply {
                     Protocol::Resp3 => simple(out, FrameKind::Double, text.as_bytes()),
                 }
             }
+            Reply::Sequence(items) => items.iter().for_each(|r| r.encode(proto, out)),
             Reply::Verbatim(b) => match proto {
                 Protocol::Resp2 => bulk(out, b),
                 Protocol::Resp3 => {

@@ -356,11 +356,9 @@ impl RaftNode {
         }
     }
 
-    /// Change events of every applied write.
-    pub fn subscribe(
-        &self,
-    ) -> tokio::sync::broadcast::Receiver<Arc<Vec<crate::store::AuditRecord>>> {
-        self.state_machine.subscribe()
+    /// Change events of every applied write, in revision order (one reader).
+    pub fn take_events(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<AuditRecord>>> {
+        self.state_machine.take_events()
     }
 
     /// Entries held in the log (since the last compaction).

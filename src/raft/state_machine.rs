@@ -18,7 +18,7 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use super::persister::Persister;
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
@@ -41,7 +41,7 @@ struct Inner {
     persister: Arc<Persister>,
     snapshot_dir: PathBuf,
     applied: Mutex<AppliedMeta>,
-    events: broadcast::Sender<Arc<Vec<AuditRecord>>>,
+    events: Mutex<Option<mpsc::UnboundedSender<Arc<Vec<AuditRecord>>>>>,
 }
 
 /// The state machine handle.
@@ -110,7 +110,6 @@ impl StateMachine {
         applied: AppliedMeta,
         snapshot_dir: PathBuf,
     ) -> Self {
-        let (events, _) = broadcast::channel(1024);
         StateMachine {
             inner: Arc::new(Inner {
                 store,
@@ -118,7 +117,7 @@ impl StateMachine {
                 persister,
                 snapshot_dir,
                 applied: Mutex::new(applied),
-                events,
+                events: Mutex::new(None),
             }),
         }
     }
@@ -127,9 +126,12 @@ impl StateMachine {
         self.inner.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Change events (the audit records of each applied write), for the change feed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<AuditRecord>>> {
-        self.inner.events.subscribe()
+    /// Change events (the audit records of each applied entry, in order),
+    /// for the change feed. Unbounded, so none is ever dropped; one reader.
+    pub fn take_events(&self) -> mpsc::UnboundedReceiver<Arc<Vec<AuditRecord>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 
     /// Applies entries in order, each against the view the previous one
@@ -192,8 +194,10 @@ impl StateMachine {
         if changed {
             self.inner.store.publish_arc(view);
         }
-        for e in events {
-            let _ = self.inner.events.send(e);
+        if let Some(tx) = &*self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) {
+            for e in events {
+                let _ = tx.send(e);
+            }
         }
         Ok(responses)
     }

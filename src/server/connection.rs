@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::command::{self, Flow, ServerState, Session};
 use crate::metrics;
-use crate::protocol::{Reply, RequestDecoder};
+use crate::protocol::{Protocol, Reply, RequestDecoder};
+use crate::pubsub::{Mailbox, Message};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_READ_CHUNK: usize = 1024 * 1024;
@@ -46,6 +47,7 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
     if let Err(e) = run(&state, &mut session, &mut stream).await {
         tracing::debug!(id, error = %e, "connection error");
     }
+    state.hub.forget(id, &session.channels, &session.patterns);
     state.clients.unregister(id);
     tracing::debug!(id, "client disconnected");
 }
@@ -76,6 +78,10 @@ async fn run(
             biased;
             _ = state.shutdown.cancelled() => return Ok(()),
             _ = client.kill.cancelled() => return Ok(()),
+            msg = next_message(&mut session.mail) => {
+                deliver(state, stream, session, msg, &mut wbuf).await?;
+                continue;
+            }
             n = read => n?,
         };
         if n == 0 {
@@ -127,4 +133,62 @@ async fn flush(
     metrics::add(&state.stats.net_output_bytes, wbuf.len() as u64);
     wbuf.clear();
     Ok(())
+}
+
+/// Waits for the next pub/sub message (forever when not subscribed).
+async fn next_message(
+    mail: &mut Option<(
+        std::sync::Arc<Mailbox>,
+        tokio::sync::mpsc::UnboundedReceiver<Message>,
+    )>,
+) -> Option<Message> {
+    match mail {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and every other queued message in one socket write.
+async fn deliver(
+    state: &ServerState,
+    stream: &mut TcpStream,
+    session: &mut Session,
+    first: Option<Message>,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<()> {
+    let proto = session.proto;
+    let Some((mailbox, rx)) = session.mail.as_mut() else {
+        return Ok(());
+    };
+    let mut next = first;
+    let mut size = 0;
+    while let Some(msg) = next {
+        size += msg.size();
+        encode_message(&msg, proto, wbuf);
+        if wbuf.len() >= FLUSH_AT {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    let mailbox = mailbox.clone();
+    flush(state, stream, wbuf).await?;
+    mailbox.delivered(size);
+    Ok(())
+}
+
+fn encode_message(msg: &Message, proto: Protocol, out: &mut BytesMut) {
+    let frame = match &msg.pattern {
+        Some(p) => Reply::Push(vec![
+            Reply::bulk_static("pmessage"),
+            Reply::Bulk(p.clone()),
+            Reply::Bulk(msg.channel.clone()),
+            Reply::Bulk(msg.payload.clone()),
+        ]),
+        None => Reply::Push(vec![
+            Reply::bulk_static("message"),
+            Reply::Bulk(msg.channel.clone()),
+            Reply::Bulk(msg.payload.clone()),
+        ]),
+    };
+    frame.encode(proto, out);
 }

@@ -86,6 +86,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     };
     let result = match loaded {
         Some(Ok(node)) => {
+            tokio::spawn(publish_changes(state.clone(), node.take_events()));
             let _ = state.raft.set(node);
             state.set_loading(false);
             tracing::info!(%addr, "ready to accept connections");
@@ -131,6 +132,21 @@ async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTra
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+}
+
+/// Publishes every applied change on `flag:<key>` / `segment:<key>`, in
+/// revision order.
+async fn publish_changes(
+    state: Arc<ServerState>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<crate::store::AuditRecord>>>,
+) {
+    while let Some(batch) = events.recv().await {
+        for record in batch.iter() {
+            let channel = bytes::Bytes::from(record.channel());
+            let payload = bytes::Bytes::from(record.event_json());
+            state.hub.publish(&channel, &payload);
         }
     }
 }

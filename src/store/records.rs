@@ -116,6 +116,29 @@ pub struct AuditRecord {
     pub after: Option<Value>,
 }
 
+impl AuditRecord {
+    /// The change event published on `flag:<key>` / `segment:<key>`:
+    /// `{"event","kind","key","version","revision","actor","ts","definition"}`.
+    pub fn event_json(&self) -> String {
+        serde_json::json!({
+            "event": self.event.as_str(),
+            "kind": self.kind.as_str(),
+            "key": self.key,
+            "version": self.version,
+            "revision": self.revision,
+            "actor": self.actor,
+            "ts": super::render::rfc3339(self.ts),
+            "definition": self.after,
+        })
+        .to_string()
+    }
+
+    /// The channel the event is published on.
+    pub fn channel(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.key)
+    }
+}
+
 /// One key's new state after an applied write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
