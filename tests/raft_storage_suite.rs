@@ -43,6 +43,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             persister,
             AppliedMeta::default(),
             dir.join("snapshots"),
+            1000,
         );
         Ok((TempDir(dir), log, sm))
     }

@@ -13,6 +13,7 @@ pub mod server;
 pub mod session;
 pub mod spec;
 mod state;
+pub mod stream;
 pub mod table;
 pub mod transaction;
 
@@ -131,6 +132,10 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
             Some(transaction::exec(session, state).await),
             Flow::Continue,
         );
+    }
+    if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
+        let reply = stream::xread_blocking(session, state, args).await;
+        return (Some(reply), Flow::Continue);
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
     match action {

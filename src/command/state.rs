@@ -25,6 +25,8 @@ pub struct ServerState {
     pub clients: ClientRegistry,
     /// Pub/sub subscriptions.
     pub hub: crate::pubsub::Hub,
+    /// The revision of the last published change; XREAD BLOCK waits on it.
+    pub changes: tokio::sync::watch::Sender<u64>,
     /// Counters for INFO.
     pub stats: Stats,
     /// When the server started.
@@ -48,6 +50,7 @@ impl ServerState {
             raft: OnceLock::new(),
             clients: ClientRegistry::default(),
             hub,
+            changes: tokio::sync::watch::Sender::new(0),
             stats: Stats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),

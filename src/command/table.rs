@@ -3,7 +3,7 @@
 use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
 };
-use super::{connection as conn, flag, pubsub as ps, segment, server, transaction as tx};
+use super::{connection as conn, flag, pubsub as ps, segment, server, stream, transaction as tx};
 
 const CONN: &[&str] = &["@fast", "@connection"];
 const SLOW_CONN: &[&str] = &["@slow", "@connection"];
@@ -393,6 +393,31 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..spec("publish", 3, &["pubsub", "loading", "stale", "fast"], &["@pubsub", "@fast"], "pubsub", "Posts a message to a channel.", ps::publish)
     },
     PUBSUB,
+    // the change stream
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("xlen", 2, &["readonly", "fast"], &["@stream", "@read", "@fast"], "stream", "Returns the number of entries retained in flagstaff:changes.", stream::xlen)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), string("start"), string("end"), optional(tagged("count", "integer", "COUNT"))],
+        ..spec("xrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range.", stream::xrange)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), string("end"), string("start"), optional(tagged("count", "integer", "COUNT"))],
+        ..spec("xrevrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range, newest first.", stream::xrevrange)
+    },
+    CommandSpec {
+        first_key: 0, last_key: 0, key_step: 0,
+        args: &[
+            optional(tagged("count", "integer", "COUNT")),
+            optional(tagged("milliseconds", "integer", "BLOCK")),
+            block("streams", &[token("streams", "STREAMS"), multiple(key("key")), multiple(string("id"))]),
+        ],
+        ..spec("xread", -4, &["readonly", "blocking", "movablekeys"], &["@stream", "@read", "@slow", "@blocking"], "stream", "Returns change-stream entries after an id, optionally waiting for them.", stream::xread)
+    },
     // transactions
     spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Starts a transaction.", tx::multi),
     spec("exec", 1, &["noscript", "loading", "stale", "skip-slowlog"], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),

@@ -18,7 +18,7 @@ use super::persister::Persister;
 use super::state_machine::{latest_snapshot, StateMachine};
 use super::types::{AppliedMeta, Member, NodeId, Proposal, TypeConfig};
 use super::wal::FsyncPolicy;
-use crate::store::storage::{SledStorage, StateStorage};
+use crate::store::storage::{SledStorage, StateStorage, StreamId};
 use crate::store::{AuditRecord, Kind, OpResult, StateView, Store, WriteError, WriteRequest};
 
 /// What the node needs from the configuration.
@@ -276,6 +276,7 @@ impl RaftNode {
             persister.clone(),
             applied,
             snapshot_dir,
+            settings.snapshot_every,
         );
         let config = Config {
             cluster_name: "flagstaff".into(),
@@ -397,6 +398,45 @@ impl RaftNode {
         self.storage
             .history(kind, key, count)
             .map_err(|e| e.to_string())
+    }
+
+    /// Change-stream entries after `after`, including every write applied here.
+    pub fn stream_after(
+        &self,
+        after: StreamId,
+        count: usize,
+        revision: u64,
+    ) -> Result<Vec<(StreamId, String)>, String> {
+        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.storage
+            .stream_after(after, count)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Change-stream entries in `[from, to]`.
+    pub fn stream_range(
+        &self,
+        from: StreamId,
+        to: StreamId,
+        count: usize,
+        rev: bool,
+        revision: u64,
+    ) -> Result<Vec<(StreamId, String)>, String> {
+        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.storage
+            .stream_range(from, to, count, rev)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Entries retained in the change stream.
+    pub fn stream_len(&self, revision: u64) -> Result<usize, String> {
+        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.storage.stream_len().map_err(|e| e.to_string())
+    }
+
+    /// Highest revision whose stream entries were compacted away.
+    pub fn stream_trimmed(&self) -> Result<u64, String> {
+        self.storage.stream_trimmed().map_err(|e| e.to_string())
     }
 
     /// The node's settings.

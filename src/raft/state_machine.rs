@@ -40,6 +40,8 @@ struct Inner {
     storage: Arc<dyn StateStorage>,
     persister: Arc<Persister>,
     snapshot_dir: PathBuf,
+    /// Stream entries kept behind the newest snapshot, in revisions.
+    stream_keep: u64,
     applied: Mutex<AppliedMeta>,
     events: Mutex<Option<mpsc::UnboundedSender<Arc<Vec<AuditRecord>>>>>,
 }
@@ -109,6 +111,7 @@ impl StateMachine {
         persister: Arc<Persister>,
         applied: AppliedMeta,
         snapshot_dir: PathBuf,
+        stream_keep: u64,
     ) -> Self {
         StateMachine {
             inner: Arc::new(Inner {
@@ -116,6 +119,7 @@ impl StateMachine {
                 storage,
                 persister,
                 snapshot_dir,
+                stream_keep,
                 applied: Mutex::new(applied),
                 events: Mutex::new(None),
             }),
@@ -257,11 +261,13 @@ impl StateMachine {
         let bytes = write_snapshot(&self.inner.snapshot_dir, &file).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
         })?;
-        tracing::info!(
-            index = meta.last_log_id.map_or(0, |l| l.index),
-            bytes = bytes.len(),
-            "snapshot written"
-        );
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        tracing::info!(index, bytes = bytes.len(), "snapshot written");
+        // The change stream's retention follows compaction, one window behind.
+        self.inner
+            .storage
+            .stream_trim(index.saturating_sub(self.inner.stream_keep))
+            .map_err(sm_error)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

@@ -148,6 +148,9 @@ async fn publish_changes(
             let payload = bytes::Bytes::from(record.event_json());
             state.hub.publish(&channel, &payload);
         }
+        if let Some(last) = batch.last() {
+            state.changes.send_replace(last.revision);
+        }
     }
 }
 

@@ -114,13 +114,19 @@ pub struct AuditRecord {
     pub before: Option<Value>,
     /// Definition after (absent for a delete).
     pub after: Option<Value>,
+    /// The key's FLAG.GET / SEGMENT.GET document after the change, which
+    /// change events carry (not kept in the audit log).
+    #[serde(skip)]
+    pub document: Option<bytes::Bytes>,
 }
 
 impl AuditRecord {
     /// The change event published on `flag:<key>` / `segment:<key>`:
-    /// `{"event","kind","key","version","revision","actor","ts","definition"}`.
+    /// `{"event","kind","key","version","revision","actor","ts","definition"}`,
+    /// where `definition` is the key's GET document (allocations included, so
+    /// a local copy evaluates rollouts exactly as the server) or null.
     pub fn event_json(&self) -> String {
-        serde_json::json!({
+        let head = serde_json::json!({
             "event": self.event.as_str(),
             "kind": self.kind.as_str(),
             "key": self.key,
@@ -128,9 +134,16 @@ impl AuditRecord {
             "revision": self.revision,
             "actor": self.actor,
             "ts": super::render::rfc3339(self.ts),
-            "definition": self.after,
         })
-        .to_string()
+        .to_string();
+        let definition = match &self.document {
+            Some(doc) => String::from_utf8_lossy(doc).into_owned(),
+            None => self
+                .after
+                .as_ref()
+                .map_or("null".to_string(), Value::to_string),
+        };
+        format!("{},\"definition\":{definition}}}", &head[..head.len() - 1])
     }
 
     /// The channel the event is published on.

@@ -262,8 +262,10 @@ impl StateView {
             .filter(|(k, _)| keep(k))
             .map(|(k, e)| (k, &e.rendered));
         format!(
-            "{{\"revision\":{},\"flags\":{},\"segments\":{}}}",
+            "{{\"revision\":{},\"stream_id\":\"{}-{}\",\"flags\":{},\"segments\":{}}}",
             self.revision,
+            self.revision,
+            u32::MAX,
             json_object(flags),
             json_object(segments)
         )
@@ -409,6 +411,11 @@ impl ApplyCtx<'_> {
         after: Option<Value>,
     ) {
         let seq = self.seq_base + self.audit.len() as u32;
+        let document = match (kind, &after) {
+            (_, None) => None,
+            (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered.clone()),
+            (Kind::Segment, Some(_)) => self.v.segments.get(key).map(|e| e.rendered.clone()),
+        };
         self.audit.push(AuditRecord {
             kind,
             key: key.to_string(),
@@ -421,6 +428,7 @@ impl ApplyCtx<'_> {
             reason: reason.clone(),
             before,
             after,
+            document,
         });
     }
 
@@ -754,7 +762,7 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
         return Err(invalid("$", "a dump is a JSON object".into()));
     };
     for k in obj.keys() {
-        if !matches!(k.as_str(), "revision" | "flags" | "segments") {
+        if !matches!(k.as_str(), "revision" | "stream_id" | "flags" | "segments") {
             return Err(invalid(k, "unknown field".into()));
         }
     }

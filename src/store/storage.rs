@@ -9,6 +9,8 @@
 //! | `f:<key>` / `s:<key>` | flag / segment record (JSON) |
 //! | `t:f:<key>` / `t:s:<key>` | last version of a deleted key |
 //! | `a:f:<key>\0<revision be8><seq be4>` | audit record (JSON); `a:s:` for segments |
+//! | `x:<revision be8><seq be4>` | change-stream entry (the event JSON) |
+//! | `m:stream_trimmed` | highest revision whose stream entries were compacted |
 //!
 //! sled's own flush is not an fsync, so it is never what makes a write
 //! durable: the write-ahead log is, and recovery replays it on top of sled.
@@ -56,6 +58,42 @@ pub trait StateStorage: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StorageError>;
     /// Bytes used on disk.
     fn disk_bytes(&self) -> u64;
+    /// Change-stream entries after `after` (exclusive), oldest first, at most `count`.
+    fn stream_after(
+        &self,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(StreamId, String)>, StorageError>;
+    /// Change-stream entries in `[from, to]`, oldest first (or newest first when `rev`).
+    fn stream_range(
+        &self,
+        from: StreamId,
+        to: StreamId,
+        count: usize,
+        rev: bool,
+    ) -> Result<Vec<(StreamId, String)>, StorageError>;
+    /// Entries retained in the change stream.
+    fn stream_len(&self) -> Result<usize, StorageError>;
+    /// Drops stream entries at or below revision `upto`; they count as compacted.
+    fn stream_trim(&self, upto: u64) -> Result<(), StorageError>;
+    /// Highest revision whose stream entries were compacted away (0: none).
+    fn stream_trimmed(&self) -> Result<u64, StorageError>;
+}
+
+/// A change-stream entry id: (revision, position among that revision's events).
+pub type StreamId = (u64, u32);
+
+fn stream_key(id: StreamId) -> Vec<u8> {
+    let mut k = b"x:".to_vec();
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k.extend_from_slice(&id.1.to_be_bytes());
+    k
+}
+
+fn stream_id_of(key: &[u8]) -> Option<StreamId> {
+    let rev = u64::from_be_bytes(key.get(2..10)?.try_into().ok()?);
+    let seq = u32::from_be_bytes(key.get(10..14)?.try_into().ok()?);
+    Some((rev, seq))
 }
 
 /// The sled engine.
@@ -215,6 +253,7 @@ impl StateStorage for SledStorage {
                 }
             }
             for r in &batch.audit {
+                b.insert(stream_key((r.revision, r.seq)), r.event_json().into_bytes());
                 b.insert(audit_key(r), encode(r)?);
                 added
                     .entry(audit_prefix(r.kind, &r.key))
@@ -279,6 +318,11 @@ impl StateStorage for SledStorage {
             b.insert(&b"m:applied"[..], meta.clone());
         }
         b.insert(&b"m:revision"[..], image.revision.to_be_bytes().to_vec());
+        // Events before an installed image are not known here.
+        b.insert(
+            &b"m:stream_trimmed"[..],
+            image.revision.to_be_bytes().to_vec(),
+        );
         for r in &image.flags {
             b.insert(format!("f:{}", r.key).into_bytes(), encode(r)?);
         }
@@ -307,5 +351,83 @@ impl StateStorage for SledStorage {
 
     fn disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn stream_after(
+        &self,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(StreamId, String)>, StorageError> {
+        let start = stream_key(after);
+        self.tree
+            .range(start.clone()..)
+            .filter(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.as_ref() != start.as_slice())
+            })
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(b"x:")))
+            .take(count)
+            .map(|item| {
+                let (k, v) = item.map_err(engine)?;
+                let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
+                    key: "x:".into(),
+                    why: "bad stream key".into(),
+                })?;
+                Ok((id, String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect()
+    }
+
+    fn stream_range(
+        &self,
+        from: StreamId,
+        to: StreamId,
+        count: usize,
+        rev: bool,
+    ) -> Result<Vec<(StreamId, String)>, StorageError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let range = self.tree.range(stream_key(from)..=stream_key(to));
+        let decode_item = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (k, v) = item.map_err(engine)?;
+            let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
+                key: "x:".into(),
+                why: "bad stream key".into(),
+            })?;
+            Ok((id, String::from_utf8_lossy(&v).into_owned()))
+        };
+        if rev {
+            range.rev().take(count).map(decode_item).collect()
+        } else {
+            range.take(count).map(decode_item).collect()
+        }
+    }
+
+    fn stream_len(&self) -> Result<usize, StorageError> {
+        Ok(self.tree.scan_prefix(b"x:").keys().count())
+    }
+
+    fn stream_trim(&self, upto: u64) -> Result<(), StorageError> {
+        if upto <= self.stream_trimmed()? {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for k in self
+            .tree
+            .range(stream_key((0, 0))..stream_key((upto + 1, 0)))
+            .keys()
+        {
+            b.remove(k.map_err(engine)?);
+        }
+        b.insert(&b"m:stream_trimmed"[..], upto.to_be_bytes().to_vec());
+        self.tree.apply_batch(b).map_err(engine)
+    }
+
+    fn stream_trimmed(&self) -> Result<u64, StorageError> {
+        match self.tree.get(b"m:stream_trimmed").map_err(engine)? {
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))),
+            None => Ok(0),
+        }
     }
 }
