@@ -270,16 +270,6 @@ fn two_hundred_subscribers_see_every_one_of_1000_changes_once_in_revision_order(
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     let _g = serial();
@@ -298,7 +288,7 @@ fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
         .unwrap();
     let _ = frame(&mut healthy);
     std::thread::sleep(Duration::from_millis(100));
-    let before = rss_kib(s.child.id());
+    let before = common::rss_kib(s.child.id());
     let payload = "x".repeat(200);
     let total = 200_000;
     let reader = std::thread::spawn(move || {
@@ -319,7 +309,7 @@ fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
         if i % 2000 == 1999 {
             publisher.write_all(&batch).unwrap();
             batch.clear();
-            peak = peak.max(rss_kib(s.child.id()));
+            peak = peak.max(common::rss_kib(s.child.id()));
         }
     }
     // Drain the publisher's replies.

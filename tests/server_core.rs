@@ -106,25 +106,15 @@ fn malformed_frames_get_protocol_errors_then_close_and_the_server_stays_up() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_declared_512mb_bulk_does_not_allocate_512mb() {
     let _g = serial();
     let s = Server::start(&[]);
-    let before = rss_kib(s.child.id());
+    let before = common::rss_kib(s.child.id());
     let mut raw = s.raw();
     raw.send(b"*2\r\n$4\r\nECHO\r\n$536870912\r\nabc");
     std::thread::sleep(Duration::from_millis(300));
-    let during = rss_kib(s.child.id());
+    let during = common::rss_kib(s.child.id());
     assert!(
         during < before + 64 * 1024,
         "RSS grew from {before} KiB to {during} KiB"

@@ -27,94 +27,100 @@ fn mailbox(ctx: &mut Ctx<'_>) -> std::sync::Arc<Mailbox> {
     }
 }
 
-/// `SUBSCRIBE channel [channel ...]`.
-pub fn subscribe(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+/// Channels or patterns: the two kinds of subscription.
+#[derive(Clone, Copy)]
+enum Kind {
+    Channel,
+    Pattern,
+}
+
+impl Kind {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Channel => ("subscribe", "unsubscribe"),
+            Kind::Pattern => ("psubscribe", "punsubscribe"),
+        }
+    }
+}
+
+fn add(ctx: &mut Ctx<'_>, args: &[Bytes], kind: Kind) -> Result<Action, CommandError> {
     let mb = mailbox(ctx);
     let id = ctx.session.client.id;
     let mut replies = Vec::new();
-    for ch in &args[1..] {
-        let ch = Bytes::copy_from_slice(ch);
-        ctx.state.hub.subscribe(id, &mb, &ch);
-        ctx.session.channels.insert(ch.clone());
+    for name in &args[1..] {
+        let name = Bytes::copy_from_slice(name);
+        match kind {
+            Kind::Channel => {
+                ctx.state.hub.subscribe(id, &mb, &name);
+                ctx.session.channels.insert(name.clone());
+            }
+            Kind::Pattern => {
+                ctx.state.hub.psubscribe(id, &mb, &name);
+                ctx.session.patterns.insert(name.clone());
+            }
+        }
         replies.push(confirmation(
-            "subscribe",
-            Some(&ch),
+            kind.names().0,
+            Some(&name),
             ctx.session.subscriptions(),
         ));
     }
     Ok(Reply::Sequence(replies).into())
+}
+
+fn remove(ctx: &mut Ctx<'_>, args: &[Bytes], kind: Kind) -> Result<Action, CommandError> {
+    let id = ctx.session.client.id;
+    let mut names: Vec<Bytes> = args[1..]
+        .iter()
+        .map(|a| Bytes::copy_from_slice(a))
+        .collect();
+    if names.is_empty() {
+        let current = match kind {
+            Kind::Channel => &ctx.session.channels,
+            Kind::Pattern => &ctx.session.patterns,
+        };
+        names = current.iter().cloned().collect();
+        names.sort();
+    }
+    let verb = kind.names().1;
+    if names.is_empty() {
+        return Ok(confirmation(verb, None, ctx.session.subscriptions()).into());
+    }
+    let mut replies = Vec::new();
+    for name in names {
+        match kind {
+            Kind::Channel => {
+                ctx.state.hub.unsubscribe(id, &name);
+                ctx.session.channels.remove(&name);
+            }
+            Kind::Pattern => {
+                ctx.state.hub.punsubscribe(id, &name);
+                ctx.session.patterns.remove(&name);
+            }
+        }
+        replies.push(confirmation(verb, Some(&name), ctx.session.subscriptions()));
+    }
+    Ok(Reply::Sequence(replies).into())
+}
+
+/// `SUBSCRIBE channel [channel ...]`.
+pub fn subscribe(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    add(ctx, args, Kind::Channel)
 }
 
 /// `PSUBSCRIBE pattern [pattern ...]`.
 pub fn psubscribe(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let mb = mailbox(ctx);
-    let id = ctx.session.client.id;
-    let mut replies = Vec::new();
-    for p in &args[1..] {
-        let p = Bytes::copy_from_slice(p);
-        ctx.state.hub.psubscribe(id, &mb, &p);
-        ctx.session.patterns.insert(p.clone());
-        replies.push(confirmation(
-            "psubscribe",
-            Some(&p),
-            ctx.session.subscriptions(),
-        ));
-    }
-    Ok(Reply::Sequence(replies).into())
+    add(ctx, args, Kind::Pattern)
 }
 
 /// `UNSUBSCRIBE [channel ...]`: all channels when none are named.
 pub fn unsubscribe(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let id = ctx.session.client.id;
-    let mut names: Vec<Bytes> = args[1..]
-        .iter()
-        .map(|a| Bytes::copy_from_slice(a))
-        .collect();
-    if names.is_empty() {
-        names = ctx.session.channels.iter().cloned().collect();
-        names.sort();
-    }
-    if names.is_empty() {
-        return Ok(confirmation("unsubscribe", None, ctx.session.subscriptions()).into());
-    }
-    let mut replies = Vec::new();
-    for ch in names {
-        ctx.state.hub.unsubscribe(id, &ch);
-        ctx.session.channels.remove(&ch);
-        replies.push(confirmation(
-            "unsubscribe",
-            Some(&ch),
-            ctx.session.subscriptions(),
-        ));
-    }
-    Ok(Reply::Sequence(replies).into())
+    remove(ctx, args, Kind::Channel)
 }
 
 /// `PUNSUBSCRIBE [pattern ...]`: all patterns when none are named.
 pub fn punsubscribe(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let id = ctx.session.client.id;
-    let mut names: Vec<Bytes> = args[1..]
-        .iter()
-        .map(|a| Bytes::copy_from_slice(a))
-        .collect();
-    if names.is_empty() {
-        names = ctx.session.patterns.iter().cloned().collect();
-        names.sort();
-    }
-    if names.is_empty() {
-        return Ok(confirmation("punsubscribe", None, ctx.session.subscriptions()).into());
-    }
-    let mut replies = Vec::new();
-    for p in names {
-        ctx.state.hub.punsubscribe(id, &p);
-        ctx.session.patterns.remove(&p);
-        replies.push(confirmation(
-            "punsubscribe",
-            Some(&p),
-            ctx.session.subscriptions(),
-        ));
-    }
-    Ok(Reply::Sequence(replies).into())
+    remove(ctx, args, Kind::Pattern)
 }
 
 /// `PUBLISH channel message`: the number of subscribers that received it.

@@ -90,6 +90,18 @@ fn stream_key(id: StreamId) -> Vec<u8> {
     k
 }
 
+/// Decodes one `x:` item of a sled scan.
+fn stream_entry(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(StreamId, String), StorageError> {
+    let (k, v) = item.map_err(engine)?;
+    let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
+        key: String::from_utf8_lossy(&k).into_owned(),
+        why: "bad stream key".into(),
+    })?;
+    Ok((id, String::from_utf8_lossy(&v).into_owned()))
+}
+
 fn stream_id_of(key: &[u8]) -> Option<StreamId> {
     let rev = u64::from_be_bytes(key.get(2..10)?.try_into().ok()?);
     let seq = u32::from_be_bytes(key.get(10..14)?.try_into().ok()?);
@@ -358,24 +370,12 @@ impl StateStorage for SledStorage {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<(StreamId, String)>, StorageError> {
-        let start = stream_key(after);
-        self.tree
-            .range(start.clone()..)
-            .filter(|item| {
-                item.as_ref()
-                    .map_or(true, |(k, _)| k.as_ref() != start.as_slice())
-            })
-            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(b"x:")))
-            .take(count)
-            .map(|item| {
-                let (k, v) = item.map_err(engine)?;
-                let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
-                    key: "x:".into(),
-                    why: "bad stream key".into(),
-                })?;
-                Ok((id, String::from_utf8_lossy(&v).into_owned()))
-            })
-            .collect()
+        let next = match after {
+            (u64::MAX, u32::MAX) => return Ok(Vec::new()),
+            (r, u32::MAX) => (r + 1, 0),
+            (r, s) => (r, s + 1),
+        };
+        self.stream_range(next, (u64::MAX, u32::MAX), count, false)
     }
 
     fn stream_range(
@@ -389,18 +389,10 @@ impl StateStorage for SledStorage {
             return Ok(Vec::new());
         }
         let range = self.tree.range(stream_key(from)..=stream_key(to));
-        let decode_item = |item: sled::Result<(sled::IVec, sled::IVec)>| {
-            let (k, v) = item.map_err(engine)?;
-            let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
-                key: "x:".into(),
-                why: "bad stream key".into(),
-            })?;
-            Ok((id, String::from_utf8_lossy(&v).into_owned()))
-        };
         if rev {
-            range.rev().take(count).map(decode_item).collect()
+            range.rev().take(count).map(stream_entry).collect()
         } else {
-            range.take(count).map(decode_item).collect()
+            range.take(count).map(stream_entry).collect()
         }
     }
 
