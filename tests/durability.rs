@@ -320,6 +320,60 @@ fn a_data_dir_of_another_node_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("data dir"));
 }
 
+#[test]
+fn every_command_gets_loading_until_the_data_is_loaded() {
+    let _g = serial();
+    let mut s = Server::start(&["--write-timeout-ms", "120000"]);
+    let mut flags = serde_json::Map::new();
+    for i in 0..20_000 {
+        flags.insert(
+            format!("prod:f{i:05}"),
+            serde_json::from_str(&flag_def(i)).unwrap(),
+        );
+    }
+    let doc = json!({ "flags": flags }).to_string();
+    let mut con = s.conn();
+    con.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let n: i64 = redis::cmd("FLAG.IMPORT").arg(doc).query(&mut con).unwrap();
+    assert_eq!(n, 20_000);
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(30)).unwrap().success());
+    s.respawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut replies = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "never became ready: {replies:?}");
+        let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", s.port)) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let mut raw = common::Raw { stream };
+        raw.send(b"PING\r\n");
+        let mut buf = [0u8; 128];
+        let n = std::io::Read::read(&mut raw.stream, &mut buf).unwrap_or(0);
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if reply == "+PONG\r\n" {
+            break;
+        }
+        replies.push(reply);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        replies
+            .iter()
+            .any(|r| r == "-LOADING flagstaff is loading the dataset in memory\r\n"),
+        "no -LOADING seen while loading 20,000 flags: {replies:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.starts_with("-LOADING") || r.is_empty()),
+        "{replies:?}"
+    );
+    let n: i64 = redis::cmd("DBSIZE").query(&mut s.conn()).unwrap();
+    assert_eq!(n, 20_000);
+}
+
 /// Tiny deterministic PRNG so a failing cycle can be replayed from its seed.
 struct Rng(u64);
 impl Rng {

@@ -196,6 +196,72 @@ async fn run_batcher(
     }
 }
 
+/// What recovery found on disk.
+struct Recovered {
+    storage: Arc<SledStorage>,
+    applied: AppliedMeta,
+    view: StateView,
+    log: LogStore,
+    snapshot_dir: std::path::PathBuf,
+}
+
+/// Opens the data directory and rebuilds state and log (blocking).
+fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
+    let dir = settings.data_dir.clone();
+    let fresh = claim(&dir, settings.node_id)?;
+    let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
+    let mut image = storage.load()?;
+    let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
+        match meta {
+            Some(m) => AppliedMeta::decode(m)
+                .map_err(|e| StartError::State(format!("applied position: {e}"))),
+            None => Ok(AppliedMeta::default()),
+        }
+    };
+    let mut applied = decode(&image.meta)?;
+    let snapshot_dir = dir.join("snapshots");
+    let snapshot = latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
+    if let Some(snap) = snapshot {
+        let snap_index = snap.meta.last_log_id.map(|l| l.index);
+        if snap_index > applied.log_id.map(|l| l.index) {
+            // Storage is behind the last durable snapshot (it is not fsynced
+            // on every write): rebuild it from the snapshot, then replay the log.
+            tracing::info!(?snap_index, "restoring state from snapshot");
+            let mut img = snap.image;
+            img.meta = Some(
+                AppliedMeta {
+                    log_id: snap.meta.last_log_id,
+                    membership: snap.meta.last_membership.clone(),
+                }
+                .encode(),
+            );
+            storage.replace(&img)?;
+            image = storage.load()?;
+            applied = decode(&image.meta)?;
+        }
+    }
+    let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
+    let log = LogStore::open(
+        &dir,
+        settings.fsync,
+        SEGMENT_BYTES,
+        settings.unsafe_ack_before_log,
+    )?;
+    if !fresh && log.is_empty() && applied.log_id.is_none() {
+        return Err(data_dir_error(
+            &dir,
+            "has node.json but neither a log nor state; refusing to start empty over it",
+        ));
+    }
+    Ok(Recovered {
+        storage,
+        applied,
+        view,
+        log,
+        snapshot_dir,
+    })
+}
+
 /// The running local node.
 pub struct RaftNode {
     raft: Raft<TypeConfig>,
@@ -217,54 +283,20 @@ impl RaftNode {
     /// Opens the data directory, recovers state and log, and starts raft.
     /// Returns once every logged entry is applied and the node can serve.
     pub async fn start(settings: NodeSettings, store: &Arc<Store>) -> Result<RaftNode, StartError> {
-        let dir = settings.data_dir.clone();
-        let fresh = claim(&dir, settings.node_id)?;
-        let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
-        let mut image = storage.load()?;
-        let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
-            match meta {
-                Some(m) => AppliedMeta::decode(m)
-                    .map_err(|e| StartError::State(format!("applied position: {e}"))),
-                None => Ok(AppliedMeta::default()),
-            }
-        };
-        let mut applied = decode(&image.meta)?;
-        let snapshot_dir = dir.join("snapshots");
-        let snapshot =
-            latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
-        if let Some(snap) = snapshot {
-            let snap_index = snap.meta.last_log_id.map(|l| l.index);
-            if snap_index > applied.log_id.map(|l| l.index) {
-                // Storage is behind the last durable snapshot (it is not fsynced
-                // on every write): rebuild it from the snapshot, then replay the log.
-                tracing::info!(?snap_index, "restoring state from snapshot");
-                let mut img = snap.image;
-                img.meta = Some(
-                    AppliedMeta {
-                        log_id: snap.meta.last_log_id,
-                        membership: snap.meta.last_membership.clone(),
-                    }
-                    .encode(),
-                );
-                storage.replace(&img)?;
-                image = storage.load()?;
-                applied = decode(&image.meta)?;
-            }
-        }
-        let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
+        // Recovery reads and recompiles everything: keep it off the runtime
+        // thread so clients connecting meanwhile are answered -LOADING.
+        let blocking_settings = settings.clone();
+        let recovered = tokio::task::spawn_blocking(move || recover(&blocking_settings))
+            .await
+            .map_err(|e| StartError::State(format!("recovery task failed: {e}")))??;
+        let Recovered {
+            storage,
+            applied,
+            view,
+            log,
+            snapshot_dir,
+        } = recovered;
         store.install(view);
-        let log = LogStore::open(
-            &dir,
-            settings.fsync,
-            SEGMENT_BYTES,
-            settings.unsafe_ack_before_log,
-        )?;
-        if !fresh && log.is_empty() && applied.log_id.is_none() {
-            return Err(data_dir_error(
-                &dir,
-                "has node.json but neither a log nor state; refusing to start empty over it",
-            ));
-        }
         let persister = Arc::new(Persister::start(
             storage.clone(),
             settings.audit_retention,

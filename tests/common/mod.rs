@@ -114,6 +114,12 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Starts the process again without waiting until it is ready.
+    pub fn respawn(&mut self) {
+        self.kill9();
+        self.child = spawn(self.port, &self.data_dir, &self.args, &self.env);
+    }
+
     /// Starts the process again on the same port and data dir (after kill9 or exit).
     pub fn restart(&mut self) {
         self.kill9();
