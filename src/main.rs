@@ -91,7 +91,15 @@ fn run_tool(tool: Tool) -> ExitCode {
 }
 
 fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+    // A bare level applies to flagstaff; raft and storage internals stay at
+    // warn unless a full filter (`info,openraft=debug`) says otherwise.
+    let level = &settings.log_level;
+    let directive = if level.contains('=') || level.contains(',') {
+        level.clone()
+    } else {
+        format!("{level},openraft=warn,sled=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -333,7 +333,8 @@ fn every_command_gets_loading_until_the_data_is_loaded() {
     }
     let doc = json!({ "flags": flags }).to_string();
     let mut con = s.conn();
-    con.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let n: i64 = redis::cmd("FLAG.IMPORT").arg(doc).query(&mut con).unwrap();
     assert_eq!(n, 20_000);
     s.signal(libc::SIGTERM);
