@@ -296,6 +296,8 @@ impl RaftNode {
             log,
             snapshot_dir,
         } = recovered;
+        let voters: Vec<NodeId> = applied.membership.membership().voter_ids().collect();
+        let single_voter = voters == [settings.node_id];
         store.install(view);
         let persister = Arc::new(Persister::start(
             storage.clone(),
@@ -343,6 +345,13 @@ impl RaftNode {
                 },
             );
             raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+        } else if single_voter {
+            // Alone in its cluster, the node need not wait out an election
+            // timeout before it can commit and replay the log.
+            raft.trigger()
+                .elect()
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
