@@ -137,6 +137,11 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         let reply = stream::xread_blocking(session, state, args).await;
         return (Some(reply), Flow::Continue);
     }
+    if reads_storage(spec) {
+        if let Some(node) = state.raft.get() {
+            node.storage_caught_up(state.store.view().revision).await;
+        }
+    }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
     match action {
         Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
@@ -149,6 +154,15 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         }
         Err(e) => (Some(e.into()), Flow::Continue),
     }
+}
+
+/// Commands that read state storage (history, the change stream), which
+/// must first see every write applied here.
+fn reads_storage(spec: &CommandSpec) -> bool {
+    matches!(
+        spec.name,
+        "flag.history" | "flag.rollback" | "xlen" | "xrange" | "xrevrange" | "xread"
+    )
 }
 
 /// Commits a single-operation write and renders its reply.

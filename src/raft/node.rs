@@ -441,6 +441,15 @@ impl RaftNode {
             .map_err(|e| e.to_string())
     }
 
+    /// Waits, without blocking other clients, until storage holds every
+    /// write applied up to `revision` (readers of history and the stream
+    /// call this first).
+    pub async fn storage_caught_up(&self, revision: u64) {
+        self.persister
+            .caught_up(revision, Duration::from_secs(10))
+            .await;
+    }
+
     /// Change-stream entries after `after`, including every write applied here.
     pub fn stream_after(
         &self,

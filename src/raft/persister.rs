@@ -26,6 +26,8 @@ type Job = (Vec<AppliedBatch>, u64);
 pub struct Persister {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
+    /// The persisted index, for async waiters on the runtime.
+    watch: tokio::sync::watch::Sender<u64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -51,6 +53,8 @@ impl Persister {
             Condvar::new(),
         ));
         let p = progress.clone();
+        let watch = tokio::sync::watch::Sender::new(persisted);
+        let w = watch.clone();
         let thread = std::thread::Builder::new()
             .name("state-persister".into())
             .spawn(move || {
@@ -63,7 +67,10 @@ impl Persister {
                     let (lock, cvar) = &*p;
                     let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
                     match result {
-                        Ok(()) => g.persisted = g.persisted.max(upto),
+                        Ok(()) => {
+                            g.persisted = g.persisted.max(upto);
+                            w.send_replace(g.persisted);
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "state storage write failed; applying stops");
                             g.failed.get_or_insert(e.to_string());
@@ -76,6 +83,7 @@ impl Persister {
         Persister {
             tx: Mutex::new(Some(tx)),
             progress,
+            watch,
             thread: Mutex::new(thread),
         }
     }
@@ -118,6 +126,13 @@ impl Persister {
         Ok(())
     }
 
+    /// Waits without blocking the runtime until storage holds `index` (or
+    /// `limit` passes; the blocking readers then report the lag).
+    pub async fn caught_up(&self, index: u64, limit: Duration) {
+        let mut rx = self.watch.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|p| *p >= index)).await;
+    }
+
     /// Index storage holds.
     pub fn persisted(&self) -> u64 {
         self.progress
@@ -131,6 +146,7 @@ impl Persister {
     pub fn reset_to(&self, index: u64) {
         let (lock, cvar) = &*self.progress;
         lock.lock().unwrap_or_else(|e| e.into_inner()).persisted = index;
+        self.watch.send_replace(index);
         cvar.notify_all();
     }
 
