@@ -278,3 +278,48 @@ fn xread_block_wakes_on_the_next_change_and_times_out_with_nil() {
     let got = entries(kv.pop().unwrap());
     assert_eq!(field(&got[0].1, "key"), "prod:wake");
 }
+
+#[test]
+fn malformed_arguments_to_newer_commands_get_clear_errors_and_the_connection_stays() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    set(&mut con, "prod:a");
+    let cases: [(&[&str], &str); 12] = [
+        (&["FLAG.HISTORY", "prod:a", "COUNT", "x"], "not an integer"),
+        (
+            &["FLAG.HISTORY", "prod:a", "COUNT", "0"],
+            "COUNT must be positive",
+        ),
+        (&["FLAG.HISTORY", "prod:a", "LIMIT", "1"], "syntax error"),
+        (&["FLAG.ROLLBACK", "prod:a", "v1"], "not an integer"),
+        (&["FLAG.ROLLBACK", "prod:a", "7"], "has no version 7"),
+        (&["FLAG.IMPORT", "not json"], "INVALID $"),
+        (&["FLAG.IMPORT", "[1]"], "INVALID $"),
+        (
+            &["XREAD", "BLOCK", "-1", "STREAMS", "flagstaff:changes", "0"],
+            "timeout is negative",
+        ),
+        (
+            &["XRANGE", "flagstaff:changes", "-", "+", "COUNT"],
+            "syntax error",
+        ),
+        (
+            &["XREVRANGE", "flagstaff:changes", "+", "1-x"],
+            "Invalid stream ID",
+        ),
+        (&["PUBSUB", "BOGUS"], "unknown subcommand"),
+        (&["SUBSCRIBE"], "wrong number of arguments"),
+    ];
+    for (args, want) in cases {
+        let err = cmd_err(&mut con, args);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    let n: i64 = redis::cmd("XLEN")
+        .arg("flagstaff:changes")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1, "nothing was written by the refused commands");
+}
