@@ -504,9 +504,22 @@ impl ApplyCtx<'_> {
                 }
             }
         }
-        let before = self.v.flags.get(key).and_then(|e| def_json(&e.def));
         let allocations = allocations_for(key, &def, prev_alloc);
         let version = self.next_version(Kind::Flag, key);
+        self.put_flag(key, def, allocations, version, event, reason)
+    }
+
+    /// Compiles and stores a flag version, and records its change and audit entry.
+    fn put_flag(
+        &mut self,
+        key: &str,
+        def: FlagDef,
+        allocations: Allocations,
+        version: u64,
+        event: Event,
+        reason: &Option<String>,
+    ) -> OpResult {
+        let before = self.v.flags.get(key).and_then(|e| def_json(&e.def));
         let entry = build_flag(
             &self.v,
             key,
@@ -619,31 +632,15 @@ impl ApplyCtx<'_> {
                 };
                 let mut def = current.def.clone();
                 def.on = *on;
-                let before = def_json(&current.def);
-                let version = current.version + 1;
-                let entry = build_flag(
-                    &self.v,
+                let allocations = current.allocations.clone();
+                self.put_flag(
                     key,
                     def,
-                    current.allocations.clone(),
-                    version,
-                    self.revision,
-                    self.req.ts_ms,
-                    &self.req.actor,
-                )?;
-                let after = def_json(&entry.def);
-                self.changes.push(Change::Flag(entry.record(key)));
-                store_flag(&mut self.v, key, entry, self.revision);
-                self.record(
-                    Kind::Flag,
-                    key,
-                    version,
+                    allocations,
+                    current.version + 1,
                     Event::Toggle,
                     reason,
-                    before,
-                    after,
-                );
-                Ok(OpOutcome::Version(version))
+                )
             }
             WriteOp::DeleteFlag { key, reason } => {
                 let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
