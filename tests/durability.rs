@@ -43,6 +43,15 @@ fn history(con: &mut redis::Connection, key: &str) -> Vec<HashMap<String, Option
         .collect()
 }
 
+/// Runs `flagstaff import` against the server on `port`.
+fn import_file(port: u16, file: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(["import", "--addr", &format!("127.0.0.1:{port}")])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 fn populate(s: &Server) {
     let mut con = s.conn();
     let _: i64 = redis::cmd("SEGMENT.SET")
@@ -211,15 +220,7 @@ fn export_then_import_reproduces_every_flag_and_segment() {
     std::fs::write(&file, &out.stdout).unwrap();
 
     let b = Server::start(&[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
-        .args([
-            "import",
-            "--addr",
-            &format!("127.0.0.1:{}", b.port),
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = import_file(b.port, &file);
     assert!(
         out.status.success(),
         "{}",
@@ -262,15 +263,7 @@ fn a_corrupt_import_is_rejected_and_changes_nothing() {
     for (name, text) in cases {
         let file = dir.join(name);
         std::fs::write(&file, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
-            .args([
-                "import",
-                "--addr",
-                &format!("127.0.0.1:{}", s.port),
-                file.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = import_file(s.port, &file);
         assert!(!out.status.success(), "{name} should be rejected");
         assert!(!out.stderr.is_empty());
     }
