@@ -108,6 +108,30 @@ pub struct Cli {
     /// Seconds a subscriber may stay above the soft limit [default: 60]
     #[arg(long, env = "FLAGSTAFF_PUBSUB_SOFT_SECONDS")]
     pub pubsub_soft_seconds: Option<u64>,
+    /// Port of the cluster bus (raft between nodes); opened only when this or --join is given [default: port + 10000]
+    #[arg(long, env = "FLAGSTAFF_CLUSTER_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub cluster_port: Option<u16>,
+    /// Secret every member of the cluster shares; required for any multi-node use
+    #[arg(long, env = "FLAGSTAFF_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// Host other nodes and redirected clients reach this node at [default: the bind address]
+    #[arg(long, env = "FLAGSTAFF_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Client address (host:port) of any member of the cluster to join; ignored once this node has data
+    #[arg(long, env = "FLAGSTAFF_JOIN")]
+    pub join: Option<String>,
+    /// With --join: stay a non-voting learner (a read replica, e.g. in another region)
+    #[arg(long, env = "FLAGSTAFF_LEARNER")]
+    pub learner: bool,
+    /// Milliseconds between leader heartbeats; also the replication RPC timeout [default: 100]
+    #[arg(long, env = "FLAGSTAFF_HEARTBEAT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: Option<u64>,
+    /// Milliseconds without a leader before a follower calls an election (randomised up to 1.5 times this; openraft adds its leader lease of that maximum) [default: 200]
+    #[arg(long, env = "FLAGSTAFF_ELECTION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub election_timeout_ms: Option<u64>,
+    /// Milliseconds without leader contact (or, for a leader, without a majority) before the node reports itself stale [default: 1000]
+    #[arg(long, env = "FLAGSTAFF_STALE_AFTER_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stale_after_ms: Option<u64>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -163,6 +187,14 @@ struct FileConfig {
     pubsub_hard_limit: Option<usize>,
     pubsub_soft_limit: Option<usize>,
     pubsub_soft_seconds: Option<u64>,
+    cluster_port: Option<u16>,
+    cluster_secret: Option<String>,
+    advertise_addr: Option<String>,
+    join: Option<String>,
+    learner: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    stale_after_ms: Option<u64>,
 }
 
 /// A configuration problem, worded as one line.
@@ -241,6 +273,22 @@ pub struct Settings {
     pub pubsub_soft_limit: usize,
     /// Seconds over the soft limit before disconnecting.
     pub pubsub_soft_seconds: u64,
+    /// Cluster bus port, when the bus listens.
+    pub cluster_port: Option<u16>,
+    /// Shared cluster secret.
+    pub cluster_secret: Option<String>,
+    /// Host advertised to peers and clients.
+    pub advertise_addr: Option<String>,
+    /// Member to join at first start.
+    pub join: Option<String>,
+    /// Join as a learner.
+    pub learner: bool,
+    /// Heartbeat interval in ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout (lower bound) in ms.
+    pub election_timeout_ms: u64,
+    /// Staleness bound in ms.
+    pub stale_after_ms: u64,
 }
 
 impl Default for Settings {
@@ -268,6 +316,14 @@ impl Default for Settings {
             pubsub_hard_limit: 32 * 1024 * 1024,
             pubsub_soft_limit: 8 * 1024 * 1024,
             pubsub_soft_seconds: 60,
+            cluster_port: None,
+            cluster_secret: None,
+            advertise_addr: None,
+            join: None,
+            learner: false,
+            heartbeat_ms: 100,
+            election_timeout_ms: 200,
+            stale_after_ms: 1000,
         }
     }
 }
@@ -336,7 +392,29 @@ impl Settings {
                 .pubsub_soft_seconds
                 .or(file.pubsub_soft_seconds)
                 .unwrap_or(d.pubsub_soft_seconds),
+            cluster_port: None,
+            cluster_secret: cli
+                .cluster_secret
+                .or(file.cluster_secret)
+                .filter(|p| !p.is_empty()),
+            advertise_addr: cli.advertise_addr.or(file.advertise_addr),
+            join: cli.join.or(file.join),
+            learner: cli.learner || file.learner.unwrap_or(false),
+            heartbeat_ms: cli
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .unwrap_or(d.heartbeat_ms),
+            election_timeout_ms: cli
+                .election_timeout_ms
+                .or(file.election_timeout_ms)
+                .unwrap_or(d.election_timeout_ms),
+            stale_after_ms: cli
+                .stale_after_ms
+                .or(file.stale_after_ms)
+                .unwrap_or(d.stale_after_ms),
         };
+        let mut s = s;
+        s.cluster_port = cluster_port(cli.cluster_port.or(file.cluster_port), &s)?;
         s.check()?;
         Ok(s)
     }
@@ -375,6 +453,38 @@ impl Settings {
         if self.proto_max_bulk_len < 1024 {
             return invalid("proto-max-bulk-len", "must be at least 1024");
         }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_ms {
+            // openraft needs heartbeats well inside the election timeout.
+            return invalid(
+                "heartbeat-ms",
+                "must be at least 1 and below --election-timeout-ms",
+            );
+        }
+        if self.stale_after_ms == 0 {
+            return invalid("stale-after-ms", "must be at least 1");
+        }
+        if self.cluster_port.is_some() && self.cluster_secret.is_none() {
+            return invalid(
+                "cluster-secret",
+                "a node with a cluster bus (--cluster-port or --join) needs --cluster-secret, the secret every member shares",
+            );
+        }
+        if self.learner && self.join.is_none() {
+            return invalid("learner", "only means something with --join");
+        }
+        let unspecified = self
+            .advertised_host()
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        if self.cluster_port.is_some() && unspecified {
+            return invalid(
+                "advertise-addr",
+                "peers cannot reach a node at 0.0.0.0; give --advertise-addr with this node's reachable host",
+            );
+        }
+        if self.cluster_port == Some(self.port) {
+            return invalid("cluster-port", "must differ from --port");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid(
                 "log-level",
@@ -393,6 +503,24 @@ impl Settings {
         }
     }
 
+    /// The host other nodes and redirected clients reach this node at.
+    pub fn advertised_host(&self) -> &str {
+        self.advertise_addr.as_deref().unwrap_or(&self.bind)
+    }
+
+    /// This node's client address as peers see it.
+    pub fn advertised_client_addr(&self) -> String {
+        format!("{}:{}", self.advertised_host(), self.port)
+    }
+
+    /// This node's cluster-bus address as peers see it (empty without a bus).
+    pub fn advertised_cluster_addr(&self) -> String {
+        match self.cluster_port {
+            Some(p) => format!("{}:{p}", self.advertised_host()),
+            None => String::new(),
+        }
+    }
+
     /// The request decoder's limits.
     pub fn decoder_limits(&self) -> DecoderLimits {
         DecoderLimits {
@@ -400,6 +528,23 @@ impl Settings {
             max_multibulk_len: self.max_multibulk_len,
             query_buffer_limit: self.client_query_buffer_limit,
         }
+    }
+}
+
+/// The bus port: as given, or port + 10000 when only `--join` asks for a bus.
+fn cluster_port(given: Option<u16>, s: &Settings) -> Result<Option<u16>, ConfigError> {
+    match (given, &s.join) {
+        (Some(p), _) => Ok(Some(p)),
+        (None, Some(_)) => u16::try_from(u32::from(s.port) + 10_000)
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                name: "cluster-port",
+                why: format!(
+                    "the default (port + 10000 = {}) exceeds 65535; give --cluster-port",
+                    u32::from(s.port) + 10_000
+                ),
+            }),
+        (None, None) => Ok(None),
     }
 }
 

@@ -217,6 +217,7 @@ pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError>
         return Err(CommandError::WrongArity("flag.detail".into()));
     }
     let view = ctx.state.store.view();
+    let stale = ctx.state.is_stale();
     let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
     let int_or_nil = |n: Option<u64>| n.map_or(Reply::Nil, |n| Reply::Integer(n as i64));
     let error_map = |error: &'static str, version: Option<u64>| {
@@ -230,7 +231,7 @@ pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError>
             field("error", Reply::bulk_static(error)),
             field("version", int_or_nil(version)),
             field("revision", Reply::Integer(view.revision as i64)),
-            field("stale", Reply::Bool(false)),
+            field("stale", Reply::Bool(stale)),
         ])
     };
     let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
@@ -261,7 +262,7 @@ pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError>
         field("error", Reply::Nil),
         field("version", Reply::Integer(entry.version as i64)),
         field("revision", Reply::Integer(view.revision as i64)),
-        field("stale", Reply::Bool(false)),
+        field("stale", Reply::Bool(stale)),
     ])
     .into())
 }

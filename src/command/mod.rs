@@ -8,6 +8,7 @@ mod error;
 pub mod flag;
 mod parse;
 pub mod pubsub;
+pub mod raft;
 pub mod segment;
 pub mod server;
 pub mod session;
@@ -57,6 +58,8 @@ pub enum Action {
     Close(Reply),
     /// Start a graceful shutdown; the connection closes without a reply.
     Shutdown,
+    /// Run a cluster operation (`RAFT.*`), then answer with its outcome.
+    Cluster(raft::ClusterOp),
 }
 
 impl From<Reply> for Action {
@@ -147,6 +150,7 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
         Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
         Ok(Action::Close(r)) => (Some(r), Flow::Close),
+        Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
         Ok(Action::Shutdown) => {
             tracing::info!("SHUTDOWN requested by client {}", session.client.id);
             state.shutdown.cancel();
@@ -183,7 +187,8 @@ fn check(
     let Some(spec) = lookup(&args[0]) else {
         return Err(CommandError::unknown_command(args));
     };
-    if state.is_loading() {
+    // A joining node loads until it has caught up; its raft commands work meanwhile.
+    if state.is_loading() && !(spec.group == "cluster" && state.raft.get().is_some()) {
         return Err(CommandError::Loading);
     }
     if !session.authenticated && !spec.has_flag("no-auth") {

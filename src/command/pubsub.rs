@@ -136,6 +136,10 @@ pub fn publish(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
     }
     let channel = Bytes::copy_from_slice(&args[1]);
     let payload = Bytes::copy_from_slice(&args[2]);
+    if let Some(node) = ctx.state.raft.get() {
+        node.publish_to_peers(&channel, &payload);
+    }
+    // As in Redis Cluster, the count is of this node's receivers.
     Ok(Reply::Integer(ctx.state.hub.publish(&channel, &payload) as i64).into())
 }
 

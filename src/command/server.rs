@@ -254,14 +254,14 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         ),
         "replication" => write!(
             out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{}\r\nstale:0\r\n",
-            st.run_id, counts.revision
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{}\r\nstale:{}\r\n",
+            st.run_id, counts.revision, u8::from(st.is_stale())
         ),
         "cpu" => write!(out, "# CPU\r\nused_cpu_sys:0.000000\r\nused_cpu_user:0.000000\r\n"),
         "flagstaff" => write!(
             out,
-            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:0\r\n",
-            counts.flags, counts.segments, counts.revision
+            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\n",
+            counts.flags, counts.segments, counts.revision, u8::from(st.is_stale())
         ),
         "keyspace" => {
             let keys = counts.flags + counts.segments;

@@ -78,6 +78,12 @@ impl ServerState {
         }
     }
 
+    /// Whether this node's answers may be out of date (cut off from its
+    /// leader, or a leader cut off from its majority).
+    pub fn is_stale(&self) -> bool {
+        self.raft.get().is_some_and(|node| node.stale().is_some())
+    }
+
     /// Whether connections must authenticate before running commands.
     pub fn requires_auth(&self) -> bool {
         self.settings.requirepass.is_some()

@@ -3,7 +3,9 @@
 use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
 };
-use super::{connection as conn, flag, pubsub as ps, segment, server, stream, transaction as tx};
+use super::{
+    connection as conn, flag, pubsub as ps, raft, segment, server, stream, transaction as tx,
+};
 
 const CONN: &[&str] = &["@fast", "@connection"];
 const SLOW_CONN: &[&str] = &["@slow", "@connection"];
@@ -334,6 +336,100 @@ pub const PUBSUB: CommandSpec = CommandSpec {
     )
 };
 
+const CLUSTER_FLAGS: &[&str] = &["admin", "noscript", "loading", "stale"];
+
+/// `RAFT.NODE` and its subcommands.
+pub const RAFT_NODE: CommandSpec = CommandSpec {
+    subcommands: &[
+        CommandSpec {
+            args: &[
+                integer("node-id"),
+                string("cluster-addr"),
+                optional(string("client-addr")),
+                optional(token("learner", "LEARNER")),
+            ],
+            ..spec(
+                "raft.node|add",
+                -4,
+                CLUSTER_FLAGS,
+                ADMIN,
+                "cluster",
+                "Adds a node (it catches up, then votes unless LEARNER).",
+                raft::node_add,
+            )
+        },
+        CommandSpec {
+            args: &[integer("node-id")],
+            ..spec(
+                "raft.node|remove",
+                3,
+                CLUSTER_FLAGS,
+                ADMIN,
+                "cluster",
+                "Removes a voter or learner from the cluster.",
+                raft::node_remove,
+            )
+        },
+        CommandSpec {
+            args: &[integer("node-id")],
+            ..spec(
+                "raft.node|promote",
+                3,
+                CLUSTER_FLAGS,
+                ADMIN,
+                "cluster",
+                "Makes a learner a voter.",
+                raft::node_promote,
+            )
+        },
+    ],
+    ..spec(
+        "raft.node",
+        -2,
+        &[],
+        ADMIN,
+        "cluster",
+        "A container for cluster membership commands.",
+        raft::node,
+    )
+};
+
+/// `RAFT.CLUSTER` and its subcommands.
+pub const RAFT_CLUSTER: CommandSpec = CommandSpec {
+    subcommands: &[
+        spec(
+            "raft.cluster|init",
+            2,
+            CLUSTER_FLAGS,
+            ADMIN,
+            "cluster",
+            "Makes this empty node a one-member cluster.",
+            raft::cluster_init,
+        ),
+        CommandSpec {
+            args: &[string("member-addr")],
+            ..spec(
+                "raft.cluster|join",
+                3,
+                CLUSTER_FLAGS,
+                ADMIN,
+                "cluster",
+                "Asks the member at host:port to add this empty node.",
+                raft::cluster_join,
+            )
+        },
+    ],
+    ..spec(
+        "raft.cluster",
+        -2,
+        &[],
+        ADMIN,
+        "cluster",
+        "A container for cluster formation commands.",
+        raft::cluster,
+    )
+};
+
 /// Every top-level command.
 pub static COMMANDS: &[CommandSpec] = &[
     // connection
@@ -428,6 +524,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..spec("watch", -2, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch)
     },
     spec("unwatch", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
+    // cluster
+    spec("raft.info", 1, &["loading", "stale"], &["@slow"], "cluster", "Returns this node's raft role, term, leader, indexes and members as INFO-style text.", raft::info),
+    CommandSpec {
+        args: &[optional(integer("revision")), optional(tagged("milliseconds", "integer", "TIMEOUT"))],
+        ..spec("raft.barrier", -1, &["loading", "stale"], &["@slow"], "cluster", "Returns once this node has applied a revision (default: every write committed before the call).", raft::barrier)
+    },
+    RAFT_NODE,
+    RAFT_CLUSTER,
     // flags
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,

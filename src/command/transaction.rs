@@ -106,6 +106,7 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
                 state.shutdown.cancel();
                 replies[i] = Some(Reply::Ok);
             }
+            Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await),
             Err(e) => replies[i] = Some(e.into()),
         }
     }

@@ -2,14 +2,25 @@
 //! log and vote, and the store's sled-backed state machine. A single node is
 //! a one-member cluster, so there is one write path and one recovery path.
 
+pub mod broadcast;
+pub mod bus;
+pub mod frame;
+pub mod info;
+pub mod liveness;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
+pub mod peer;
 pub mod persister;
 pub mod state_machine;
 pub mod types;
 pub mod wal;
+pub mod writes;
 
+pub use liveness::Timings;
+pub use membership::{MemberChange, MemberError};
 pub use node::{NodeSettings, RaftNode, StartError};
+pub use peer::Secret;
 pub use types::{Member, NodeId, TypeConfig};
 pub use wal::FsyncPolicy;

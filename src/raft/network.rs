@@ -1,66 +1,138 @@
-//! The raft network of a node that has no cluster bus: it has no peers, so
-//! every RPC reports the target unreachable. A one-member cluster never
-//! sends one; a node started without `--cluster-port` refuses members.
+//! openraft's view of the cluster bus: each raft RPC is one bus request to
+//! the target's cluster address. A node without a bus (no `--cluster-port`)
+//! reports every peer unreachable; a one-member cluster never sends an RPC.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use serde::de::DeserializeOwned;
 
+use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, TypeConfig};
 
-/// Network factory for a node without a cluster bus.
-#[derive(Debug, Clone, Default)]
-pub struct NoBus;
+/// Bus verbs for the three raft RPCs.
+pub const APPEND: &[u8] = b"APPEND";
+/// See [`APPEND`].
+pub const VOTE: &[u8] = b"VOTE";
+/// See [`APPEND`].
+pub const SNAPSHOT: &[u8] = b"SNAPSHOT";
 
-/// A connection to a peer that cannot be reached.
-#[derive(Debug)]
-pub struct NoPeer {
-    target: NodeId,
+/// Creates a bus client per peer; `None` when this node has no bus.
+#[derive(Debug, Clone)]
+pub struct Network {
+    secret: Option<Secret>,
 }
 
-fn unreachable<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, Member, E> {
-    let why = std::io::Error::other(format!(
-        "node {target} is unreachable: this node has no cluster bus (start it with --cluster-port)"
-    ));
-    RPCError::Unreachable(Unreachable::new(&why))
-}
-
-impl RaftNetworkFactory<TypeConfig> for NoBus {
-    type Network = NoPeer;
-
-    async fn new_client(&mut self, target: NodeId, _node: &Member) -> Self::Network {
-        NoPeer { target }
+impl Network {
+    /// The network of a node with (`Some`) or without a cluster bus.
+    pub fn new(secret: Option<Secret>) -> Self {
+        Network { secret }
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+/// The raft connection to one peer.
+#[derive(Debug)]
+pub struct PeerNetwork {
+    target: NodeId,
+    client: Option<PeerClient>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        let client = match &self.secret {
+            Some(secret) if !node.cluster_addr.is_empty() => {
+                Some(PeerClient::new(&node.cluster_addr, secret.clone()))
+            }
+            _ => None,
+        };
+        PeerNetwork { target, client }
+    }
+}
+
+impl PeerNetwork {
+    async fn rpc<Resp, E>(
+        &mut self,
+        verb: &[u8],
+        body: &[u8],
+        extra: &[u8],
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let target = self.target;
+        let Some(client) = self.client.as_mut() else {
+            let why = std::io::Error::other(format!(
+                "node {target} is unreachable: this node or that one has no cluster bus (start both with --cluster-port and --cluster-secret)"
+            ));
+            return Err(RPCError::Unreachable(Unreachable::new(&why)));
+        };
+        let parts: &[&[u8]] = if extra.is_empty() {
+            &[verb, body]
+        } else {
+            &[verb, body, extra]
+        };
+        let answer = client
+            .call(parts, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::NotSent(why) => {
+                    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+                }
+                CallError::Lost(why) | CallError::Refused(why) => {
+                    RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+                }
+            })?;
+        let payload = answer.first().map(|b| b.as_ref()).unwrap_or_default();
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(payload).map_err(|e| {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                    "malformed answer from node {target}: {e}"
+                ))))
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        self.rpc(APPEND, &encode(&rpc), &[], &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(unreachable(self.target))
+        // The chunk travels as raw bytes beside the JSON header.
+        let data = std::mem::take(&mut rpc.data);
+        self.rpc(SNAPSHOT, &encode(&rpc), &data, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        self.rpc(VOTE, &encode(&rpc), &[], &option).await
     }
 }

@@ -5,19 +5,27 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Config, Raft, SnapshotPolicy};
+use bytes::Bytes;
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use super::broadcast::Broadcaster;
+use super::bus::{self, BusContext, READ_INDEX};
+use super::liveness::{Liveness, Timings};
 use super::log_store::{LogOpenError, LogStore};
-use super::network::NoBus;
+use super::membership::{self, JoinError, MemberChange, MemberError, MEMBER};
+use super::network::Network;
+use super::peer::{CallError, PeerClient, Secret};
 use super::persister::Persister;
 use super::state_machine::{latest_snapshot, StateMachine};
-use super::types::{AppliedMeta, Member, NodeId, Proposal, TypeConfig};
+use super::types::{AppliedMeta, Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
+use super::writes::WriteQueue;
 use crate::store::storage::{SledStorage, StateStorage, StreamId};
 use crate::store::{AuditRecord, Kind, OpResult, StateView, Store, WriteError, WriteRequest};
 
@@ -28,8 +36,22 @@ pub struct NodeSettings {
     pub node_id: NodeId,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Address clients reach this node at.
+    /// Address clients reach this node at (as advertised to peers).
     pub client_addr: String,
+    /// Address peers reach this node's cluster bus at (empty: no bus).
+    pub cluster_addr: String,
+    /// Where the cluster bus listens, if it does.
+    pub bus_listen: Option<String>,
+    /// The cluster secret (required with a bus).
+    pub secret: Option<Secret>,
+    /// A member's client address to join at first start.
+    pub join: Option<String>,
+    /// Join as a non-voting learner.
+    pub learner: bool,
+    /// The client password, given to the member asked to add this node.
+    pub password: Option<String>,
+    /// Raft timings and the staleness bound.
+    pub timings: Timings,
     /// When the log reaches the disk.
     pub fsync: FsyncPolicy,
     /// Take a snapshot (and compact the log) every this many entries.
@@ -66,6 +88,14 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The cluster bus could not listen.
+    #[error("cannot listen for the cluster bus on {addr}: {source}")]
+    Bus {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Who owns a data directory.
@@ -122,80 +152,6 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
     }
 }
 
-/// Most requests in one proposal.
-const MAX_BATCH_REQUESTS: usize = 256;
-/// Most definition bytes in one proposal (a larger single request still goes alone).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
-/// A write waiting for its proposal.
-type Pending = (
-    WriteRequest,
-    tokio::sync::oneshot::Sender<Result<Vec<OpResult>, WriteError>>,
-);
-
-fn request_bytes(r: &WriteRequest) -> usize {
-    use crate::store::WriteOp;
-    r.ops
-        .iter()
-        .map(|op| match op {
-            WriteOp::SetFlag { definition, .. }
-            | WriteOp::SetSegment { definition, .. }
-            | WriteOp::RollbackFlag { definition, .. } => definition.len(),
-            WriteOp::Import { document, .. } => document.len(),
-            _ => 64,
-        })
-        .sum()
-}
-
-/// Group commit above raft: openraft 0.9 makes each proposal durable before
-/// taking the next, so every write that arrives meanwhile joins the next
-/// proposal instead of waiting for its own fsync.
-async fn run_batcher(
-    raft: Raft<TypeConfig>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut bytes = request_bytes(&first.0);
-        let mut pending = vec![first];
-        while pending.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += request_bytes(&p.0);
-                    pending.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let (requests, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        let count = requests.len();
-        match raft.client_write(Proposal { requests }).await {
-            Ok(response) if response.data.len() == count => {
-                for (reply, outcome) in replies.into_iter().zip(response.data) {
-                    let _ = reply.send(outcome);
-                }
-            }
-            Ok(_) => {
-                for reply in replies {
-                    let _ = reply.send(Err(WriteError::Failed(
-                        "applied batch returned the wrong number of outcomes".into(),
-                    )));
-                }
-            }
-            Err(e) => {
-                let error = match e {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                        WriteError::ClusterDown("No raft leader".into())
-                    }
-                    other => WriteError::Failed(other.to_string()),
-                };
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-        }
-    }
-}
-
 /// What recovery found on disk.
 struct Recovered {
     storage: Arc<SledStorage>,
@@ -247,7 +203,7 @@ fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
         SEGMENT_BYTES,
         settings.unsafe_ack_before_log,
     )?;
-    if !fresh && log.is_empty() && applied.log_id.is_none() {
+    if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
         return Err(data_dir_error(
             &dir,
             "has node.json but neither a log nor state; refusing to start empty over it",
@@ -265,12 +221,20 @@ fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
 /// The running local node.
 pub struct RaftNode {
     raft: Raft<TypeConfig>,
-    proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
+    writes: WriteQueue,
+    liveness: Arc<Liveness>,
+    broadcaster: Option<Broadcaster>,
+    published: Mutex<Option<mpsc::UnboundedReceiver<(Bytes, Bytes)>>>,
+    /// The leader's bus client for read-index requests and membership changes.
+    leader_client: tokio::sync::Mutex<Option<(NodeId, PeerClient)>>,
+    background: CancellationToken,
     state_machine: StateMachine,
     log: LogStore,
     storage: Arc<SledStorage>,
     persister: Arc<Persister>,
     settings: NodeSettings,
+    /// Whether this node started empty with `--join` and must ask to be added.
+    joining: bool,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -279,9 +243,72 @@ impl std::fmt::Debug for RaftNode {
     }
 }
 
+fn raft_config(settings: &NodeSettings) -> Result<Arc<Config>, StartError> {
+    let t = settings.timings;
+    let config = Config {
+        cluster_name: "flagstaff".into(),
+        heartbeat_interval: t.heartbeat.as_millis() as u64,
+        election_timeout_min: t.election_timeout.as_millis() as u64,
+        election_timeout_max: t.election_timeout_max().as_millis() as u64,
+        // A snapshot chunk's last piece installs the whole state: allow it time.
+        install_snapshot_timeout: 30_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        config
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+    ))
+}
+
+/// Keeps the liveness record current with what openraft reports.
+async fn watch_metrics(raft: Raft<TypeConfig>, liveness: Arc<Liveness>, stop: CancellationToken) {
+    let mut metrics = raft.metrics();
+    loop {
+        liveness.observe(&metrics.borrow_and_update());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// On the leader: keeps each member's addresses in the membership current
+/// (a node restarted with a new address, or the first node given a bus).
+async fn refresh_addresses(raft: Raft<TypeConfig>, me: Member, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let (leader, recorded) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.state == ServerState::Leader,
+                m.membership_config.membership().get_node(&m.id).cloned(),
+            )
+        };
+        if leader && recorded.is_some_and(|r| r != me) {
+            let nodes = BTreeMap::from([(raft.metrics().borrow().id, me.clone())]);
+            match raft
+                .change_membership(ChangeMembers::SetNodes(nodes), true)
+                .await
+            {
+                Ok(_) => tracing::info!(?me, "updated this node's addresses in the membership"),
+                Err(e) => tracing::warn!(error = %e, "cannot update this node's addresses"),
+            }
+        }
+    }
+}
+
 impl RaftNode {
-    /// Opens the data directory, recovers state and log, and starts raft.
-    /// Returns once every logged entry is applied and the node can serve.
+    /// Opens the data directory, recovers state and log, and starts raft and
+    /// the cluster bus. A one-member cluster returns once every logged entry
+    /// is applied; a member of a larger cluster serves its applied state at
+    /// once (stale until it hears from its leader).
     pub async fn start(settings: NodeSettings, store: &Arc<Store>) -> Result<RaftNode, StartError> {
         // Recovery reads and recompiles everything: keep it off the runtime
         // thread so clients connecting meanwhile are answered -LOADING.
@@ -312,90 +339,331 @@ impl RaftNode {
             snapshot_dir,
             settings.snapshot_every,
         );
-        let config = Config {
-            cluster_name: "flagstaff".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
-            max_in_snapshot_log_to_keep: 0,
-            ..Default::default()
-        };
-        let config = Arc::new(
-            config
-                .validate()
-                .map_err(|e| StartError::Raft(e.to_string()))?,
-        );
         let raft = Raft::new(
             settings.node_id,
-            config,
-            NoBus,
+            raft_config(&settings)?,
+            Network::new(settings.secret.clone()),
             log.clone(),
             state_machine.clone(),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        if log.is_empty() {
-            let mut members = BTreeMap::new();
-            members.insert(
-                settings.node_id,
-                Member {
-                    cluster_addr: String::new(),
-                    client_addr: settings.client_addr.clone(),
-                },
-            );
-            raft.initialize(members)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-        } else if single_voter {
-            // Alone in its cluster, the node need not wait out an election
-            // timeout before it can commit and replay the log.
-            raft.trigger()
-                .elect()
+        let me = Member {
+            cluster_addr: settings.cluster_addr.clone(),
+            client_addr: settings.client_addr.clone(),
+        };
+        let joining = log.is_empty() && settings.join.is_some();
+        if log.is_empty() && !joining {
+            raft.initialize(BTreeMap::from([(settings.node_id, me.clone())]))
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        let last = log.last_index();
-        raft.wait(Some(Duration::from_secs(120)))
-            .applied_index_at_least(Some(last), "replay the log")
-            .await
-            .map_err(|e| StartError::Raft(format!("log replay did not finish: {e}")))?;
-        raft.wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
-            .await
-            .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
+        if (log.is_empty() && !joining) || single_voter {
+            if single_voter {
+                // Alone in its cluster, the node need not wait out an election
+                // timeout before it can commit and replay the log.
+                raft.trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+            let last = log.last_index();
+            raft.wait(Some(Duration::from_secs(120)))
+                .applied_index_at_least(Some(last), "replay the log")
+                .await
+                .map_err(|e| StartError::Raft(format!("log replay did not finish: {e}")))?;
+            raft.wait(Some(Duration::from_secs(30)))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await
+                .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
+        }
+        let background = CancellationToken::new();
+        let liveness = Arc::new(Liveness::new(settings.timings));
+        tokio::spawn(watch_metrics(
+            raft.clone(),
+            liveness.clone(),
+            background.clone(),
+        ));
+        tokio::spawn(refresh_addresses(raft.clone(), me, background.clone()));
+        let writes = WriteQueue::start(
+            raft.clone(),
+            liveness.clone(),
+            settings.secret.clone(),
+            settings.write_timeout,
+        );
+        let (published_tx, published_rx) = mpsc::unbounded_channel();
+        let mut broadcaster = None;
+        if let (Some(listen), Some(secret)) = (&settings.bus_listen, &settings.secret) {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| StartError::Bus {
+                    addr: listen.clone(),
+                    source,
+                })?;
+            let ctx = BusContext {
+                raft: raft.clone(),
+                secret: secret.clone(),
+                liveness: liveness.clone(),
+                writes: writes.clone(),
+                published: published_tx,
+                write_timeout: settings.write_timeout,
+            };
+            tokio::spawn(bus::serve(listener, ctx, background.clone()));
+            broadcaster = Some(Broadcaster::new(raft.clone(), secret.clone()));
+            tracing::info!(addr = %listen, "cluster bus listening");
+        }
         tracing::info!(
             node_id = settings.node_id,
-            last_index = last,
+            last_index = log.last_index(),
             flags = store.counts().flags,
             "state recovered"
         );
-        let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(run_batcher(raft.clone(), rx));
         Ok(RaftNode {
             raft,
-            proposals,
+            writes,
+            liveness,
+            broadcaster,
+            published: Mutex::new(Some(published_rx)),
+            leader_client: tokio::sync::Mutex::new(None),
+            background,
             state_machine,
             log,
             storage,
             persister,
             settings,
+            joining,
         })
     }
 
-    /// Commits a write through raft and returns each operation's outcome once
-    /// it is durable and applied on this node.
-    pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.proposals
-            .send((request, tx))
-            .map_err(|_| WriteError::Failed("the write path has stopped".into()))?;
-        let timeout = self.settings.write_timeout;
-        match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(WriteError::Timeout(timeout.as_millis() as u64)),
-            Ok(Err(_)) => Err(WriteError::Failed("the write path has stopped".into())),
-            Ok(Ok(outcome)) => outcome,
+    /// Whether this node must still ask a member to add it (`--join` on an empty node).
+    pub fn joining(&self) -> bool {
+        self.joining
+    }
+
+    /// This node's addresses, as recorded in the membership.
+    fn me(&self) -> Member {
+        Member {
+            cluster_addr: self.settings.cluster_addr.clone(),
+            client_addr: self.settings.client_addr.clone(),
         }
+    }
+
+    /// Asks the member at `addr` to add this node, retrying while the cluster
+    /// is unreachable or leaderless, until added or refused for good.
+    pub async fn join(&self, addr: &str) -> Result<(), String> {
+        let mut attempt = 0u32;
+        // Added meanwhile (an answer lost, an operator's RAFT.NODE ADD, or
+        // RAFT.CLUSTER INIT): the membership reaching this node ends the loop.
+        while !self.initialized() {
+            let asked = membership::request_join(
+                addr,
+                self.settings.node_id,
+                &self.me(),
+                self.settings.learner,
+                self.settings.password.as_deref(),
+            )
+            .await;
+            match asked {
+                Ok(_) => break,
+                Err(JoinError::Fatal(why)) => return Err(why),
+                Err(JoinError::Retry(why)) => {
+                    attempt += 1;
+                    if attempt % 10 == 1 {
+                        tracing::warn!(%why, "cannot join yet; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        let id = self.settings.node_id;
+        self.raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(
+                |m| {
+                    m.current_leader.is_some()
+                        && m.membership_config.membership().get_node(&id).is_some()
+                },
+                "membership",
+            )
+            .await
+            .map_err(|e| format!("added, but this node did not see its membership: {e}"))?;
+        tracing::info!(
+            node_id = id,
+            learner = self.settings.learner,
+            "joined the cluster"
+        );
+        Ok(())
+    }
+
+    /// Makes an empty node a one-member cluster (`RAFT.CLUSTER INIT`).
+    pub async fn initialize(&self) -> Result<(), String> {
+        self.raft
+            .initialize(BTreeMap::from([(self.settings.node_id, self.me())]))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether this node belongs to a cluster yet.
+    pub fn initialized(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some()
+    }
+
+    /// Commits a write through raft and returns each operation's outcome once
+    /// it is durable, committed and applied on this node. A follower forwards
+    /// it to the leader.
+    pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
+        let timeout = self.settings.write_timeout;
+        let deadline = Instant::now() + timeout;
+        let rx = self.writes.enqueue(request, true)?;
+        let (revision, results) = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
+            Ok(Err(_)) => return Err(WriteError::Unknown("the write path stopped".into())),
+            Ok(Ok(outcome)) => outcome?,
+        };
+        // Forwarded writes come back once committed on the leader; answer once
+        // this node has applied them too, so the writer reads its own write.
+        if let Err(e) = self.applied_at_least(revision, deadline).await {
+            tracing::warn!(revision, error = %e, "write committed but not yet applied here");
+        }
+        Ok(results)
+    }
+
+    async fn applied_at_least(&self, index: u64, deadline: Instant) -> Result<u64, WriteError> {
+        let applied =
+            |m: &openraft::RaftMetrics<NodeId, Member>| m.last_applied.map_or(0, |l| l.index);
+        let now = applied(&self.raft.metrics().borrow());
+        if now >= index {
+            return Ok(now);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "barrier")
+            .await
+            .map(|m| applied(&m))
+            .map_err(|_| WriteError::Timeout(left.as_millis() as u64))
+    }
+
+    /// Calls the leader's bus, on behalf of a follower.
+    async fn call_leader(
+        &self,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Vec<Bytes>, CallError> {
+        let (leader, member) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let leader = m.current_leader;
+            let member =
+                leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            (leader, member)
+        };
+        let (Some(leader), Some(member), Some(secret)) = (leader, member, &self.settings.secret)
+        else {
+            return Err(CallError::NotSent("No raft leader".into()));
+        };
+        let mut cached = self.leader_client.lock().await;
+        if !matches!(&*cached, Some((id, c)) if *id == leader && c.addr() == member.cluster_addr) {
+            *cached = Some((
+                leader,
+                PeerClient::new(&member.cluster_addr, secret.clone()),
+            ));
+        }
+        let Some((_, client)) = cached.as_mut() else {
+            return Err(CallError::NotSent("No raft leader".into()));
+        };
+        let result = client.call(parts, timeout).await;
+        if result.is_err() {
+            *cached = None;
+        }
+        result
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// `RAFT.BARRIER`: returns once this node has applied `revision`, or by
+    /// default every write committed before the call (a read index from the
+    /// leader); the answer is the applied revision.
+    pub async fn barrier(
+        &self,
+        revision: Option<u64>,
+        timeout: Duration,
+    ) -> Result<u64, WriteError> {
+        let deadline = Instant::now() + timeout;
+        let index = match revision {
+            Some(r) => r,
+            None if self.is_leader() => {
+                match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+                    Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
+                    Ok(Err(e)) => return Err(WriteError::ClusterDown(format!("No quorum: {e}"))),
+                    Ok(Ok(index)) => index.map_or(0, |l| l.index),
+                }
+            }
+            None => {
+                let answer =
+                    self.call_leader(&[READ_INDEX], timeout)
+                        .await
+                        .map_err(|e| match e {
+                            CallError::Lost(_) => WriteError::Timeout(timeout.as_millis() as u64),
+                            other => WriteError::ClusterDown(other.to_string()),
+                        })?;
+                serde_json::from_slice(answer.first().map_or(&[][..], |b| b.as_ref()))
+                    .map_err(|e| WriteError::ClusterDown(format!("malformed read index: {e}")))?
+            }
+        };
+        self.applied_at_least(index, deadline).await
+    }
+
+    /// `RAFT.NODE`: runs a membership change on the leader (forwarded there
+    /// from any other node).
+    pub async fn change_members(&self, change: MemberChange) -> Result<String, MemberError> {
+        if self.is_leader() || self.settings.secret.is_none() {
+            return membership::apply(&self.raft, self.settings.secret.as_ref(), change).await;
+        }
+        let body = serde_json::to_vec(&change).unwrap_or_default();
+        let answer = self
+            .call_leader(&[MEMBER, &body], Duration::from_secs(180))
+            .await
+            .map_err(|e| match e {
+                CallError::NotSent(why) => MemberError::ClusterDown(why),
+                other => MemberError::Refused(other.to_string()),
+            })?;
+        serde_json::from_slice::<Result<String, MemberError>>(
+            answer.first().map_or(&[][..], |b| b.as_ref()),
+        )
+        .map_err(|e| MemberError::Refused(format!("malformed answer from the leader: {e}")))?
+    }
+
+    /// Why this node's answers may be out of date (`None`: they are current).
+    pub fn stale(&self) -> Option<String> {
+        self.liveness.stale(&self.raft.metrics().borrow())
+    }
+
+    /// Sends a client's PUBLISH to every other member's subscribers.
+    pub fn publish_to_peers(&self, channel: &Bytes, message: &Bytes) {
+        if let Some(b) = &self.broadcaster {
+            b.publish(channel, message);
+        }
+    }
+
+    /// Messages published on other nodes, for this node's subscribers (one reader).
+    pub fn take_published(&self) -> Option<mpsc::UnboundedReceiver<(Bytes, Bytes)>> {
+        self.published.lock().ok()?.take()
+    }
+
+    /// `RAFT.INFO`: raft state as INFO-style text.
+    pub fn info(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        super::info::render(&m, &self.liveness, &self.settings)
     }
 
     /// Change events of every applied write, in revision order (one reader).
@@ -418,6 +686,7 @@ impl RaftNode {
 
     /// Stops raft, then flushes storage.
     pub async fn shutdown(&self) {
+        self.background.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::ServerState;
 use crate::config::{FsyncMode, Settings};
-use crate::raft::{FsyncPolicy, NodeSettings, RaftNode};
+use crate::raft::{FsyncPolicy, NodeSettings, RaftNode, Secret, Timings};
 
 /// Env var that plants the ack-before-log bug for the crash test's control run.
 pub const UNSAFE_ACK_ENV: &str = "FLAGSTAFF_UNSAFE_ACK_BEFORE_LOG";
@@ -37,13 +37,53 @@ pub enum StartError {
     /// Stored data could not be loaded.
     #[error(transparent)]
     Load(#[from] crate::raft::StartError),
+    /// `--join` was refused for good (wrong secret, id taken, ...).
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
+}
+
+/// With `--join` on an empty node: asks the member to add this node and
+/// waits (clients get `-LOADING` meanwhile) until it has joined and caught up.
+async fn join_if_asked(state: &ServerState) -> Result<(), StartError> {
+    let (Some(node), Some(addr)) = (state.raft.get(), state.settings.join.as_deref()) else {
+        return Ok(());
+    };
+    if !node.joining() {
+        return Ok(());
+    }
+    tracing::info!(member = addr, "asking to join the cluster");
+    tokio::select! {
+        joined = node.join(addr) => joined.map_err(StartError::Join),
+        _ = state.shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// Delivers messages published on other members to this node's subscribers.
+async fn deliver_peer_messages(
+    state: Arc<ServerState>,
+    mut published: tokio::sync::mpsc::UnboundedReceiver<(bytes::Bytes, bytes::Bytes)>,
+) {
+    while let Some((channel, message)) = published.recv().await {
+        state.hub.publish(&channel, &message);
+    }
 }
 
 fn node_settings(s: &Settings) -> NodeSettings {
     NodeSettings {
         node_id: s.node_id,
         data_dir: s.data_dir.clone(),
-        client_addr: format!("{}:{}", s.bind, s.port),
+        client_addr: s.advertised_client_addr(),
+        cluster_addr: s.advertised_cluster_addr(),
+        bus_listen: s.cluster_port.map(|p| format!("{}:{p}", s.bind)),
+        secret: s.cluster_secret.as_deref().map(Secret::new),
+        join: s.join.clone(),
+        learner: s.learner,
+        password: s.requirepass.clone(),
+        timings: Timings {
+            heartbeat: Duration::from_millis(s.heartbeat_ms),
+            election_timeout: Duration::from_millis(s.election_timeout_ms),
+            stale_after: Duration::from_millis(s.stale_after_ms),
+        },
         fsync: match s.fsync {
             FsyncMode::Always => FsyncPolicy::Always,
             FsyncMode::Everysec => FsyncPolicy::EverySec,
@@ -87,11 +127,22 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let result = match loaded {
         Some(Ok(node)) => {
             tokio::spawn(publish_changes(state.clone(), node.take_events()));
+            if let Some(published) = node.take_published() {
+                tokio::spawn(deliver_peer_messages(state.clone(), published));
+            }
             let _ = state.raft.set(node);
-            state.set_loading(false);
-            tracing::info!(%addr, "ready to accept connections");
-            state.shutdown.cancelled().await;
-            Ok(())
+            match join_if_asked(&state).await {
+                Ok(()) => {
+                    state.set_loading(false);
+                    tracing::info!(%addr, "ready to accept connections");
+                    state.shutdown.cancelled().await;
+                    Ok(())
+                }
+                Err(e) => {
+                    state.shutdown.cancel();
+                    Err(e)
+                }
+            }
         }
         Some(Err(e)) => {
             state.shutdown.cancel();

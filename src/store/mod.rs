@@ -171,6 +171,9 @@ pub enum WriteError {
     /// The write did not finish in time; it may or may not have committed.
     #[error("TIMEOUT write outcome unknown after {0} ms")]
     Timeout(u64),
+    /// The write was sent but its answer was lost; it may or may not have committed.
+    #[error("TIMEOUT write outcome unknown: {0}")]
+    Unknown(String),
     /// The write path failed.
     #[error("ERR write failed: {0}")]
     Failed(String),

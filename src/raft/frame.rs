@@ -1,0 +1,87 @@
+//! Messages on the cluster bus. Each message is a RESP array of bulk strings,
+//! read by the client-request decoder and written by the one reply encoder,
+//! so the bus adds no codec of its own and binary payloads need no escaping.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{DecoderLimits, Protocol, Reply, RequestDecoder};
+
+/// Limits for authenticated peers: snapshot chunks and entry batches are large.
+const PEER_LIMITS: DecoderLimits = DecoderLimits {
+    max_bulk_len: 1024 * 1024 * 1024,
+    max_multibulk_len: 1024,
+    query_buffer_limit: 1024 * 1024 * 1024,
+};
+
+/// One bus connection, either direction.
+#[derive(Debug)]
+pub struct FrameConn {
+    stream: TcpStream,
+    read: BytesMut,
+    out: BytesMut,
+    decoder: RequestDecoder,
+    /// Whether the peer proved the secret (before that, the small pre-auth limits apply).
+    trusted: bool,
+}
+
+impl FrameConn {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        FrameConn {
+            stream,
+            read: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(16 * 1024),
+            decoder: RequestDecoder::new(),
+            trusted: false,
+        }
+    }
+
+    /// Lifts the pre-authentication limits once the peer proved the secret.
+    pub fn trust(&mut self) {
+        self.trusted = true;
+    }
+
+    /// Whether the peer has closed an idle connection (so a request sent on it
+    /// would be lost): checked without waiting before a connection is reused.
+    pub fn peer_closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(
+            self.stream.try_read(&mut probe),
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Writes one message.
+    pub async fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let frame = Reply::Array(parts.iter().map(Reply::bulk).collect());
+        self.out.clear();
+        frame.encode(Protocol::Resp2, &mut self.out);
+        self.stream.write_all(&self.out).await
+    }
+
+    /// Reads one message; end of stream or a malformed message is an error.
+    pub async fn recv(&mut self) -> io::Result<Vec<Bytes>> {
+        loop {
+            match self
+                .decoder
+                .decode(&mut self.read, &PEER_LIMITS, self.trusted)
+            {
+                Ok(Some(parts)) => return Ok(parts),
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.0)),
+            }
+            self.read.reserve(16 * 1024);
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection",
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `RAFT.INFO`: the node's raft state as INFO-style `field:value` lines.
+
+use std::fmt::Write;
+
+use openraft::{RaftMetrics, ServerState};
+
+use super::liveness::Liveness;
+use super::node::NodeSettings;
+use super::types::{Member, NodeId};
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// The commit index a leader can vouch for: the highest index a majority of
+/// voters hold.
+fn leader_commit(m: &RaftMetrics<NodeId, Member>) -> Option<u64> {
+    let replication = m.replication.as_ref()?;
+    let mut matched: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|id| {
+            if id == m.id {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                replication
+                    .get(&id)
+                    .and_then(|l| l.map(|l| l.index))
+                    .unwrap_or(0)
+            }
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched.get(matched.len() / 2).copied()
+}
+
+fn ms(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(|| "-1".to_string(), |d| d.as_millis().to_string())
+}
+
+/// Renders the `RAFT.INFO` text.
+pub fn render(m: &RaftMetrics<NodeId, Member>, liveness: &Liveness, s: &NodeSettings) -> String {
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let is_member = membership.get_node(&m.id).is_some();
+    let role = match m.state {
+        ServerState::Learner if !is_member => "none",
+        ServerState::Follower if !voters.contains(&m.id) => "learner",
+        other => role(other),
+    };
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let leader_addr = m
+        .current_leader
+        .and_then(|l| membership.get_node(&l))
+        .map_or("", |n| n.client_addr.as_str());
+    let commit = if m.state == ServerState::Leader {
+        leader_commit(m).unwrap_or(applied)
+    } else {
+        liveness.leader_commit().max(applied)
+    };
+    let stale = liveness.stale(m);
+    let mut out = String::with_capacity(1024);
+    let _ = write!(
+        out,
+        "# Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{}\r\nleader_addr:{leader_addr}\r\n\
+         client_addr:{}\r\ncluster_addr:{}\r\ncommit_index:{commit}\r\napplied_index:{applied}\r\n\
+         last_log_index:{}\r\nsnapshot_index:{}\r\nstale:{}\r\nstale_reason:{}\r\n\
+         last_leader_contact_ms:{}\r\nquorum_ack_ms:{}\r\nheartbeat_ms:{}\r\nelection_timeout_ms:{}\r\n\
+         stale_after_ms:{}\r\n",
+        m.id,
+        m.current_term,
+        m.current_leader.map_or_else(|| "-1".to_string(), |l| l.to_string()),
+        s.client_addr,
+        s.cluster_addr,
+        m.last_log_index.unwrap_or(0),
+        m.snapshot.map_or(0, |l| l.index),
+        u8::from(stale.is_some()),
+        stale.unwrap_or_default(),
+        ms(liveness.since_leader_contact()),
+        if m.state == ServerState::Leader {
+            ms(liveness.since_quorum_ack())
+        } else {
+            "-1".into()
+        },
+        liveness.timings.heartbeat.as_millis(),
+        liveness.timings.election_timeout.as_millis(),
+        liveness.timings.stale_after.as_millis(),
+    );
+    let nodes: Vec<(&NodeId, &Member)> = membership.nodes().collect();
+    let _ = write!(
+        out,
+        "\r\n# Members\r\nmembers:{}\r\nvoters:{}\r\nlearners:{}\r\n",
+        nodes.len(),
+        voters.len(),
+        nodes.len() - voters.len()
+    );
+    let last = m.last_log_index.unwrap_or(0);
+    for (id, node) in nodes {
+        let kind = if voters.contains(id) {
+            "voter"
+        } else {
+            "learner"
+        };
+        let (matched, lag) = if *id == m.id {
+            (last.to_string(), "0".to_string())
+        } else {
+            match m.replication.as_ref().map(|r| r.get(id).copied().flatten()) {
+                Some(Some(l)) => (
+                    l.index.to_string(),
+                    last.saturating_sub(l.index).to_string(),
+                ),
+                Some(None) => ("0".into(), last.to_string()),
+                None => ("-1".into(), "-1".into()),
+            }
+        };
+        let _ = write!(
+            out,
+            "member{id}:id={id},role={kind},leader={},client_addr={},cluster_addr={},match_index={matched},lag={lag}\r\n",
+            u8::from(m.current_leader == Some(*id)),
+            node.client_addr,
+            node.cluster_addr,
+        );
+    }
+    out
+}

@@ -1,0 +1,244 @@
+//! Changing who is in the cluster: adding a node (checked first: it must be
+//! reachable and share the secret), promoting a learner, removing a node,
+//! and the joining node's side of `--join`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::{ChangeMembers, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::peer::{CallError, PeerClient, Secret};
+use super::types::{Member, NodeId, TypeConfig};
+
+/// Bus verb of a membership change forwarded to the leader.
+pub const MEMBER: &[u8] = b"MEMBER";
+/// Bus verb that checks a connection (the handshake is the check).
+pub const PING: &[u8] = b"PING";
+
+/// How long a new node may take to catch up before `ADD` gives up waiting.
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+/// A membership change, as `RAFT.NODE` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Add a node (or update its addresses); it catches up as a learner, then
+    /// becomes a voter unless `learner`.
+    Add {
+        /// Its id.
+        id: NodeId,
+        /// Its addresses.
+        member: Member,
+        /// Whether it stays a non-voting learner.
+        learner: bool,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Its id.
+        id: NodeId,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        /// Its id.
+        id: NodeId,
+    },
+}
+
+/// Why a membership change did not happen.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum MemberError {
+    /// No leader to run it: retry.
+    #[error("CLUSTERDOWN {0}")]
+    ClusterDown(String),
+    /// The change itself is not possible.
+    #[error("ERR {0}")]
+    Refused(String),
+}
+
+/// Runs `change` on the leader `raft`.
+pub async fn apply(
+    raft: &Raft<TypeConfig>,
+    secret: Option<&Secret>,
+    change: MemberChange,
+) -> Result<String, MemberError> {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let is_voter = |id: &NodeId| voters.contains(id);
+    let known = |id: &NodeId| membership.get_node(id).cloned();
+    let refused = |why: String| MemberError::Refused(why);
+    let raft_error = |e: openraft::error::RaftError<NodeId, _>| match e {
+        openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(_),
+        ) => MemberError::ClusterDown("No raft leader".into()),
+        other => refused(other.to_string()),
+    };
+    match change {
+        MemberChange::Add {
+            id,
+            member,
+            learner,
+        } => {
+            let Some(secret) = secret else {
+                return Err(refused(
+                    "this node has no cluster bus, so it cannot take members; restart it with --cluster-port and --cluster-secret".into(),
+                ));
+            };
+            if member.cluster_addr.is_empty() {
+                return Err(refused(format!("node {id} has no cluster address")));
+            }
+            let mut probe = PeerClient::new(&member.cluster_addr, secret.clone());
+            match probe.call(&[PING], Duration::from_secs(5)).await {
+                Ok(_) => {}
+                Err(CallError::Refused(why)) => {
+                    return Err(refused(format!("cannot add node {id}: {why}")))
+                }
+                Err(e) => {
+                    return Err(refused(format!(
+                        "cannot add node {id}: its cluster bus is unreachable ({e})"
+                    )))
+                }
+            }
+            match known(&id) {
+                Some(existing) if existing == member => {}
+                Some(_) => {
+                    let nodes = BTreeMap::from([(id, member.clone())]);
+                    raft.change_membership(ChangeMembers::SetNodes(nodes), true)
+                        .await
+                        .map_err(raft_error)?;
+                }
+                None => {
+                    let added =
+                        tokio::time::timeout(CATCH_UP, raft.add_learner(id, member.clone(), true))
+                            .await;
+                    match added {
+                        Ok(r) => {
+                            r.map_err(raft_error)?;
+                        }
+                        Err(_) => {
+                            return Err(refused(format!(
+                                "node {id} was added as a learner but did not catch up within {} s; promote it with RAFT.NODE PROMOTE {id} once it has",
+                                CATCH_UP.as_secs()
+                            )))
+                        }
+                    }
+                }
+            }
+            if learner || is_voter(&id) {
+                return Ok(format!("node {id} is a member"));
+            }
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                .await
+                .map_err(raft_error)?;
+            Ok(format!("node {id} is a voter"))
+        }
+        MemberChange::Promote { id } => {
+            if is_voter(&id) {
+                return Ok(format!("node {id} is already a voter"));
+            }
+            if known(&id).is_none() {
+                return Err(refused(format!("node {id} is not a member")));
+            }
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                .await
+                .map_err(raft_error)?;
+            Ok(format!("node {id} is a voter"))
+        }
+        MemberChange::Remove { id } => {
+            if known(&id).is_none() {
+                return Err(refused(format!("node {id} is not a member")));
+            }
+            if is_voter(&id) {
+                if voters.len() == 1 {
+                    return Err(refused(format!(
+                        "node {id} is the only voter; a cluster needs at least one"
+                    )));
+                }
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(raft_error)?;
+            } else {
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(raft_error)?;
+            }
+            Ok(format!("node {id} was removed"))
+        }
+    }
+}
+
+/// Why a join request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Worth retrying: the member is unreachable or the cluster has no leader.
+    #[error("{0}")]
+    Retry(String),
+    /// Retrying will not help (wrong secret, id taken, refused).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Sends one command to a member's client port and reads a one-line reply.
+async fn command_line(
+    stream: &mut BufReader<TcpStream>,
+    args: &[&str],
+) -> Result<Result<String, String>, std::io::Error> {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.get_mut().write_all(out.as_bytes()).await?;
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    let line = line.trim_end();
+    Ok(match line.split_at_checked(1) {
+        Some(("-", err)) => Err(err.to_string()),
+        Some((_, ok)) => Ok(ok.to_string()),
+        None => Err("empty reply".to_string()),
+    })
+}
+
+/// Asks the member at `addr` (a client address) to add this node.
+pub async fn request_join(
+    addr: &str,
+    id: NodeId,
+    me: &Member,
+    learner: bool,
+    password: Option<&str>,
+) -> Result<String, JoinError> {
+    let retry = |e: std::io::Error| JoinError::Retry(format!("{addr}: {e}"));
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| JoinError::Retry(format!("{addr}: connect timed out")))?
+        .map_err(retry)?;
+    let mut stream = BufReader::new(stream);
+    if let Some(pw) = password {
+        if let Err(e) = command_line(&mut stream, &["AUTH", pw])
+            .await
+            .map_err(retry)?
+        {
+            return Err(JoinError::Fatal(format!("{addr} refused AUTH: {e}")));
+        }
+    }
+    let id = id.to_string();
+    let mut args = vec!["RAFT.NODE", "ADD", &id, &me.cluster_addr, &me.client_addr];
+    if learner {
+        args.push("LEARNER");
+    }
+    match command_line(&mut stream, &args).await.map_err(retry)? {
+        Ok(answer) => Ok(answer),
+        Err(e) if e.starts_with("CLUSTERDOWN") || e.starts_with("LOADING") => {
+            Err(JoinError::Retry(format!("{addr}: {e}")))
+        }
+        Err(e) => Err(JoinError::Fatal(format!(
+            "{addr} refused to add this node: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,227 @@
+//! Talking to another member over the cluster bus: the shared-secret
+//! handshake (both sides prove the secret without sending it) and a client
+//! that sends one request and waits for its answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::net::TcpStream;
+
+use super::frame::FrameConn;
+
+/// Bus protocol version, sent in the greeting so mismatched builds refuse cleanly.
+const BUS_VERSION: &[u8] = b"flagstaff-bus/1";
+
+/// The cluster secret, kept as its key bytes.
+#[derive(Clone)]
+pub struct Secret(std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// Wraps the configured secret.
+    pub fn new(secret: &str) -> Self {
+        Secret(secret.as_bytes().into())
+    }
+
+    /// The proof that the `role` side knows the secret, bound to both nonces.
+    fn proof(&self, role: &[u8], client_nonce: &[u8], server_nonce: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(role);
+        mac.update(client_nonce);
+        mac.update(server_nonce);
+        mac
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    rand::random()
+}
+
+/// Why a call to a peer did not produce an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The request was not sent (connection or handshake failed): it had no effect.
+    #[error("{0}")]
+    NotSent(String),
+    /// The request was sent but no answer came: its effect is unknown.
+    #[error("{0}")]
+    Lost(String),
+    /// The peer answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Accepts a peer's handshake on a fresh server-side connection.
+pub async fn accept_handshake(conn: &mut FrameConn, secret: &Secret) -> std::io::Result<()> {
+    let bad =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string());
+    let hello = conn.recv().await?;
+    if hello.len() != 3 || hello[0].as_ref() != b"HELLO" {
+        let _ = conn
+            .send(&[b"ERR", b"expected HELLO <version> <nonce>"])
+            .await;
+        return Err(bad("peer did not greet"));
+    }
+    if hello[1].as_ref() != BUS_VERSION {
+        let _ = conn.send(&[b"ERR", b"unsupported bus version"]).await;
+        return Err(bad("peer speaks another bus version"));
+    }
+    let client_nonce = hello[2].clone();
+    let server_nonce = nonce();
+    let server_proof = secret
+        .proof(b"server", &client_nonce, &server_nonce)
+        .finalize()
+        .into_bytes();
+    conn.send(&[b"CHALLENGE", &server_nonce, &server_proof])
+        .await?;
+    let answer = conn.recv().await?;
+    let valid = answer.len() == 2
+        && answer[0].as_ref() == b"PROOF"
+        && secret
+            .proof(b"client", &client_nonce, &server_nonce)
+            .verify_slice(&answer[1])
+            .is_ok();
+    if !valid {
+        let _ = conn.send(&[b"ERR", b"cluster secret does not match"]).await;
+        return Err(bad("peer does not know the cluster secret"));
+    }
+    conn.send(&[b"OK"]).await?;
+    conn.trust();
+    Ok(())
+}
+
+async fn connect(addr: &str, secret: &Secret, timeout: Duration) -> Result<FrameConn, CallError> {
+    let not_sent = |why: String| CallError::NotSent(format!("cluster bus at {addr}: {why}"));
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| not_sent("connect timed out".into()))?
+        .map_err(|e| not_sent(e.to_string()))?;
+    let mut conn = FrameConn::new(stream);
+    let handshake = async {
+        let client_nonce = nonce();
+        conn.send(&[b"HELLO", BUS_VERSION, &client_nonce])
+            .await
+            .map_err(|e| not_sent(e.to_string()))?;
+        let challenge = conn.recv().await.map_err(|e| not_sent(e.to_string()))?;
+        if challenge.first().map(Bytes::as_ref) == Some(b"ERR") {
+            let why = challenge
+                .get(1)
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            return Err(CallError::Refused(format!(
+                "cluster bus at {addr} refused the handshake: {}",
+                why.unwrap_or_default()
+            )));
+        }
+        let server_ok = challenge.len() == 3
+            && challenge[0].as_ref() == b"CHALLENGE"
+            && secret
+                .proof(b"server", &client_nonce, &challenge[1])
+                .verify_slice(&challenge[2])
+                .is_ok();
+        if !server_ok {
+            return Err(CallError::Refused(format!(
+                "the node at {addr} does not share the cluster secret"
+            )));
+        }
+        let proof = secret
+            .proof(b"client", &client_nonce, &challenge[1])
+            .finalize()
+            .into_bytes();
+        conn.send(&[b"PROOF", &proof])
+            .await
+            .map_err(|e| not_sent(e.to_string()))?;
+        let verdict = conn.recv().await.map_err(|e| not_sent(e.to_string()))?;
+        if verdict.first().map(Bytes::as_ref) != Some(b"OK") {
+            return Err(CallError::Refused(format!(
+                "the node at {addr} does not share the cluster secret"
+            )));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| not_sent("handshake timed out".into()))??;
+    conn.trust();
+    Ok(conn)
+}
+
+/// A client for one peer's bus: connects (and authenticates) on first use,
+/// reconnects after a failure, and runs one request at a time.
+#[derive(Debug)]
+pub struct PeerClient {
+    addr: String,
+    secret: Secret,
+    conn: Option<FrameConn>,
+}
+
+impl PeerClient {
+    /// A client for the bus at `addr`; nothing is dialled yet.
+    pub fn new(addr: &str, secret: Secret) -> Self {
+        PeerClient {
+            addr: addr.to_string(),
+            secret,
+            conn: None,
+        }
+    }
+
+    /// The address this client dials.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `parts` and returns the answer's payload (after its `OK`).
+    pub async fn call(
+        &mut self,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Vec<Bytes>, CallError> {
+        if self.conn.as_ref().is_some_and(FrameConn::peer_closed) {
+            self.conn = None;
+        }
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => connect(&self.addr, &self.secret, timeout).await?,
+        };
+        let exchange = async {
+            conn.send(parts).await?;
+            conn.recv().await
+        };
+        let mut answer = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => {
+                return Err(CallError::Lost(format!(
+                    "no answer from {} within {} ms",
+                    self.addr,
+                    timeout.as_millis()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(CallError::Lost(format!(
+                    "connection to {} broke: {e}",
+                    self.addr
+                )))
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        self.conn = Some(conn);
+        match answer.first().map(Bytes::as_ref) {
+            Some(b"OK") => {
+                answer.remove(0);
+                Ok(answer)
+            }
+            _ => Err(CallError::Refused(
+                answer
+                    .get(1)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_else(|| "malformed answer".into()),
+            )),
+        }
+    }
+}
