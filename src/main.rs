@@ -91,13 +91,15 @@ fn run_tool(tool: Tool) -> ExitCode {
 }
 
 fn init_tracing(settings: &Settings) {
-    // A bare level applies to flagstaff; raft and storage internals stay at
-    // warn unless a full filter (`info,openraft=debug`) says otherwise.
+    // A bare level applies to flagstaff; storage internals stay at warn and
+    // openraft's own lines are off (it logs every failed heartbeat to an
+    // unreachable peer; flagstaff logs when a peer goes and comes back)
+    // unless a full filter (`info,openraft=debug`) says otherwise.
     let level = &settings.log_level;
     let directive = if level.contains('=') || level.contains(',') {
         level.clone()
     } else {
-        format!("{level},openraft=warn,sled=warn")
+        format!("{level},openraft=off,sled=warn")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -40,6 +40,8 @@ impl Network {
 pub struct PeerNetwork {
     target: NodeId,
     client: Option<PeerClient>,
+    /// Whether the last call failed (so a change is logged once, not per heartbeat).
+    down: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -52,7 +54,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             }
             _ => None,
         };
-        PeerNetwork { target, client }
+        PeerNetwork {
+            target,
+            client,
+            down: false,
+        }
     }
 }
 
@@ -80,10 +86,19 @@ impl PeerNetwork {
         } else {
             &[verb, body, extra]
         };
-        let answer = client
-            .call(parts, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
+        let answer = client.call(parts, option.hard_ttl()).await;
+        match (&answer, self.down) {
+            (Err(e), false) => {
+                tracing::warn!(node = target, error = %e, "raft peer unreachable");
+                self.down = true;
+            }
+            (Ok(_), true) => {
+                tracing::info!(node = target, "raft peer reachable again");
+                self.down = false;
+            }
+            _ => {}
+        }
+        let answer = answer.map_err(|e| match e {
                 CallError::NotSent(why) => {
                     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
                 }

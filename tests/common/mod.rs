@@ -90,7 +90,11 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra environment variables.
     pub fn start_with_env(data_dir: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::start_on(free_port(), data_dir, extra, env)
+    }
+
+    /// Starts a server on a chosen client port (cluster members name each other's).
+    pub fn start_on(port: u16, data_dir: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
