@@ -12,6 +12,6 @@ RUN useradd --system --home /var/lib/flagstaff flagstaff \
     && mkdir -p /var/lib/flagstaff && chown flagstaff /var/lib/flagstaff
 COPY --from=build /src/target/release/flagstaff /usr/local/bin/flagstaff
 USER flagstaff
-EXPOSE 6390
+EXPOSE 6390 16390
 VOLUME /var/lib/flagstaff
 ENTRYPOINT ["flagstaff", "--bind", "0.0.0.0", "--data-dir", "/var/lib/flagstaff"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local cluster on loopback: 3 voters and 1 learner, data and logs under one
-# folder. Usage: cluster/local.sh start|stop|status|kill N|restart N|stop-node N|pause N|resume N|leader|addr N
+# folder. Usage: cluster/local.sh start|stop|status|kill N|restart N|up N|stop-node N|pause N|resume N|leader|addr N|cmd N ARGS..
 #
 #   FLAGSTAFF_CLUSTER_DIR  data, logs and pid files      [./cluster-data]
 #   FLAGSTAFF_BIN          the flagstaff binary           [target/release/flagstaff, built if missing]
@@ -128,6 +128,14 @@ case $cmd in
     n=${2:?node number}
     alive "$n" && kill -TERM "$(cat "$(pidfile "$n")")"
     for _ in $(seq 1 100); do alive "$n" || break; sleep 0.1; done
+    ;;
+  up)
+    n=${2:?node number}
+    if alive "$n"; then kill -CONT "$(cat "$(pidfile "$n")")"; else build; start_node "$n" && wait_ready "$n"; fi
+    ;;
+  cmd)
+    n=${2:?node number}; shift 2
+    resp "$n" "$@"
     ;;
   pause) kill -STOP "$(cat "$(pidfile "${2:?node number}")")" ;;
   resume) kill -CONT "$(cat "$(pidfile "${2:?node number}")")" ;;

@@ -1,7 +1,8 @@
 //! Change propagation: time from a FLAG.SET acknowledgement to the event's
 //! arrival at a subscriber, over N changes. Run through
-//! `benches/propagation.sh`, or against a running server:
-//! `cargo run --release --example propagation -- <port> [changes]`.
+//! `benches/propagation.sh` (one node) or `benches/cluster.sh` (write on the
+//! leader, subscribe on another node), or against running servers:
+//! `cargo run --release --example propagation -- <port> [changes] [subscriber-port]`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,10 +41,11 @@ fn main() {
     let port: u16 = args
         .get(1)
         .and_then(|p| p.parse().ok())
-        .expect("usage: propagation <port> [changes]");
+        .expect("usage: propagation <port> [changes] [subscriber-port]");
     let changes: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let sub_port: u16 = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(port);
     let received: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let mut sub = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut sub = TcpStream::connect(("127.0.0.1", sub_port)).expect("connect");
     sub.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$10\r\nflag:bench\r\n")
         .unwrap();
     let mut reader = BufReader::new(sub);

@@ -125,7 +125,10 @@ fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -170,8 +173,16 @@ fn writes_on_any_node_replicate_to_every_node() {
     let nodes = cluster(3, 1, &[]);
     let li = leader(&nodes, &[]);
     let roles: Vec<String> = nodes.iter().map(|n| n.info()["role"].clone()).collect();
-    assert_eq!(roles.iter().filter(|r| *r == "leader").count(), 1, "{roles:?}");
-    assert_eq!(roles.iter().filter(|r| *r == "follower").count(), 2, "{roles:?}");
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| *r == "follower").count(),
+        2,
+        "{roles:?}"
+    );
     assert_eq!(roles[3], "learner");
     let info = nodes[0].info();
     assert_eq!(info["members"], "4");
@@ -184,7 +195,12 @@ fn writes_on_any_node_replicate_to_every_node() {
     for (i, n) in nodes.iter().enumerate() {
         let mut con = n.conn();
         let key = format!("prod:from-node-{}", n.id);
-        assert_eq!(set(&mut con, &key, i as u64).unwrap(), 1, "write via node {}", n.id);
+        assert_eq!(
+            set(&mut con, &key, i as u64).unwrap(),
+            1,
+            "write via node {}",
+            n.id
+        );
         let value: String = redis::cmd("FLAG.EVAL")
             .arg(&key)
             .arg(r#"{"key":"u1"}"#)
@@ -209,15 +225,23 @@ fn writes_on_any_node_replicate_to_every_node() {
         .unwrap();
     assert_eq!(replies, vec![1, 1]);
     assert_converged(&nodes.iter().collect::<Vec<_>>());
-    let a: String = redis::cmd("FLAG.GET").arg("prod:tx-a").query(&mut nodes[3].conn()).unwrap();
-    let b: String = redis::cmd("FLAG.GET").arg("prod:tx-b").query(&mut nodes[3].conn()).unwrap();
+    let a: String = redis::cmd("FLAG.GET")
+        .arg("prod:tx-a")
+        .query(&mut nodes[3].conn())
+        .unwrap();
+    let b: String = redis::cmd("FLAG.GET")
+        .arg("prod:tx-b")
+        .query(&mut nodes[3].conn())
+        .unwrap();
     let rev = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["revision"].clone();
     assert_eq!(rev(&a), rev(&b), "one transaction, one revision");
 
     // A message published on one node reaches subscribers on another.
     let mut sub_con = nodes[2].conn();
     let mut pubsub = sub_con.as_pubsub();
-    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     pubsub.subscribe("chat").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let _: i64 = redis::cmd("PUBLISH")
@@ -311,8 +335,13 @@ fn leader_killed_under_load_loses_no_acknowledged_write() {
     assert_ne!(new, old);
     // Writes resume through the survivors.
     let mut con = nodes[new].conn();
-    eventually(Duration::from_secs(10), || set(&mut con, "probe:after-kill", 1).ok());
-    eprintln!("failover: first write {:?} after the kill", killed_at.elapsed());
+    eventually(Duration::from_secs(10), || {
+        set(&mut con, "probe:after-kill", 1).ok()
+    });
+    eprintln!(
+        "failover: first write {:?} after the kill",
+        killed_at.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(1000));
     nodes[old].server.restart();
     std::thread::sleep(Duration::from_millis(1000));
@@ -321,7 +350,10 @@ fn leader_killed_under_load_loses_no_acknowledged_write() {
         w.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(before > 0 && acked.len() >= before, "the load made progress");
+    assert!(
+        before > 0 && acked.len() >= before,
+        "the load made progress"
+    );
     assert_converged(&nodes.iter().collect::<Vec<_>>());
     // Every acknowledged write is on every node, including the old leader,
     // at the acknowledged version or later.
@@ -353,14 +385,23 @@ fn new_node_catches_up_by_snapshot_and_nodes_can_be_removed() {
     }
     // The log was compacted, so new members can only start from a snapshot.
     let info = first.info();
-    assert!(info["snapshot_index"].parse::<u64>().unwrap() >= 80, "{info:?}");
+    assert!(
+        info["snapshot_index"].parse::<u64>().unwrap() >= 80,
+        "{info:?}"
+    );
     let second = start_node(2, Some(first.port()), false, &["--snapshot-every", "20"]);
     let third = start_node(3, Some(second.port()), false, &["--snapshot-every", "20"]);
     let info = third.info();
     assert_eq!(info["role"], "follower", "{info:?}");
     assert_eq!(info["voters"], "3");
-    assert!(info["snapshot_index"].parse::<u64>().unwrap() >= 80, "{info:?}");
-    let doc: String = redis::cmd("FLAG.GET").arg("snap:k7").query(&mut third.conn()).unwrap();
+    assert!(
+        info["snapshot_index"].parse::<u64>().unwrap() >= 80,
+        "{info:?}"
+    );
+    let doc: String = redis::cmd("FLAG.GET")
+        .arg("snap:k7")
+        .query(&mut third.conn())
+        .unwrap();
     assert!(doc.contains(r#""value":7"#), "{doc}");
     assert_converged(&[&first, &second, &third]);
 
@@ -370,7 +411,11 @@ fn new_node_catches_up_by_snapshot_and_nodes_can_be_removed() {
     let victim = (li + 1) % 3;
     let asker = (li + 2) % 3;
     let victim_id = nodes[victim].id.to_string();
-    let ok = cmd_str(&mut nodes[asker].conn(), &["RAFT.NODE", "REMOVE", &victim_id]).unwrap();
+    let ok = cmd_str(
+        &mut nodes[asker].conn(),
+        &["RAFT.NODE", "REMOVE", &victim_id],
+    )
+    .unwrap();
     assert_eq!(ok, "OK");
     let info = nodes[li].info();
     assert_eq!(info["members"], "2", "{info:?}");
@@ -430,7 +475,9 @@ fn without_a_majority_writes_fail_fast_and_reads_say_stale() {
     let other = (li + 1) % 3;
     nodes[other].server.restart();
     let mut con = nodes[other].conn();
-    eventually(Duration::from_secs(10), || set(&mut con, "prod:new", 1).ok());
+    eventually(Duration::from_secs(10), || {
+        set(&mut con, "prod:new", 1).ok()
+    });
     let value: String = redis::cmd("FLAG.EVAL")
         .arg("prod:kept")
         .arg(r#"{"key":"u"}"#)
@@ -461,7 +508,11 @@ fn a_peer_without_the_secret_cannot_join() {
     // A raw connection that cannot prove the secret gets nothing from the bus.
     let bus: u16 = first.server.args[3].parse().unwrap();
     let mut raw = common::Raw::connect(bus);
-    raw.send(&common::resp(&["HELLO", "flagstaff-bus/1", "0123456789abcdef0123456789abcdef"]));
+    raw.send(&common::resp(&[
+        "HELLO",
+        "flagstaff-bus/1",
+        "0123456789abcdef0123456789abcdef",
+    ]));
     let challenge = raw.read_until(b"\r\n");
     assert!(challenge.starts_with(b"*3"), "{challenge:?}");
     raw.send(&common::resp(&["PROOF", "forged"]));
@@ -477,7 +528,15 @@ fn a_peer_without_the_secret_cannot_join() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster-secret"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flagstaff"))
-        .args(["--port", "60000", "--join", "127.0.0.1:1", "--cluster-secret", "s", "--data-dir"])
+        .args([
+            "--port",
+            "60000",
+            "--join",
+            "127.0.0.1:1",
+            "--cluster-secret",
+            "s",
+            "--data-dir",
+        ])
         .arg(temp_dir("bigport"))
         .output()
         .unwrap();

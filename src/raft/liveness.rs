@@ -134,9 +134,13 @@ impl Liveness {
             if sole_voter(m) {
                 return Duration::ZERO;
             }
-            return self.since_quorum_ack().unwrap_or(Duration::MAX);
+            return self
+                .since_quorum_ack()
+                .unwrap_or_else(|| self.origin.elapsed());
         }
-        self.since_leader_contact().unwrap_or(Duration::MAX)
+        // Never heard from a leader: out of contact since this process started.
+        self.since_leader_contact()
+            .unwrap_or_else(|| self.origin.elapsed())
     }
 
     /// Why this node's answers may be out of date, if they may be.
@@ -157,11 +161,7 @@ impl Liveness {
 }
 
 fn describe(m: &RaftMetrics<NodeId, Member>, out: Duration) -> String {
-    let ms = if out == Duration::MAX {
-        "as long as it has run".to_string()
-    } else {
-        format!("{} ms", out.as_millis())
-    };
+    let ms = format!("{} ms", out.as_millis());
     if m.state == ServerState::Leader {
         format!("No quorum: this leader has not been acknowledged by a majority for {ms}")
     } else {

@@ -52,10 +52,17 @@ pub enum MemberError {
     /// No leader to run it: retry.
     #[error("CLUSTERDOWN {0}")]
     ClusterDown(String),
+    /// Another change is being made: retry.
+    #[error("TRYAGAIN {0}")]
+    TryAgain(String),
     /// The change itself is not possible.
     #[error("ERR {0}")]
     Refused(String),
 }
+
+/// One membership change at a time on this node: concurrent joins queue
+/// instead of failing on openraft's change in progress.
+static CHANGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `change` on the leader `raft`.
 pub async fn apply(
@@ -63,16 +70,21 @@ pub async fn apply(
     secret: Option<&Secret>,
     change: MemberChange,
 ) -> Result<String, MemberError> {
+    let _one_at_a_time = CHANGING.lock().await;
     let metrics = raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let is_voter = |id: &NodeId| voters.contains(id);
     let known = |id: &NodeId| membership.get_node(id).cloned();
     let refused = |why: String| MemberError::Refused(why);
-    let raft_error = |e: openraft::error::RaftError<NodeId, _>| match e {
-        openraft::error::RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(_),
-        ) => MemberError::ClusterDown("No raft leader".into()),
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    let raft_error = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            MemberError::ClusterDown("No raft leader".into())
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(p),
+        )) => MemberError::TryAgain(p.to_string()),
         other => refused(other.to_string()),
     };
     match change {
@@ -234,7 +246,11 @@ pub async fn request_join(
     }
     match command_line(&mut stream, &args).await.map_err(retry)? {
         Ok(answer) => Ok(answer),
-        Err(e) if e.starts_with("CLUSTERDOWN") || e.starts_with("LOADING") => {
+        Err(e)
+            if e.starts_with("CLUSTERDOWN")
+                || e.starts_with("LOADING")
+                || e.starts_with("TRYAGAIN") =>
+        {
             Err(JoinError::Retry(format!("{addr}: {e}")))
         }
         Err(e) => Err(JoinError::Fatal(format!(

@@ -99,13 +99,13 @@ impl PeerNetwork {
             _ => {}
         }
         let answer = answer.map_err(|e| match e {
-                CallError::NotSent(why) => {
-                    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
-                }
-                CallError::Lost(why) | CallError::Refused(why) => {
-                    RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
-                }
-            })?;
+            CallError::NotSent(why) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+            }
+            CallError::Lost(why) | CallError::Refused(why) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+            }
+        })?;
         let payload = answer.first().map(|b| b.as_ref()).unwrap_or_default();
         let result: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(payload).map_err(|e| {
