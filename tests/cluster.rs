@@ -440,9 +440,9 @@ fn without_a_majority_writes_fail_fast_and_reads_say_stale() {
     assert_converged(&nodes.iter().collect::<Vec<_>>());
     let li = leader(&nodes, &[]);
     // Keep the old leader (the worst case: it believes it leads) and lose the others.
-    for i in 0..3 {
+    for (i, node) in nodes.iter_mut().enumerate() {
         if i != li {
-            nodes[i].server.kill9();
+            node.server.kill9();
         }
     }
     std::thread::sleep(Duration::from_millis(1200));
