@@ -115,6 +115,9 @@ fn load(nodes: &[String], history: &Path, stop: &Path) {
     }
 }
 
+/// Per key, every version a node holds and its value.
+type Histories = BTreeMap<String, BTreeMap<u64, u64>>;
+
 /// Every version of `key` a node's audit log holds: version → value.
 fn node_history(con: &mut redis::Connection, key: &str) -> Result<BTreeMap<u64, u64>, String> {
     let entries: Vec<HashMap<String, redis::Value>> = redis::cmd("FLAG.HISTORY")
@@ -198,7 +201,7 @@ fn check(nodes: &[String], history: &Path) -> bool {
         }
     }
     // Every node holds every acknowledged write, and all nodes hold the same history.
-    let mut reference: Option<(String, BTreeMap<String, BTreeMap<u64, u64>>)> = None;
+    let mut reference: Option<(String, Histories)> = None;
     for node in nodes {
         let Some(mut con) = connect(node) else {
             violations.push(format!("{node}: unreachable for the check"));
