@@ -225,6 +225,13 @@ fn writes_on_any_node_replicate_to_every_node() {
         .unwrap();
     assert_eq!(replies, vec![1, 1]);
     assert_converged(&nodes.iter().collect::<Vec<_>>());
+    assert!(
+        nodes[follower].info()["writes_forwarded"]
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(nodes[li].info()["writes_forwarded"], "0");
     let a: String = redis::cmd("FLAG.GET")
         .arg("prod:tx-a")
         .query(&mut nodes[3].conn())
@@ -470,7 +477,12 @@ fn without_a_majority_writes_fail_fast_and_reads_say_stale() {
     let info = cmd_str(&mut con, &["INFO"]).unwrap();
     assert!(info.contains("stale:1"), "{info}");
     assert!(info.contains("role:master"), "{info}");
-    assert_eq!(nodes[li].info()["stale"], "1");
+    let info = nodes[li].info();
+    assert_eq!(info["stale"], "1");
+    assert!(
+        info["writes_refused"].parse::<u64>().unwrap() >= 1,
+        "{info:?}"
+    );
     // Nothing stored was lost, and with a majority back, writes resume.
     let other = (li + 1) % 3;
     nodes[other].server.restart();
@@ -519,6 +531,8 @@ fn a_peer_without_the_secret_cannot_join() {
     let verdict = raw.read_until(b"match\r\n");
     assert!(String::from_utf8_lossy(&verdict).contains("cluster secret does not match"));
     assert!(raw.is_closed());
+    let refused: u64 = first.info()["bus_peers_refused"].parse().unwrap();
+    assert!(refused >= 1, "the forged proof is counted: {refused}");
     // A bus needs a secret; a bus port that does not fit is named.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flagstaff"))
         .args(["--cluster-port", &free_port().to_string(), "--data-dir"])

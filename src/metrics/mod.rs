@@ -23,6 +23,21 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
 }
 
+/// Cluster counters, read by `RAFT.INFO`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Writes this node forwarded to its leader.
+    pub writes_forwarded: AtomicU64,
+    /// Writes refused with -CLUSTERDOWN (no leader, no quorum, leader unreachable).
+    pub writes_refused: AtomicU64,
+    /// Writes answered -TIMEOUT: sent, outcome unknown.
+    pub writes_unknown: AtomicU64,
+    /// Bus connections refused for not proving the cluster secret.
+    pub bus_peers_refused: AtomicU64,
+    /// Pub/sub messages dropped because a peer's queue was full.
+    pub peer_messages_dropped: AtomicU64,
+}
+
 /// Adds `n` to a counter.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //! bounded queue per peer) rather than slowing the publisher.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::bus::PUBLISH;
 use super::peer::{PeerClient, Secret};
 use super::types::{NodeId, TypeConfig};
+use crate::metrics::{add, ClusterStats};
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 10_000;
@@ -28,6 +29,7 @@ pub struct Broadcaster {
     raft: Raft<TypeConfig>,
     secret: Secret,
     peers: Mutex<HashMap<NodeId, PeerQueue>>,
+    stats: Arc<ClusterStats>,
 }
 
 impl std::fmt::Debug for Broadcaster {
@@ -38,11 +40,12 @@ impl std::fmt::Debug for Broadcaster {
 
 impl Broadcaster {
     /// A broadcaster for the members `raft` knows.
-    pub fn new(raft: Raft<TypeConfig>, secret: Secret) -> Self {
+    pub fn new(raft: Raft<TypeConfig>, secret: Secret, stats: Arc<ClusterStats>) -> Self {
         Broadcaster {
             raft,
             secret,
             peers: Mutex::new(HashMap::new()),
+            stats,
         }
     }
 
@@ -75,6 +78,7 @@ impl Broadcaster {
             }
             if let Some((_, tx)) = peers.get(&id) {
                 if tx.try_send((channel.clone(), message.clone())).is_err() {
+                    add(&self.stats.peer_messages_dropped, 1);
                     tracing::debug!(node = id, "pub/sub queue to peer full; message dropped");
                 }
             }

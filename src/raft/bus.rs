@@ -19,6 +19,7 @@ use super::network::{APPEND, SNAPSHOT, VOTE};
 use super::peer::{accept_handshake, Secret};
 use super::types::TypeConfig;
 use super::writes::{Committed, WriteQueue, WRITE};
+use crate::metrics::{add, ClusterStats};
 use crate::store::{WriteError, WriteRequest};
 
 /// Bus verb asking the leader for a linearizable read index.
@@ -41,6 +42,8 @@ pub struct BusContext {
     pub published: mpsc::UnboundedSender<(Bytes, Bytes)>,
     /// How long a forwarded write may take.
     pub write_timeout: Duration,
+    /// Counters.
+    pub stats: Arc<ClusterStats>,
 }
 
 impl std::fmt::Debug for BusContext {
@@ -83,6 +86,7 @@ async fn serve_peer(stream: TcpStream, ctx: &BusContext) -> std::io::Result<()> 
     match handshake {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
+            add(&ctx.stats.bus_peers_refused, 1);
             tracing::warn!(?peer, error = %e, "refused a cluster bus peer");
             return Ok(());
         }

@@ -7,6 +7,7 @@ use openraft::{RaftMetrics, ServerState};
 use super::liveness::Liveness;
 use super::node::NodeSettings;
 use super::types::{Member, NodeId};
+use crate::metrics::{get, ClusterStats};
 
 fn role(state: ServerState) -> &'static str {
     match state {
@@ -46,7 +47,12 @@ fn ms(d: Option<std::time::Duration>) -> String {
 }
 
 /// Renders the `RAFT.INFO` text.
-pub fn render(m: &RaftMetrics<NodeId, Member>, liveness: &Liveness, s: &NodeSettings) -> String {
+pub fn render(
+    m: &RaftMetrics<NodeId, Member>,
+    liveness: &Liveness,
+    s: &NodeSettings,
+    stats: &ClusterStats,
+) -> String {
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let is_member = membership.get_node(&m.id).is_some();
@@ -92,6 +98,15 @@ pub fn render(m: &RaftMetrics<NodeId, Member>, liveness: &Liveness, s: &NodeSett
         liveness.timings.heartbeat.as_millis(),
         liveness.timings.election_timeout.as_millis(),
         liveness.timings.stale_after.as_millis(),
+    );
+    let _ = write!(
+        out,
+        "\r\n# Stats\r\nwrites_forwarded:{}\r\nwrites_refused:{}\r\nwrites_unknown:{}\r\nbus_peers_refused:{}\r\npeer_messages_dropped:{}\r\n",
+        get(&stats.writes_forwarded),
+        get(&stats.writes_refused),
+        get(&stats.writes_unknown),
+        get(&stats.bus_peers_refused),
+        get(&stats.peer_messages_dropped),
     );
     let nodes: Vec<(&NodeId, &Member)> = membership.nodes().collect();
     let _ = write!(

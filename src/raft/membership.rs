@@ -64,6 +64,34 @@ pub enum MemberError {
 /// instead of failing on openraft's change in progress.
 static CHANGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// On the leader: records `me` as this node's addresses if the membership
+/// holds others (a restart with a new address, or the first node given a bus).
+pub async fn refresh_own(raft: &Raft<TypeConfig>, me: &Member) {
+    let (id, current) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return;
+        }
+        (
+            m.id,
+            m.membership_config.membership().get_node(&m.id).cloned(),
+        )
+    };
+    if current.is_none_or(|c| c == *me) {
+        return;
+    }
+    let _one_at_a_time = CHANGING.lock().await;
+    let nodes = BTreeMap::from([(id, me.clone())]);
+    match raft
+        .change_membership(ChangeMembers::SetNodes(nodes), true)
+        .await
+    {
+        Ok(_) => tracing::info!(?me, "updated this node's addresses in the membership"),
+        Err(e) => tracing::warn!(error = %e, "cannot update this node's addresses"),
+    }
+}
+
 /// Runs `change` on the leader `raft`.
 pub async fn apply(
     raft: &Raft<TypeConfig>,

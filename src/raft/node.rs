@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ use super::state_machine::{latest_snapshot, StateMachine};
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
 use super::writes::WriteQueue;
+use crate::metrics::ClusterStats;
 use crate::store::storage::{SledStorage, StateStorage, StreamId};
 use crate::store::{AuditRecord, Kind, OpResult, StateView, Store, WriteError, WriteRequest};
 
@@ -228,6 +229,7 @@ pub struct RaftNode {
     /// The leader's bus client for read-index requests and membership changes.
     leader_client: tokio::sync::Mutex<Option<(NodeId, PeerClient)>>,
     background: CancellationToken,
+    stats: Arc<ClusterStats>,
     state_machine: StateMachine,
     log: LogStore,
     storage: Arc<SledStorage>,
@@ -275,31 +277,14 @@ async fn watch_metrics(raft: Raft<TypeConfig>, liveness: Arc<Liveness>, stop: Ca
     }
 }
 
-/// On the leader: keeps each member's addresses in the membership current
-/// (a node restarted with a new address, or the first node given a bus).
+/// On the leader: keeps this node's addresses in the membership current
+/// (restarted with a new address, or the first node given a bus).
 async fn refresh_addresses(raft: Raft<TypeConfig>, me: Member, stop: CancellationToken) {
     loop {
+        membership::refresh_own(&raft, &me).await;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let (leader, recorded) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            (
-                m.state == ServerState::Leader,
-                m.membership_config.membership().get_node(&m.id).cloned(),
-            )
-        };
-        if leader && recorded.is_some_and(|r| r != me) {
-            let nodes = BTreeMap::from([(raft.metrics().borrow().id, me.clone())]);
-            match raft
-                .change_membership(ChangeMembers::SetNodes(nodes), true)
-                .await
-            {
-                Ok(_) => tracing::info!(?me, "updated this node's addresses in the membership"),
-                Err(e) => tracing::warn!(error = %e, "cannot update this node's addresses"),
-            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
@@ -385,11 +370,13 @@ impl RaftNode {
             background.clone(),
         ));
         tokio::spawn(refresh_addresses(raft.clone(), me, background.clone()));
+        let stats = Arc::new(ClusterStats::default());
         let writes = WriteQueue::start(
             raft.clone(),
             liveness.clone(),
             settings.secret.clone(),
             settings.write_timeout,
+            stats.clone(),
         );
         let (published_tx, published_rx) = mpsc::unbounded_channel();
         let mut broadcaster = None;
@@ -407,9 +394,14 @@ impl RaftNode {
                 writes: writes.clone(),
                 published: published_tx,
                 write_timeout: settings.write_timeout,
+                stats: stats.clone(),
             };
             tokio::spawn(bus::serve(listener, ctx, background.clone()));
-            broadcaster = Some(Broadcaster::new(raft.clone(), secret.clone()));
+            broadcaster = Some(Broadcaster::new(
+                raft.clone(),
+                secret.clone(),
+                stats.clone(),
+            ));
             tracing::info!(addr = %listen, "cluster bus listening");
         }
         tracing::info!(
@@ -426,6 +418,7 @@ impl RaftNode {
             published: Mutex::new(Some(published_rx)),
             leader_client: tokio::sync::Mutex::new(None),
             background,
+            stats,
             state_machine,
             log,
             storage,
@@ -663,7 +656,7 @@ impl RaftNode {
     /// `RAFT.INFO`: raft state as INFO-style text.
     pub fn info(&self) -> String {
         let m = self.raft.metrics().borrow().clone();
-        super::info::render(&m, &self.liveness, &self.settings)
+        super::info::render(&m, &self.liveness, &self.settings, &self.stats)
     }
 
     /// Change events of every applied write, in revision order (one reader).

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::liveness::Liveness;
 use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, Proposal, TypeConfig};
+use crate::metrics::{add, ClusterStats};
 use crate::store::{OpResult, WriteError, WriteOp, WriteRequest};
 
 /// Bus verb of a batch of writes forwarded to the leader.
@@ -51,6 +52,7 @@ impl WriteQueue {
         liveness: std::sync::Arc<Liveness>,
         secret: Option<Secret>,
         timeout: Duration,
+        stats: std::sync::Arc<ClusterStats>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
@@ -59,6 +61,7 @@ impl WriteQueue {
             secret,
             timeout,
             leader: None,
+            stats,
         };
         tokio::spawn(batcher.run(rx));
         WriteQueue(tx)
@@ -116,6 +119,7 @@ struct Batcher {
     timeout: Duration,
     /// Bus client of the leader writes were last forwarded to.
     leader: Option<(NodeId, PeerClient)>,
+    stats: std::sync::Arc<ClusterStats>,
 }
 
 impl Batcher {
@@ -133,7 +137,10 @@ impl Batcher {
                 }
             }
             match self.route() {
-                Route::Refuse(why) => fail(pending, WriteError::ClusterDown(why)),
+                Route::Refuse(why) => {
+                    add(&self.stats.writes_refused, pending.len() as u64);
+                    fail(pending, WriteError::ClusterDown(why))
+                }
                 Route::Propose => self.propose(pending).await,
                 Route::Forward(id, member) => {
                     let (forward, local): (Vec<_>, Vec<_>) =
@@ -216,6 +223,7 @@ impl Batcher {
         let Some((_, client)) = self.leader.as_mut() else {
             return;
         };
+        add(&self.stats.writes_forwarded, pending.len() as u64);
         let requests: Vec<&WriteRequest> = pending.iter().map(|p| &p.request).collect();
         let body = serde_json::to_vec(&requests).unwrap_or_default();
         let answer = client.call(&[WRITE, &body], self.timeout).await;
@@ -239,8 +247,15 @@ impl Batcher {
                 WriteError::Unknown("the leader answered for the wrong number of writes".into()),
             ),
             Err(e) => {
-                if matches!(e, WriteError::Unknown(_)) {
-                    self.leader = None;
+                match e {
+                    WriteError::Unknown(_) => {
+                        self.leader = None;
+                        add(&self.stats.writes_unknown, pending.len() as u64);
+                    }
+                    WriteError::ClusterDown(_) => {
+                        add(&self.stats.writes_refused, pending.len() as u64)
+                    }
+                    _ => {}
                 }
                 fail(pending, e)
             }
