@@ -25,8 +25,8 @@ pidfile() { echo "$DIR/n$1.pid"; }
 alive() {
   [[ -f $(pidfile "$1") ]] || return 1
   local stat
-  stat=$(ps -o stat= -p "$(cat "$(pidfile "$1")")" 2>/dev/null) || return 1
-  [[ -n $stat && $stat != Z* ]]
+  stat=$(cut -d' ' -f3 "/proc/$(cat "$(pidfile "$1")")/stat" 2>/dev/null) || return 1
+  [[ -n $stat && $stat != Z ]]
 }
 
 # Sends one command to node N's client port and prints the raw RESP reply.
