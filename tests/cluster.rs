@@ -137,6 +137,14 @@ fn set(con: &mut redis::Connection, key: &str, n: u64) -> redis::RedisResult<u64
     redis::cmd("FLAG.SET").arg(key).arg(flag(n)).query(con)
 }
 
+fn eval(con: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("FLAG.EVAL")
+        .arg(key)
+        .arg(r#"{"key":"u1"}"#)
+        .query(con)
+        .unwrap()
+}
+
 fn dump_without_revision(node: &Node) -> serde_json::Value {
     let text = cmd_str(&mut node.conn(), &["FLAG.DUMP"]).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -201,12 +209,12 @@ fn writes_on_any_node_replicate_to_every_node() {
             "write via node {}",
             n.id
         );
-        let value: String = redis::cmd("FLAG.EVAL")
-            .arg(&key)
-            .arg(r#"{"key":"u1"}"#)
-            .query(&mut con)
-            .unwrap();
-        assert_eq!(value, i.to_string(), "read-your-write on node {}", n.id);
+        assert_eq!(
+            eval(&mut con, &key),
+            i.to_string(),
+            "read-your-write on node {}",
+            n.id
+        );
         let role = cmd_str(&mut con, &["INFO", "replication"]).unwrap();
         assert!(role.contains("role:master"), "{role}");
     }
@@ -459,12 +467,7 @@ fn without_a_majority_writes_fail_fast_and_reads_say_stale() {
     assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "failed fast");
     // Evaluation still answers from the last state, and says it may be stale.
-    let value: String = redis::cmd("FLAG.EVAL")
-        .arg("prod:kept")
-        .arg(r#"{"key":"u"}"#)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(value, "5");
+    assert_eq!(eval(&mut con, "prod:kept"), "5");
     let detail: Vec<redis::Value> = redis::cmd("FLAG.DETAIL")
         .arg("prod:kept")
         .query(&mut con)
@@ -490,12 +493,7 @@ fn without_a_majority_writes_fail_fast_and_reads_say_stale() {
     eventually(Duration::from_secs(10), || {
         set(&mut con, "prod:new", 1).ok()
     });
-    let value: String = redis::cmd("FLAG.EVAL")
-        .arg("prod:kept")
-        .arg(r#"{"key":"u"}"#)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(value, "5");
+    assert_eq!(eval(&mut con, "prod:kept"), "5");
     eventually(Duration::from_secs(5), || {
         (nodes[li].info()["stale"] == "0").then_some(())
     });
