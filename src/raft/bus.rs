@@ -164,10 +164,10 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
             Ok(vec![json(&outcomes)])
         }
         READ_INDEX => {
-            let index = ctx
-                .raft
-                .ensure_linearizable()
+            // Without a quorum the leadership check could wait for long.
+            let index = tokio::time::timeout(ctx.write_timeout, ctx.raft.ensure_linearizable())
                 .await
+                .map_err(|_| "No quorum: the leadership check timed out".to_string())?
                 .map_err(|e| e.to_string())?;
             Ok(vec![json(&index.map_or(0, |l| l.index))])
         }

@@ -91,4 +91,11 @@ log "ioredis subscriber"
 node "$here/ioredis_subscriber_check.js" "$port"
 log "change feed: redis-py pub/sub and examples/local_cache.py across a restart"
 "$root/.venv-compat/bin/python" "$here/change_feed_check.py" "$port" "$root/target/debug/flagstaff" "$work/data" "$server_pid"
+log "cluster: redis-cli and redis-py on a 3-voter + 1-learner cluster"
+cluster_env=(FLAGSTAFF_CLUSTER_DIR="$work/cluster" FLAGSTAFF_BIN="$root/target/debug/flagstaff" FLAGSTAFF_BASE_PORT=7601)
+env "${cluster_env[@]}" "$root/cluster/local.sh" start
+trap 'env "${cluster_env[@]}" "$root/cluster/local.sh" stop >/dev/null 2>&1 || true; kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+expect 1 redis-cli -p 7603 FLAG.SET cli:cluster '{"on":true,"variations":[{"name":"a","value":"A"}],"off_variation":"a","fallthrough":{"variation":"a"}}'
+"$root/.venv-compat/bin/python" "$here/cluster_check.py" 7601 7602 7603 7604
+env "${cluster_env[@]}" "$root/cluster/local.sh" stop
 log "compatibility suite passed"
