@@ -151,6 +151,9 @@ impl Liveness {
 
     /// Why this node must refuse writes now (fail fast, nothing sent), if it must.
     pub fn write_refusal(&self, m: &RaftMetrics<NodeId, Member>) -> Option<String> {
+        if m.membership_config.membership().get_node(&m.id).is_none() {
+            return Some("This node is not a member of a raft cluster".into());
+        }
         let bound = self.timings.leader_lost();
         if m.state != ServerState::Leader && m.current_leader.is_none() {
             return Some("No raft leader".into());

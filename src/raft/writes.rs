@@ -122,6 +122,16 @@ struct Batcher {
     stats: std::sync::Arc<ClusterStats>,
 }
 
+/// Returns once `raft` no longer names `leader` as the leader.
+async fn leader_changes(raft: &Raft<TypeConfig>, leader: NodeId) {
+    let mut metrics = raft.metrics();
+    while metrics.borrow_and_update().current_leader == Some(leader) {
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Batcher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
         while let Some(first) = rx.recv().await {
@@ -226,7 +236,16 @@ impl Batcher {
         add(&self.stats.writes_forwarded, pending.len() as u64);
         let requests: Vec<&WriteRequest> = pending.iter().map(|p| &p.request).collect();
         let body = serde_json::to_vec(&requests).unwrap_or_default();
-        let answer = client.call(&[WRITE, &body], self.timeout).await;
+        // If leadership moves while the batch is in flight, its answer may
+        // never come (a paused leader): report the outcome unknown at once
+        // rather than after the whole write timeout.
+        let parts: [&[u8]; 2] = [WRITE, &body];
+        let answer = tokio::select! {
+            answer = client.call(&parts, self.timeout) => answer,
+            _ = leader_changes(&self.raft, id) => Err(CallError::Lost(format!(
+                "leadership moved from node {id} while the write was in flight"
+            ))),
+        };
         let outcomes: Result<Vec<Committed>, WriteError> = match answer {
             Ok(parts) => serde_json::from_slice(parts.first().map_or(&[][..], |b| b.as_ref()))
                 .map_err(|e| WriteError::Unknown(format!("malformed answer from the leader: {e}"))),
