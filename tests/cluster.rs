@@ -561,3 +561,46 @@ fn a_peer_without_the_secret_cannot_join() {
     let e = cmd_err(&mut lone.conn(), &["RAFT.NODE", "ADD", "2", "127.0.0.1:1"]);
     assert!(e.contains("--cluster-port"), "{e}");
 }
+
+#[test]
+fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
+    let _g = serial();
+    let nodes = cluster(3, 0, &[]);
+    set(&mut nodes[0].conn(), "prod:before", 1).unwrap();
+    let old = leader(&nodes, &[]);
+    let via = (old + 1) % 3;
+    nodes[old].server.signal(libc::SIGSTOP);
+    // A write through a follower gets an answer quickly even while the old
+    // leader cannot: refused or unknown at first, then committed by the new one.
+    let mut con = nodes[via].conn();
+    let started = Instant::now();
+    let first = set(&mut con, "prod:during", 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    if let Err(e) = &first {
+        assert!(
+            matches!(e.code(), Some("CLUSTERDOWN") | Some("TIMEOUT")),
+            "{e:?}"
+        );
+    }
+    eventually(Duration::from_secs(10), || {
+        set(&mut con, "prod:during", 2).ok()
+    });
+    let new = leader(&nodes, &[old]);
+    assert_ne!(new, old);
+    nodes[old].server.signal(libc::SIGCONT);
+    // The old leader hears of the new term, follows, and catches up.
+    eventually(Duration::from_secs(10), || {
+        let info = nodes[old].info();
+        (info["role"] == "follower" && info["leader_id"] == nodes[new].id.to_string()).then_some(())
+    });
+    assert_converged(&nodes.iter().collect::<Vec<_>>());
+    let doc: String = redis::cmd("FLAG.GET")
+        .arg("prod:during")
+        .query(&mut nodes[old].conn())
+        .unwrap();
+    assert!(doc.contains(r#""value":2"#), "{doc}");
+}
