@@ -13,6 +13,7 @@ pub mod network;
 pub mod node;
 pub mod peer;
 pub mod persister;
+mod recovery;
 pub mod state_machine;
 pub mod types;
 pub mod wal;

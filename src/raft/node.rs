@@ -4,13 +4,12 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,13 +21,14 @@ use super::membership::{self, JoinError, MemberChange, MemberError, MEMBER};
 use super::network::Network;
 use super::peer::{CallError, PeerClient, Secret};
 use super::persister::Persister;
-use super::state_machine::{latest_snapshot, StateMachine};
-use super::types::{AppliedMeta, Member, NodeId, TypeConfig};
+use super::recovery::{recover, Recovered};
+use super::state_machine::StateMachine;
+use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
 use super::writes::WriteQueue;
 use crate::metrics::ClusterStats;
 use crate::store::storage::{SledStorage, StateStorage, StreamId};
-use crate::store::{AuditRecord, Kind, OpResult, StateView, Store, WriteError, WriteRequest};
+use crate::store::{AuditRecord, Kind, OpResult, Store, WriteError, WriteRequest};
 
 /// What the node needs from the configuration.
 #[derive(Debug, Clone)]
@@ -97,126 +97,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Who owns a data directory.
-#[derive(Debug, Serialize, Deserialize)]
-struct Identity {
-    node_id: NodeId,
-    format: u32,
-}
-
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-
-fn data_dir_error(dir: &Path, why: impl Into<String>) -> StartError {
-    StartError::DataDir {
-        dir: dir.display().to_string(),
-        why: why.into(),
-    }
-}
-
-/// Checks (or records) that `dir` belongs to `node_id`. Returns whether it was new.
-fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
-    let path = dir.join("node.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let id: Identity = serde_json::from_slice(&bytes).map_err(|e| {
-                data_dir_error(
-                    dir,
-                    format!("node.json is unreadable ({e}); refusing to start"),
-                )
-            })?;
-            if id.node_id != node_id {
-                return Err(data_dir_error(
-                    dir,
-                    format!("belongs to node {}, not node {node_id}; start with --node-id {} or use another --data-dir", id.node_id, id.node_id),
-                ));
-            }
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_data = ["wal", "state", "snapshots"]
-                .iter()
-                .any(|d| dir.join(d).exists());
-            if has_data {
-                return Err(data_dir_error(
-                    dir,
-                    "holds flagstaff data but no node.json; refusing to start over it",
-                ));
-            }
-            let bytes = serde_json::to_vec(&Identity { node_id, format: 1 }).unwrap_or_default();
-            super::wal::write_atomically(&path, &bytes)
-                .map_err(|e| data_dir_error(dir, e.to_string()))?;
-            Ok(true)
-        }
-        Err(e) => Err(data_dir_error(dir, format!("cannot read node.json: {e}"))),
-    }
-}
-
-/// What recovery found on disk.
-struct Recovered {
-    storage: Arc<SledStorage>,
-    applied: AppliedMeta,
-    view: StateView,
-    log: LogStore,
-    snapshot_dir: std::path::PathBuf,
-}
-
-/// Opens the data directory and rebuilds state and log (blocking).
-fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
-    let dir = settings.data_dir.clone();
-    let fresh = claim(&dir, settings.node_id)?;
-    let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
-    let mut image = storage.load()?;
-    let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
-        match meta {
-            Some(m) => AppliedMeta::decode(m)
-                .map_err(|e| StartError::State(format!("applied position: {e}"))),
-            None => Ok(AppliedMeta::default()),
-        }
-    };
-    let mut applied = decode(&image.meta)?;
-    let snapshot_dir = dir.join("snapshots");
-    let snapshot = latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
-    if let Some(snap) = snapshot {
-        let snap_index = snap.meta.last_log_id.map(|l| l.index);
-        if snap_index > applied.log_id.map(|l| l.index) {
-            // Storage is behind the last durable snapshot (it is not fsynced
-            // on every write): rebuild it from the snapshot, then replay the log.
-            tracing::info!(?snap_index, "restoring state from snapshot");
-            let mut img = snap.image;
-            img.meta = Some(
-                AppliedMeta {
-                    log_id: snap.meta.last_log_id,
-                    membership: snap.meta.last_membership.clone(),
-                }
-                .encode(),
-            );
-            storage.replace(&img)?;
-            image = storage.load()?;
-            applied = decode(&image.meta)?;
-        }
-    }
-    let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
-    let log = LogStore::open(
-        &dir,
-        settings.fsync,
-        SEGMENT_BYTES,
-        settings.unsafe_ack_before_log,
-    )?;
-    if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
-        return Err(data_dir_error(
-            &dir,
-            "has node.json but neither a log nor state; refusing to start empty over it",
-        ));
-    }
-    Ok(Recovered {
-        storage,
-        applied,
-        view,
-        log,
-        snapshot_dir,
-    })
 }
 
 /// The running local node.

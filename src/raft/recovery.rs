@@ -1,0 +1,140 @@
+//! Opening a data directory: checking it belongs to this node, then
+//! rebuilding the state (sled, or the last snapshot when sled is behind it)
+//! and opening the log. Blocking; the node runs it off the runtime thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::log_store::LogStore;
+use super::node::{NodeSettings, StartError};
+use super::state_machine::latest_snapshot;
+use super::types::{AppliedMeta, NodeId};
+use crate::store::storage::{SledStorage, StateStorage};
+use crate::store::StateView;
+
+/// Who owns a data directory.
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    node_id: NodeId,
+    format: u32,
+}
+
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+fn data_dir_error(dir: &Path, why: impl Into<String>) -> StartError {
+    StartError::DataDir {
+        dir: dir.display().to_string(),
+        why: why.into(),
+    }
+}
+
+/// Checks (or records) that `dir` belongs to `node_id`. Returns whether it was new.
+fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
+    let path = dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let id: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                data_dir_error(
+                    dir,
+                    format!("node.json is unreadable ({e}); refusing to start"),
+                )
+            })?;
+            if id.node_id != node_id {
+                return Err(data_dir_error(
+                    dir,
+                    format!("belongs to node {}, not node {node_id}; start with --node-id {} or use another --data-dir", id.node_id, id.node_id),
+                ));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = ["wal", "state", "snapshots"]
+                .iter()
+                .any(|d| dir.join(d).exists());
+            if has_data {
+                return Err(data_dir_error(
+                    dir,
+                    "holds flagstaff data but no node.json; refusing to start over it",
+                ));
+            }
+            let bytes = serde_json::to_vec(&Identity { node_id, format: 1 }).unwrap_or_default();
+            super::wal::write_atomically(&path, &bytes)
+                .map_err(|e| data_dir_error(dir, e.to_string()))?;
+            Ok(true)
+        }
+        Err(e) => Err(data_dir_error(dir, format!("cannot read node.json: {e}"))),
+    }
+}
+
+/// What recovery found on disk.
+pub(super) struct Recovered {
+    /// The state storage.
+    pub storage: Arc<SledStorage>,
+    /// Where the state stands in the log.
+    pub applied: AppliedMeta,
+    /// The state, compiled for reads.
+    pub view: StateView,
+    /// The raft log.
+    pub log: LogStore,
+    /// Where snapshots live.
+    pub snapshot_dir: std::path::PathBuf,
+}
+
+/// Opens the data directory and rebuilds state and log (blocking).
+pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
+    let dir = settings.data_dir.clone();
+    let fresh = claim(&dir, settings.node_id)?;
+    let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
+    let mut image = storage.load()?;
+    let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
+        match meta {
+            Some(m) => AppliedMeta::decode(m)
+                .map_err(|e| StartError::State(format!("applied position: {e}"))),
+            None => Ok(AppliedMeta::default()),
+        }
+    };
+    let mut applied = decode(&image.meta)?;
+    let snapshot_dir = dir.join("snapshots");
+    let snapshot = latest_snapshot(&snapshot_dir).map_err(|e| StartError::State(e.to_string()))?;
+    if let Some(snap) = snapshot {
+        let snap_index = snap.meta.last_log_id.map(|l| l.index);
+        if snap_index > applied.log_id.map(|l| l.index) {
+            // Storage is behind the last durable snapshot (it is not fsynced
+            // on every write): rebuild it from the snapshot, then replay the log.
+            tracing::info!(?snap_index, "restoring state from snapshot");
+            let mut img = snap.image;
+            img.meta = Some(
+                AppliedMeta {
+                    log_id: snap.meta.last_log_id,
+                    membership: snap.meta.last_membership.clone(),
+                }
+                .encode(),
+            );
+            storage.replace(&img)?;
+            image = storage.load()?;
+            applied = decode(&image.meta)?;
+        }
+    }
+    let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
+    let log = LogStore::open(
+        &dir,
+        settings.fsync,
+        SEGMENT_BYTES,
+        settings.unsafe_ack_before_log,
+    )?;
+    if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
+        return Err(data_dir_error(
+            &dir,
+            "has node.json but neither a log nor state; refusing to start empty over it",
+        ));
+    }
+    Ok(Recovered {
+        storage,
+        applied,
+        view,
+        log,
+        snapshot_dir,
+    })
+}
