@@ -604,3 +604,56 @@ fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
         .unwrap();
     assert!(doc.contains(r#""value":2"#), "{doc}");
 }
+
+#[test]
+fn a_follower_that_catches_up_by_snapshot_still_publishes_every_change() {
+    let _g = serial();
+    let nodes = cluster(3, 0, &["--snapshot-every", "20"]);
+    let li = leader(&nodes, &[]);
+    let lagging = (li + 1) % 3;
+    let mut sub_con = nodes[lagging].conn();
+    let mut pubsub = sub_con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.psubscribe("flag:lag:*").unwrap();
+    // The follower sleeps through 100 changes and two compactions...
+    nodes[lagging].server.signal(libc::SIGSTOP);
+    let mut con = nodes[li].conn();
+    for i in 0..100u64 {
+        set(&mut con, &format!("lag:k{}", i % 5), i).unwrap();
+    }
+    let purged: u64 = nodes[li].info()["snapshot_index"].parse().unwrap();
+    nodes[lagging].server.signal(libc::SIGCONT);
+    // ...so it can only catch up by snapshot, and its subscriber still gets
+    // every change, in order, ending with each key's current definition.
+    let info = eventually(Duration::from_secs(10), || {
+        let info = nodes[lagging].info();
+        (info["applied_index"] == nodes[li].info()["applied_index"]).then_some(info)
+    });
+    assert!(purged >= 60, "leader compacted its log: {purged}");
+    assert!(
+        info["snapshot_index"].parse::<u64>().unwrap() >= 60,
+        "{info:?}"
+    );
+    let mut last_revision = 0;
+    let mut last_value = BTreeMap::new();
+    for _ in 0..100 {
+        let msg = pubsub.get_message().unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        let revision = event["revision"].as_u64().unwrap();
+        assert!(revision > last_revision, "in revision order");
+        last_revision = revision;
+        last_value.insert(
+            event["key"].as_str().unwrap().to_string(),
+            event["definition"]["variations"][0]["value"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let expected: BTreeMap<String, u64> = (95..100u64)
+        .map(|i| (format!("lag:k{}", i % 5), i))
+        .collect();
+    assert_eq!(last_value, expected);
+}

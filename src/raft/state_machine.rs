@@ -24,7 +24,7 @@ use super::persister::Persister;
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
 use super::wal;
 use crate::store::storage::StateStorage;
-use crate::store::{self, AppliedBatch, AuditRecord, StateImage, StateView, Store};
+use crate::store::{self, AppliedBatch, AuditRecord, Kind, StateImage, StateView, Store};
 
 /// A snapshot file: the raft position and the full state at it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +60,33 @@ impl std::fmt::Debug for StateMachine {
 
 fn sm_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+/// The changes an installed snapshot brings that this node has not applied
+/// (those its audit retention kept), in revision order, so subscribers here
+/// still see every change; each key's newest event carries its current
+/// GET document, as applied changes do.
+fn missed_events(image: &StateImage, applied: u64, view: &StateView) -> Vec<AuditRecord> {
+    let mut missed: Vec<AuditRecord> = image
+        .audit
+        .iter()
+        .filter(|r| r.revision > applied)
+        .cloned()
+        .collect();
+    missed.sort_by_key(|r| (r.revision, r.seq));
+    let mut seen = std::collections::HashSet::new();
+    for r in missed.iter_mut().rev() {
+        if r.after.is_some() && seen.insert((r.kind, r.key.clone())) {
+            r.document = match r.kind {
+                Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered.clone()),
+                Kind::Segment => view
+                    .segments
+                    .get(r.key.as_str())
+                    .map(|e| e.rendered.clone()),
+            };
+        }
+    }
+    missed
 }
 
 fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
@@ -336,6 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         let mut a = self.applied();
         let current = a.log_id.map_or(0, |l| l.index);
+        let missed = missed_events(&file.image, self.inner.store.view().revision, &view);
         self.inner
             .persister
             .wait_for(current, std::time::Duration::from_secs(60))
@@ -346,6 +374,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .reset_to(meta.last_log_id.map_or(0, |l| l.index));
         self.inner.store.publish(view);
         *a = applied;
+        if !missed.is_empty() {
+            if let Some(tx) = &*self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) {
+                let _ = tx.send(Arc::new(missed));
+            }
+        }
         tracing::info!(
             index = meta.last_log_id.map_or(0, |l| l.index),
             "snapshot installed"
