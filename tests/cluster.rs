@@ -299,6 +299,15 @@ fn writes_on_any_node_replicate_to_every_node() {
     assert!(e.contains("already belongs"), "{e}");
     // Bad input changed nothing.
     assert_eq!(nodes[0].info()["members"], "4");
+    // The learner becomes a voter when asked (here through the learner itself).
+    let ok = cmd_str(&mut nodes[3].conn(), &["RAFT.NODE", "PROMOTE", "4"]).unwrap();
+    assert_eq!(ok, "OK");
+    let info = eventually(Duration::from_secs(5), || {
+        let info = nodes[3].info();
+        (info["role"] == "follower").then_some(info)
+    });
+    assert_eq!(info["voters"], "4", "{info:?}");
+    assert_eq!(info["learners"], "0", "{info:?}");
 }
 
 #[test]
