@@ -524,6 +524,29 @@ fn a_peer_without_the_secret_cannot_join() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cluster secret"), "{stderr}");
     assert_eq!(first.info()["members"], "1");
+    // Right secret, but the id of a member that still answers: refused too.
+    let args = node_args(1, Some(first.port()), false, &[], SECRET);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(&args)
+        .args(["--port", &free_port().to_string(), "--data-dir"])
+        .arg(temp_dir("twin"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node id 1 belongs to the member"),
+        "{stderr}"
+    );
+    let info = first.info();
+    assert_eq!(info["members"], "1");
+    assert_eq!(
+        info["cluster_addr"],
+        first.server.args[3]
+            .parse::<u16>()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap()
+    );
     // A raw connection that cannot prove the secret gets nothing from the bus.
     let bus: u16 = first.server.args[3].parse().unwrap();
     let mut raw = common::Raw::connect(bus);

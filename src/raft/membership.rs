@@ -143,7 +143,16 @@ pub async fn apply(
             }
             match known(&id) {
                 Some(existing) if existing == member => {}
-                Some(_) => {
+                Some(existing) => {
+                    // A moved node may take its id to a new address; a second
+                    // node may not take the id of one that still answers.
+                    let mut current = PeerClient::new(&existing.cluster_addr, secret.clone());
+                    if current.call(&[PING], Duration::from_secs(1)).await.is_ok() {
+                        return Err(refused(format!(
+                            "node id {id} belongs to the member at {}, which still answers; give this node another --node-id, or RAFT.NODE REMOVE {id} first",
+                            existing.cluster_addr
+                        )));
+                    }
                     let nodes = BTreeMap::from([(id, member.clone())]);
                     raft.change_membership(ChangeMembers::SetNodes(nodes), true)
                         .await
