@@ -32,24 +32,18 @@ const BETA: &str = r#"{"description":"beta testers","included":["tester-1"],"rul
 
 fn setup(s: &Server) -> redis::Connection {
     let mut con = s.conn();
-    let v: i64 = redis::cmd("FLAG.SET")
-        .arg("prod:payments-v2")
-        .arg(PAYMENTS)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(v, 1);
-    let v: i64 = redis::cmd("SEGMENT.SET")
-        .arg("prod:beta-testers")
-        .arg(BETA)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(v, 1);
-    let v: i64 = redis::cmd("FLAG.SET")
-        .arg("prod:new-checkout")
-        .arg(CHECKOUT)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(v, 1);
+    for (command, key, definition) in [
+        ("FLAG.SET", "prod:payments-v2", PAYMENTS),
+        ("SEGMENT.SET", "prod:beta-testers", BETA),
+        ("FLAG.SET", "prod:new-checkout", CHECKOUT),
+    ] {
+        let v: i64 = redis::cmd(command)
+            .arg(key)
+            .arg(definition)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, 1, "{command} {key}");
+    }
     con
 }
 

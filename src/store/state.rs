@@ -478,6 +478,25 @@ impl ApplyCtx<'_> {
         current.or(tomb.copied()).unwrap_or(0) + 1
     }
 
+    /// Sets a flag from a definition as a client sent it (or as the audit log
+    /// kept it), keeping the key's current sticky allocations as the seed.
+    fn set_flag_definition(
+        &mut self,
+        key: &str,
+        definition: &str,
+        event: Event,
+        reason: &Option<String>,
+    ) -> OpResult {
+        let def = parse_flag(key, definition.as_bytes())?;
+        let prev = self
+            .v
+            .flags
+            .get(key)
+            .map(|e| e.allocations.clone())
+            .unwrap_or_default();
+        self.set_flag(key, def, &prev, event, reason)
+    }
+
     /// Sets a flag whose definition is already parsed; `prev_alloc` seeds the allocation.
     fn set_flag(
         &mut self,
@@ -602,30 +621,14 @@ impl ApplyCtx<'_> {
                         )));
                     }
                 }
-                let def = parse_flag(key, definition.as_bytes())?;
-                let prev = self
-                    .v
-                    .flags
-                    .get(key.as_str())
-                    .map(|e| e.allocations.clone())
-                    .unwrap_or_default();
-                self.set_flag(key, def, &prev, Event::Set, reason)
+                self.set_flag_definition(key, definition, Event::Set, reason)
             }
             WriteOp::RollbackFlag {
                 key,
                 definition,
                 reason,
                 ..
-            } => {
-                let def = parse_flag(key, definition.as_bytes())?;
-                let prev = self
-                    .v
-                    .flags
-                    .get(key.as_str())
-                    .map(|e| e.allocations.clone())
-                    .unwrap_or_default();
-                self.set_flag(key, def, &prev, Event::Rollback, reason)
-            }
+            } => self.set_flag_definition(key, definition, Event::Rollback, reason),
             WriteOp::ToggleFlag { key, on, reason } => {
                 let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
                     return Err(OpError::NotFound(format!("no such flag '{key}'")));
