@@ -559,3 +559,49 @@ fn settings_come_from_flags_then_env_then_file() {
     );
     assert!(data.exists(), "data dir is created");
 }
+
+/// A fresh node answers -LOADING until it leads its own one-member cluster,
+/// so the first write after the first PONG is accepted (it used to be
+/// refused with -CLUSTERDOWN about one start in three).
+#[test]
+fn a_fresh_node_takes_a_write_right_after_its_first_pong() {
+    let _g = serial();
+    let definition = r#"{"variations":[{"name":"a","value":1}],"on":true,"off_variation":"a","fallthrough":{"variation":"a"}}"#;
+    for start in 0..50 {
+        let port = common::free_port();
+        let data_dir = common::temp_dir("fresh");
+        let child = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+            .args(["--port", &port.to_string(), "--log-level", "error"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _reap = common::Reap(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut raw = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => break Raw::connect(port),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) => panic!("start {start}: never listened: {e}"),
+            }
+        };
+        loop {
+            raw.send(b"PING\r\n");
+            let line = raw.read_until(b"\r\n");
+            if line == b"+PONG\r\n" {
+                break;
+            }
+            assert!(line.starts_with(b"-LOADING"), "start {start}: {line:?}");
+            assert!(Instant::now() < deadline, "start {start}: still loading");
+        }
+        raw.send(&resp(&["FLAG.SET", "k", definition]));
+        let reply = raw.read_until(b"\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            ":1\r\n",
+            "start {start}: the first write after PONG"
+        );
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+}

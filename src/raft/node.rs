@@ -217,13 +217,17 @@ impl RaftNode {
             cluster_addr: settings.cluster_addr.clone(),
             client_addr: settings.client_addr.clone(),
         };
-        let joining = log.is_empty() && settings.join.is_some();
-        if log.is_empty() && !joining {
+        // Decided before `initialize` writes the first entry: a fresh node that
+        // forms its own cluster must, like a restarted sole voter, wait until it
+        // leads before it stops answering -LOADING.
+        let fresh = log.is_empty();
+        let joining = fresh && settings.join.is_some();
+        if fresh && !joining {
             raft.initialize(BTreeMap::from([(settings.node_id, me.clone())]))
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        if (log.is_empty() && !joining) || single_voter {
+        if (fresh && !joining) || single_voter {
             if single_voter {
                 // Alone in its cluster, the node need not wait out an election
                 // timeout before it can commit and replay the log.
@@ -237,8 +241,15 @@ impl RaftNode {
                 .applied_index_at_least(Some(last), "replay the log")
                 .await
                 .map_err(|e| StartError::Raft(format!("log replay did not finish: {e}")))?;
+            let id = settings.node_id;
             raft.wait(Some(Duration::from_secs(30)))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .metrics(
+                    |m| {
+                        m.state == ServerState::Leader
+                            && m.membership_config.membership().get_node(&id).is_some()
+                    },
+                    "leadership of its own cluster",
+                )
                 .await
                 .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
         }
