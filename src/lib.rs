@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod flag;

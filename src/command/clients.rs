@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -62,13 +62,14 @@ impl ClientHandle {
 
     /// Records activity now.
     pub fn touch(&self) {
-        self.last_active_ms.store(unix_ms(), Ordering::Relaxed);
+        self.last_active_ms
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
     }
 
     /// One `CLIENT LIST` line (without newline).
     pub fn describe(&self) -> String {
         let l = self.labels().clone();
-        let now = unix_ms();
+        let now = crate::clock::unix_ms();
         let idle = now.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
@@ -84,14 +85,6 @@ impl ClientHandle {
             l.lib_ver.unwrap_or_default(),
         )
     }
-}
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// All connected clients.
@@ -124,7 +117,7 @@ impl ClientRegistry {
             laddr,
             created: Instant::now(),
             kill: CancellationToken::new(),
-            last_active_ms: AtomicU64::new(unix_ms()),
+            last_active_ms: AtomicU64::new(crate::clock::unix_ms()),
             labels: Mutex::new(Labels {
                 resp: 2,
                 ..Labels::default()

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use crate::protocol::Reply;
+use crate::store::{OpError, WriteError};
 
 /// Why a command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +77,24 @@ impl CommandError {
 
 impl From<CommandError> for Reply {
     fn from(e: CommandError) -> Self {
+        Reply::Error(e.to_string().into())
+    }
+}
+
+/// A failed write as the writer sees it: a WATCH conflict is EXEC's nil array,
+/// anything else its Redis-style error line.
+impl From<WriteError> for Reply {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::WatchFailed => Reply::NilArray,
+            other => Reply::Error(other.to_string().into()),
+        }
+    }
+}
+
+/// A refused operation as its error line.
+impl From<OpError> for Reply {
+    fn from(e: OpError) -> Self {
         Reply::Error(e.to_string().into())
     }
 }

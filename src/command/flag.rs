@@ -1,8 +1,6 @@
 //! FLAG.* commands: write definitions through the store, evaluate from its
 //! current view.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 
 use super::{parse, Action, CommandError, Ctx, PendingWrite};
@@ -13,10 +11,7 @@ use crate::store::{Kind, OpOutcome, OpResult, WriteOp, WriteRequest};
 
 /// Server time in Unix ms, the `$now` attribute.
 pub fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as f64)
-        .unwrap_or(0.0)
+    crate::clock::since_epoch().as_millis() as f64
 }
 
 /// A key argument for a write: UTF-8 with the key syntax.

@@ -1,7 +1,6 @@
 //! Server commands: COMMAND, INFO, TIME, CONFIG GET, DBSIZE, SHUTDOWN.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -188,9 +187,7 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
     let st = ctx.state;
     let s = &st.settings;
     let uptime = st.started.elapsed().as_secs();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::since_epoch();
     let counts = st.store.counts();
     let rss = metrics::rss_bytes();
     let _ = match section {
@@ -284,9 +281,7 @@ fn fsync_name(mode: crate::config::FsyncMode) -> &'static str {
 
 /// `TIME`: `[unix seconds, microseconds]`.
 pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::since_epoch();
     Ok(Reply::Array(vec![
         Reply::bulk(now.as_secs().to_string()),
         Reply::bulk(now.subsec_micros().to_string()),

@@ -23,7 +23,6 @@ pub use render::rfc3339;
 pub use state::{apply, parse_dump, Applied, Dump, FlagEntry, SegmentEntry, StateView};
 
 use crate::flag::Invalid;
-use crate::protocol::Reply;
 
 /// One change inside a write request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +108,7 @@ impl WriteRequest {
     pub fn single(actor: &str, op: WriteOp) -> Self {
         WriteRequest {
             actor: actor.to_string(),
-            ts_ms: crate::command::clients::unix_ms(),
+            ts_ms: crate::clock::unix_ms(),
             ops: vec![op],
             watch: Vec::new(),
         }
@@ -177,21 +176,6 @@ pub enum WriteError {
     /// The write path failed.
     #[error("ERR write failed: {0}")]
     Failed(String),
-}
-
-impl From<WriteError> for Reply {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::WatchFailed => Reply::NilArray,
-            other => Reply::Error(other.to_string().into()),
-        }
-    }
-}
-
-impl From<OpError> for Reply {
-    fn from(e: OpError) -> Self {
-        Reply::Error(e.to_string().into())
-    }
 }
 
 /// Key counts and the revision, for INFO and DBSIZE.
