@@ -36,6 +36,26 @@ def main(port: int) -> None:
         version, value = p.execute()
     assert version == 1 and value == "true", (version, value)
 
+    # A write refused in the middle of a transaction answers alone: redis-py
+    # raises it after EXEC (naming the command), the writes around it apply.
+    with r.pipeline() as p:
+        p.execute_command("FLAG.SET", "compat:tx-a", json.dumps(FLAG))
+        p.execute_command("FLAG.SET", "compat:tx-b", json.dumps(FLAG), "IFVERSION", 7)
+        p.execute_command("FLAG.SET", "compat:tx-c", json.dumps(FLAG))
+        try:
+            p.execute()
+            raise AssertionError("the refused write was not reported")
+        except redis.ResponseError as e:
+            assert "Command # 2" in str(e) and "is at version 0, not 7" in str(e), e
+    with r.pipeline() as p:
+        p.execute_command("FLAG.SET", "compat:tx-d", json.dumps(FLAG), "IFVERSION", 7)
+        p.execute_command("FLAG.EVAL", "compat:tx-a", json.dumps({"key": "u1", "country": "DE"}))
+        refused, value = p.execute(raise_on_error=False)
+    assert isinstance(refused, redis.ResponseError) and value == "true", (refused, value)
+    assert r.execute_command("FLAG.EVAL", "compat:tx-c", json.dumps({"country": "DE"})) == "true"
+    assert r.execute_command("FLAG.GET", "compat:tx-b") is None
+    assert r.execute_command("FLAG.GET", "compat:tx-d") is None
+
     assert r.execute_command("FLAG.EVAL", key, json.dumps({"key": "u1", "country": "US"})) == "false"
     detail = r.execute_command("FLAG.DETAIL", key, json.dumps({"key": "u1", "country": "FR"}))
     assert isinstance(detail, dict), detail
