@@ -126,8 +126,11 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
     };
     if let Some(multi) = session.multi.as_mut() {
         if !transaction::runs_inside_multi(spec) {
-            multi.queued.push(args.to_vec());
-            return (Some(Reply::Simple("QUEUED".into())), Flow::Continue);
+            let reply = match multi.queue(args, state.settings.client_query_buffer_limit) {
+                Ok(()) => Reply::Simple("QUEUED".into()),
+                Err(e) => e.into(),
+            };
+            return (Some(reply), Flow::Continue);
         }
     }
     if spec.name == "exec" {

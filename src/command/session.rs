@@ -7,16 +7,52 @@ use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::clients::ClientHandle;
+use super::CommandError;
 use crate::protocol::Protocol;
 use crate::pubsub::{Mailbox, Message};
+
+/// Most commands one `MULTI` block may queue. Redis bounds a transaction
+/// only by client memory; a fixed cap here keeps one client from holding
+/// gigabytes of queued requests (their bytes are capped separately by the
+/// query-buffer limit).
+pub const MAX_QUEUED_COMMANDS: usize = 100_000;
 
 /// A `MULTI` block being queued.
 #[derive(Debug, Default)]
 pub struct MultiState {
     /// Queued requests, in order.
     pub queued: Vec<Vec<Bytes>>,
+    /// Bytes of every queued argument.
+    pub queued_bytes: usize,
     /// A queue-time error happened: `EXEC` must answer `EXECABORT`.
     pub aborted: bool,
+}
+
+impl MultiState {
+    /// Queues a request unless the block would pass [`MAX_QUEUED_COMMANDS`]
+    /// or `max_bytes`; a refused request aborts the block, as any queue-time
+    /// error does.
+    pub fn queue(&mut self, args: &[Bytes], max_bytes: usize) -> Result<(), CommandError> {
+        let bytes: usize = args.iter().map(|a| a.len()).sum();
+        let why = if self.queued.len() >= MAX_QUEUED_COMMANDS {
+            Some(format!(
+                "MULTI queue is full: at most {MAX_QUEUED_COMMANDS} commands in a transaction"
+            ))
+        } else if self.queued_bytes + bytes > max_bytes {
+            Some(format!(
+                "MULTI queue is full: the queued commands would pass client-query-buffer-limit ({max_bytes} bytes)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.aborted = true;
+            return Err(CommandError::err(why));
+        }
+        self.queued_bytes += bytes;
+        self.queued.push(args.to_vec());
+        Ok(())
+    }
 }
 
 /// One connection's session.
