@@ -365,10 +365,12 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
     let records = history_of(ctx, &key, usize::MAX)?;
+    // A deletion records the version it removed without a definition: look
+    // past it to the record that set that version.
     let Some(definition) = records
         .iter()
-        .find(|r| r.version == version)
-        .and_then(|r| r.after.as_ref())
+        .filter(|r| r.version == version)
+        .find_map(|r| r.after.as_ref())
     else {
         return Err(CommandError::err(format!(
             "flag {key} has no version {version} in its history"
