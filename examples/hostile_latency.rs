@@ -81,6 +81,22 @@ fn main() {
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let d = Duration::from_secs(secs);
 
+    // 200 versions of a flag with a 64 KiB description: the change stream
+    // and history the large-reply scenario reads back.
+    {
+        let mut c = connect(port).expect("setup connects");
+        let description = "d".repeat(64 * 1024);
+        let mut reply = vec![0u8; 64];
+        for i in 0..200 {
+            let def = format!(
+                r#"{{"description":"{description}","on":true,"variations":[{{"name":"a","value":{i}}}],"off_variation":"a","fallthrough":{{"variation":"a"}}}}"#
+            );
+            c.write_all(&resp(&[b"FLAG.SET", b"hostile:big", def.as_bytes()]))
+                .expect("setup write");
+            let _ = c.read(&mut reply).expect("setup reply");
+        }
+    }
+
     report("baseline (no hostile client)", measure(port, d));
 
     scenario("slowloris: 500 conns, 1 byte/s", port, d, |port, stop| {
@@ -178,6 +194,66 @@ fn main() {
                 }
                 if c.read(&mut buf).is_err() {
                     break;
+                }
+            }
+        },
+    );
+
+    scenario(
+        "blocked: 1,000 XREAD BLOCK 0 woken by writes",
+        port,
+        d,
+        |port, stop| {
+            let mut readers: Vec<TcpStream> =
+                (0..1_000).filter_map(|_| connect(port).ok()).collect();
+            let block = resp(&[
+                b"XREAD",
+                b"BLOCK",
+                b"0",
+                b"STREAMS",
+                b"flagstaff:changes",
+                b"$",
+            ]);
+            for r in &mut readers {
+                let _ = r.write_all(&block);
+            }
+            let Ok(mut writer) = connect(port) else {
+                return;
+            };
+            let def = br#"{"on":true,"variations":[{"name":"a","value":1}],"off_variation":"a","fallthrough":{"variation":"a"}}"#;
+            let mut reply = vec![0u8; 64];
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = writer.write_all(&resp(&[b"FLAG.SET", b"hostile:woken", def]));
+                let _ = writer.read(&mut reply);
+                // Every reader wakes with the entry; block again.
+                for r in &mut readers {
+                    let _ = r.read(&mut buf);
+                    let _ = r.write_all(&block);
+                }
+            }
+        },
+    );
+
+    scenario(
+        "large replies: XRANGE of 200 x 64 KiB entries",
+        port,
+        d,
+        |port, stop| {
+            let Ok(mut c) = connect(port) else { return };
+            let request = resp(&[b"XRANGE", b"flagstaff:changes", b"-", b"+"]);
+            let mut buf = vec![0u8; 1 << 20];
+            while !stop.load(Ordering::Relaxed) {
+                if c.write_all(&request).is_err() {
+                    break;
+                }
+                // Read the whole reply (at least 200 x 64 KiB) before asking again.
+                let mut got = 0usize;
+                while got < 200 * 64 * 1024 {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
                 }
             }
         },
