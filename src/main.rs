@@ -3,9 +3,11 @@
 use std::process::ExitCode;
 
 /// mimalloc returns freed memory to the OS and fragments less than glibc's
-/// per-thread arenas after large transient parses (imports, snapshots).
+/// per-thread arenas after large transient parses (imports, snapshots); the
+/// wrapper counts live bytes for INFO's `used_memory`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flagstaff::metrics::alloc::Counting<mimalloc::MiMalloc> =
+    flagstaff::metrics::alloc::Counting(mimalloc::MiMalloc);
 
 use clap::Parser;
 use flagstaff::config::{Cli, LogFormat, Settings, Tool};

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::clients::{ClientHandle, ClientType};
 use super::{dispatch_sub, parse, table, Action, CommandError, Ctx};
 use crate::protocol::{Protocol, Reply};
 
@@ -159,6 +160,7 @@ pub fn quit(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
 /// `RESET`: back to a fresh connection's state.
 pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
     let auth = !ctx.state.requires_auth();
+    ctx.state.monitors.remove(ctx.session.client.id);
     ctx.state.hub.forget(
         ctx.session.client.id,
         &ctx.session.channels,
@@ -227,116 +229,210 @@ pub fn client_setinfo(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, Comma
     Ok(Reply::Ok.into())
 }
 
-/// `CLIENT LIST [TYPE normal] [ID id ...]`.
+/// `CLIENT LIST [TYPE type] [ID id ...]`.
 pub fn client_list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let mut ids: Option<Vec<u64>> = None;
-    let mut rest = &args[2..];
-    while let Some(opt) = rest.first() {
-        if parse::is(opt, "TYPE") && rest.len() >= 2 {
-            rest = &rest[2..];
-        } else if parse::is(opt, "ID") && rest.len() >= 2 {
+    let mut kind = None;
+    match &args[2..] {
+        [] => {}
+        [opt, name] if parse::is(opt, "TYPE") => kind = Some(client_type(name)?),
+        [opt, rest @ ..] if parse::is(opt, "ID") && !rest.is_empty() => {
             ids = Some(
-                rest[1..]
-                    .iter()
-                    .map(|a| parse::uint(a))
+                rest.iter()
+                    .map(|a| parse::uint(a).map_err(|_| CommandError::err("Invalid client ID")))
                     .collect::<Result<_, _>>()?,
-            );
-            rest = &[];
-        } else {
-            return Err(CommandError::Syntax);
+            )
         }
+        _ => return Err(CommandError::Syntax),
     }
+    ctx.session.publish();
+    let me = ctx.session.client.id;
+    let argv_mem = args.iter().map(|a| a.len()).sum::<usize>();
     let mut text = String::new();
     for c in ctx.state.clients.all() {
-        if ids.as_ref().is_none_or(|ids| ids.contains(&c.id)) {
-            text.push_str(&c.describe());
-            text.push('\n');
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&c.id))
+            || kind.is_some_and(|k| c.client_type() != k)
+        {
+            continue;
         }
+        text.push_str(&c.describe(if c.id == me { argv_mem } else { 0 }));
+        text.push('\n');
     }
     Ok(Reply::Verbatim(text.into()).into())
 }
 
+/// A client type name, or Redis's error for an unknown one.
+fn client_type(name: &[u8]) -> Result<ClientType, CommandError> {
+    ClientType::parse(name).ok_or_else(|| {
+        CommandError::err(format!(
+            "Unknown client type '{}'",
+            String::from_utf8_lossy(name)
+        ))
+    })
+}
+
 /// `CLIENT INFO`: this connection's `CLIENT LIST` line.
-pub fn client_info(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
-    let line = format!("{}\n", ctx.session.client.describe());
+pub fn client_info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    ctx.session.publish();
+    let argv_mem = args.iter().map(|a| a.len()).sum::<usize>();
+    let line = format!("{}\n", ctx.session.client.describe(argv_mem));
     Ok(Reply::Verbatim(line.into()).into())
 }
 
-/// `CLIENT KILL ip:port` or `CLIENT KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]`.
-pub fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let me = ctx.session.client.id;
-    if args.len() == 3 {
-        let addr = String::from_utf8_lossy(&args[2]);
-        let victim = ctx
-            .state
-            .clients
-            .all()
-            .into_iter()
-            .find(|c| c.addr.to_string() == addr);
-        return match victim {
-            Some(c) => {
-                c.kill.cancel();
-                Ok(Reply::Ok.into())
-            }
-            None => Err(CommandError::err("No such client")),
+/// Which clients `CLIENT KILL` closes: every given filter must match.
+#[derive(Debug, Default)]
+struct KillFilter {
+    id: Option<u64>,
+    kind: Option<ClientType>,
+    user: Option<String>,
+    addr: Option<String>,
+    laddr: Option<String>,
+    max_age: Option<u64>,
+    skip_me: bool,
+}
+
+impl KillFilter {
+    /// Parses `<filter> <value> ...` as Redis 7 does.
+    fn parse(mut rest: &[Bytes]) -> Result<KillFilter, CommandError> {
+        let mut f = KillFilter {
+            skip_me: true,
+            ..KillFilter::default()
         };
-    }
-    let mut id = None;
-    let mut addr = None;
-    let mut laddr = None;
-    let mut skipme = true;
-    let mut rest = &args[2..];
-    while rest.len() >= 2 {
-        let value = &rest[1];
-        match () {
-            _ if parse::is(&rest[0], "ID") => id = Some(parse::uint(value)?),
-            _ if parse::is(&rest[0], "ADDR") => {
-                addr = Some(String::from_utf8_lossy(value).into_owned())
-            }
-            _ if parse::is(&rest[0], "LADDR") => {
-                laddr = Some(String::from_utf8_lossy(value).into_owned())
-            }
-            _ if parse::is(&rest[0], "SKIPME") => {
-                skipme = if parse::is(value, "yes") {
+        while let [opt, value, tail @ ..] = rest {
+            let text = || String::from_utf8_lossy(value).into_owned();
+            if parse::is(opt, "ID") {
+                match parse::int(value) {
+                    Ok(id) if id > 0 => f.id = Some(id as u64),
+                    _ => return Err(CommandError::err("client-id should be greater than 0")),
+                }
+            } else if parse::is(opt, "MAXAGE") {
+                let age = parse::int(value)
+                    .map_err(|_| CommandError::err("maxage is not an integer or out of range"))?;
+                if age <= 0 {
+                    return Err(CommandError::err("maxage should be greater than 0"));
+                }
+                f.max_age = Some(age as u64);
+            } else if parse::is(opt, "TYPE") {
+                f.kind = Some(client_type(value)?);
+            } else if parse::is(opt, "ADDR") {
+                f.addr = Some(text());
+            } else if parse::is(opt, "LADDR") {
+                f.laddr = Some(text());
+            } else if parse::is(opt, "USER") {
+                // `default` is the only user: it exists whether or not a
+                // password is set, as in Redis.
+                if !value.eq(&b"default"[..]) {
+                    return Err(CommandError::err(format!("No such user '{}'", text())));
+                }
+                f.user = Some(text());
+            } else if parse::is(opt, "SKIPME") {
+                f.skip_me = if parse::is(value, "yes") {
                     true
                 } else if parse::is(value, "no") {
                     false
                 } else {
                     return Err(CommandError::Syntax);
-                }
+                };
+            } else {
+                return Err(CommandError::Syntax);
             }
-            _ if parse::is(&rest[0], "TYPE")
-                || parse::is(&rest[0], "USER")
-                || parse::is(&rest[0], "MAXAGE") => {}
-            _ => return Err(CommandError::Syntax),
+            rest = tail;
         }
-        rest = &rest[2..];
+        if !rest.is_empty() {
+            return Err(CommandError::Syntax);
+        }
+        Ok(f)
     }
-    if !rest.is_empty() {
-        return Err(CommandError::Syntax);
+
+    fn matches(&self, c: &ClientHandle, me: u64) -> bool {
+        self.addr.as_ref().is_none_or(|a| c.addr.to_string() == *a)
+            && self
+                .laddr
+                .as_ref()
+                .is_none_or(|a| c.laddr.to_string() == *a)
+            && self.kind.is_none_or(|k| c.client_type() == k)
+            && self.id.is_none_or(|id| c.id == id)
+            && self.user.as_ref().is_none_or(|u| c.user() == *u)
+            && self.max_age.is_none_or(|age| c.age_secs() >= age)
+            && !(self.skip_me && c.id == me)
     }
+}
+
+/// `CLIENT KILL ip:port` (`+OK`, or an error if no such client), or
+/// `CLIENT KILL <filter> <value> ...` with filters `ID`, `TYPE`, `USER`,
+/// `ADDR`, `LADDR`, `SKIPME` and `MAXAGE`, all of which must match; replies
+/// with the number of clients closed. The caller itself is closed after its
+/// reply, and only if `SKIPME no` (or the old form) says so.
+pub fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let me = ctx.session.client.id;
+    // Its own state may be what a filter asks about (TYPE pubsub).
+    ctx.session.publish();
+    let old_form = args.len() == 3;
+    let filter = if old_form {
+        KillFilter {
+            addr: Some(String::from_utf8_lossy(&args[2]).into_owned()),
+            ..KillFilter::default()
+        }
+    } else {
+        KillFilter::parse(&args[2..])?
+    };
     let mut killed = 0;
     for c in ctx.state.clients.all() {
-        let matches = id.is_none_or(|id| c.id == id)
-            && addr.as_ref().is_none_or(|a| c.addr.to_string() == *a)
-            && laddr.as_ref().is_none_or(|a| c.laddr.to_string() == *a)
-            && !(skipme && c.id == me);
-        if matches {
+        if filter.matches(&c, me) {
             c.kill.cancel();
             killed += 1;
         }
     }
+    if old_form {
+        return if killed == 0 {
+            Err(CommandError::err("No such client"))
+        } else {
+            Ok(Reply::Ok.into())
+        };
+    }
     Ok(Reply::Integer(killed).into())
 }
 
-/// `CLIENT NO-EVICT on|off` and `CLIENT NO-TOUCH on|off`: accepted; flagstaff
-/// neither evicts nor tracks access time.
-pub fn client_on_off(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    if parse::is(&args[2], "on") || parse::is(&args[2], "off") {
-        Ok(Reply::Ok.into())
+/// `CLIENT REPLY ON|OFF|SKIP`: whether this connection gets replies. `OFF`
+/// and `SKIP` are not answered themselves; `SKIP` also silences the next
+/// command.
+pub fn client_reply(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    use super::session::ReplyMode;
+    let mode = &mut ctx.session.reply_mode;
+    if parse::is(&args[2], "ON") {
+        *mode = ReplyMode::On;
+    } else if parse::is(&args[2], "OFF") {
+        *mode = ReplyMode::Off;
+    } else if parse::is(&args[2], "SKIP") {
+        if *mode != ReplyMode::Off {
+            *mode = ReplyMode::SkipNext;
+        }
     } else {
-        Err(CommandError::Syntax)
+        return Err(CommandError::Syntax);
     }
+    Ok(Reply::Ok.into())
+}
+
+/// `CLIENT NO-EVICT on|off` and `CLIENT NO-TOUCH on|off`: recorded (and shown
+/// by `CLIENT LIST` as flags `e` and `T`); flagstaff neither evicts clients
+/// nor tracks key access time, so they change nothing else.
+pub fn client_on_off(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let on = if parse::is(&args[2], "on") {
+        true
+    } else if parse::is(&args[2], "off") {
+        false
+    } else {
+        return Err(CommandError::Syntax);
+    };
+    let evict = parse::is(&args[1], "NO-EVICT");
+    ctx.session.client.update(|l| {
+        if evict {
+            l.no_evict = on;
+        } else {
+            l.no_touch = on;
+        }
+    });
+    Ok(Reply::Ok.into())
 }
 
 /// `CLIENT HELP`.

@@ -190,11 +190,12 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     if args.len() > 3 {
         return Err(CommandError::WrongArity("flag.eval".into()));
     }
+    // A malformed context is a client bug whether or not the flag exists.
+    let context = context_arg(args.get(2))?;
     let view = ctx.state.store.view();
     let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
         return Ok(Reply::Nil.into());
     };
-    let context = context_arg(args.get(2))?;
     let now = if entry.compiled.uses_now {
         now_ms()
     } else {
@@ -229,11 +230,14 @@ pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError>
             field("stale", Reply::Bool(stale)),
         ])
     };
-    let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
-        return Ok(error_map("FLAG_NOT_FOUND", None).into());
-    };
+    let entry = read_key(&args[1]).and_then(|k| view.flags.get(k));
+    // A malformed context is reported before a missing flag: it is the
+    // caller's bug either way, and the more specific one to fix.
     let Ok(context) = context_arg(args.get(2)) else {
-        return Ok(error_map("MALFORMED_CONTEXT", Some(entry.version)).into());
+        return Ok(error_map("MALFORMED_CONTEXT", entry.map(|e| e.version)).into());
+    };
+    let Some(entry) = entry else {
+        return Ok(error_map("FLAG_NOT_FOUND", None).into());
     };
     let e = evaluate(&entry.compiled, &context, &**view, now_ms());
     crate::metrics::add(&ctx.state.stats.evaluations, 1);

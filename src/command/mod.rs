@@ -6,6 +6,7 @@ pub mod clients;
 pub mod connection;
 mod error;
 pub mod flag;
+pub mod monitor;
 mod parse;
 pub mod pubsub;
 pub mod raft;
@@ -60,6 +61,8 @@ pub enum Action {
     Shutdown,
     /// Run a cluster operation (`RAFT.*`), then answer with its outcome.
     Cluster(raft::ClusterOp),
+    /// Turn this connection into a monitor (`MONITOR`).
+    Monitor,
 }
 
 impl From<Reply> for Action {
@@ -98,6 +101,15 @@ pub fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static C
     })
 }
 
+/// The command (or container subcommand) a request names, if any.
+pub(crate) fn resolve(args: &[Bytes]) -> Option<&'static CommandSpec> {
+    let spec = lookup(args.first()?)?;
+    match args.get(1) {
+        Some(sub) if !spec.subcommands.is_empty() => lookup_sub(spec, sub),
+        _ => Some(spec),
+    }
+}
+
 /// Runs one request and appends its reply (if any) to `out`.
 pub async fn execute(
     session: &mut Session,
@@ -106,10 +118,23 @@ pub async fn execute(
     out: &mut BytesMut,
 ) -> Flow {
     crate::metrics::add(&state.stats.commands_processed, 1);
+    // `CLIENT REPLY SKIP` silences the command after it.
+    let skipped = session.reply_mode == session::ReplyMode::Skip;
+    if skipped {
+        session.reply_mode = session::ReplyMode::On;
+    }
     let (reply, flow) = run(session, state, args).await;
     if let Some(reply) = reply {
-        // Encoded after running, so `HELLO 3` answers in the protocol it chose.
-        reply.encode(session.proto, out);
+        if reply.is_error() {
+            crate::metrics::add(&state.stats.error_replies, 1);
+        }
+        match session.reply_mode {
+            _ if skipped => {}
+            session::ReplyMode::Off => {}
+            session::ReplyMode::SkipNext => session.reply_mode = session::ReplyMode::Skip,
+            // Encoded after running, so `HELLO 3` answers in the protocol it chose.
+            session::ReplyMode::On | session::ReplyMode::Skip => reply.encode(session.proto, out),
+        }
     }
     flow
 }
@@ -124,6 +149,7 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
             return (Some(e.into()), Flow::Continue);
         }
     };
+    session.last_cmd = spec.name;
     if let Some(multi) = session.multi.as_mut() {
         if !transaction::runs_inside_multi(spec) {
             let reply = match multi.queue(args, state.settings.client_query_buffer_limit) {
@@ -134,13 +160,22 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         }
     }
     if spec.name == "exec" {
-        return (
-            Some(transaction::exec(session, state).await),
-            Flow::Continue,
-        );
+        let reply = transaction::exec(session, state).await;
+        if let Reply::Array(items) = &reply {
+            let errors = items.iter().filter(|r| r.is_error()).count();
+            crate::metrics::add(&state.stats.error_replies, errors as u64);
+        }
+        // As Redis: the queued commands were shown as they ran, EXEC after them.
+        show_to_monitors(session, state, spec, args);
+        return (Some(reply), Flow::Continue);
     }
+    // A command is shown once it has been accepted to run (refused ones are not).
+    show_to_monitors(session, state, spec, args);
     if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
+        session.publish();
+        session.client.set_blocked(true);
         let reply = stream::xread_blocking(session, state, args).await;
+        session.client.set_blocked(false);
         return (Some(reply), Flow::Continue);
     }
     if reads_storage(spec) {
@@ -154,12 +189,32 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
         Ok(Action::Close(r)) => (Some(r), Flow::Close),
         Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
+        Ok(Action::Monitor) => {
+            if session.monitor.is_none() {
+                session.monitor = Some(state.monitors.add(session.client.clone()));
+                session.publish();
+            }
+            (Some(Reply::Ok), Flow::Continue)
+        }
         Ok(Action::Shutdown) => {
             tracing::info!("SHUTDOWN requested by client {}", session.client.id);
             state.shutdown.cancel();
             (None, Flow::Close)
         }
         Err(e) => (Some(e.into()), Flow::Continue),
+    }
+}
+
+/// Shows a command that runs to the monitors, unless it is an admin command
+/// (Redis never shows those).
+pub(crate) fn show_to_monitors(
+    session: &Session,
+    state: &ServerState,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) {
+    if state.monitors.any() && !spec.has_flag("admin") {
+        monitor::feed(session, state, spec, args);
     }
 }
 
@@ -181,30 +236,54 @@ async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
     }
 }
 
-/// The checks every command passes before it runs or is queued.
+/// The checks every command passes before it runs or is queued, in Redis's
+/// order: existence, arity, authentication, `no-multi`, the RESP2 subscribed
+/// context, then loading. A container's subcommand is resolved here, so its
+/// own arity and flags apply.
 fn check(
     session: &Session,
     state: &ServerState,
     args: &[Bytes],
 ) -> Result<&'static CommandSpec, CommandError> {
-    let Some(spec) = lookup(&args[0]) else {
+    let Some(mut spec) = lookup(&args[0]) else {
         return Err(CommandError::unknown_command(args));
     };
-    // A joining node loads until it has caught up; its raft commands work meanwhile.
-    if state.is_loading() && !(spec.group == "cluster" && state.raft.get().is_some()) {
-        return Err(CommandError::Loading);
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        let Some(sub) = lookup_sub(spec, &args[1]) else {
+            return Err(CommandError::UnknownSubcommand {
+                container: spec.name.to_ascii_uppercase(),
+                sub: String::from_utf8_lossy(&args[1]).into_owned(),
+            });
+        };
+        spec = sub;
+    }
+    if !spec.arity_ok(args.len()) {
+        return Err(CommandError::WrongArity(spec.name.to_string()));
     }
     if !session.authenticated && !spec.has_flag("no-auth") {
         return Err(CommandError::NoAuth);
     }
-    if !spec.arity_ok(args.len()) {
-        return Err(CommandError::WrongArity(spec.name.to_string()));
+    if session.multi.is_some() && spec.has_flag("no-multi") {
+        return Err(CommandError::err(
+            "Command not allowed inside a transaction",
+        ));
     }
     if session.proto == crate::protocol::Protocol::Resp2
         && session.subscriptions() > 0
         && !pubsub::allowed_while_subscribed(spec.name)
     {
         return Err(pubsub::subscribed_refusal(spec.name));
+    }
+    // Commands flagged `loading` (the raft commands, and those that only set
+    // up the connection) work while the node loads; the raft commands answer
+    // -LOADING themselves until raft is up.
+    if state.is_loading() && !spec.has_flag("loading") {
+        return Err(CommandError::Loading);
+    }
+    if session.monitor.is_some() && (spec.is_write() || spec.has_flag("readonly")) {
+        return Err(CommandError::err(
+            "Replica can't interact with the keyspace",
+        ));
     }
     Ok(spec)
 }

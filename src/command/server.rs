@@ -207,16 +207,29 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         ),
         "clients" => write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:{}\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\n",
             st.clients.count(),
             s.maxclients,
+            st.clients.blocked_count(),
             st.hub.subscriber_count()
         ),
-        "memory" => write!(
-            out,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
-            rss as f64 / (1024.0 * 1024.0)
-        ),
+        "memory" => {
+            let _ = out.write_str("# Memory\r\n");
+            // Bytes allocated and live, as Redis counts them; absent when the
+            // binary did not install the counting allocator (library use).
+            if let Some(used) = metrics::alloc::allocated_bytes() {
+                let _ = write!(
+                    out,
+                    "used_memory:{used}\r\nused_memory_human:{}\r\n",
+                    human_bytes(used)
+                );
+            }
+            write!(
+                out,
+                "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+                human_bytes(rss)
+            )
+        }
         "persistence" => {
             let (wal_bytes, state_bytes, log_entries) = st
                 .raft
@@ -234,27 +247,43 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
                 s.snapshot_every,
             )
         }
-        "stats" => write!(
+        "stats" => {
+            let rates = st.stats.rates();
+            write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\ntotal_error_replies:0\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
             metrics::get(&st.stats.connections_received),
             metrics::get(&st.stats.commands_processed),
+            rates.ops.per_sec(),
             metrics::get(&st.stats.net_input_bytes),
             metrics::get(&st.stats.net_output_bytes),
+            rates.input.per_sec() as f64 / 1024.0,
+            rates.output.per_sec() as f64 / 1024.0,
             metrics::get(&st.stats.rejected_connections),
+            metrics::get(&st.stats.error_replies),
             st.hub.channels(None).len(),
             st.hub.numpat(),
             metrics::get(&st.hub.disconnected),
             metrics::get(&st.stats.protocol_errors),
             metrics::get(&st.stats.evaluations),
             metrics::get(&st.stats.writes_applied),
-        ),
+        )
+        }
         "replication" => write!(
             out,
             "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{}\r\nstale:{}\r\n",
             st.run_id, counts.revision, u8::from(st.is_stale())
         ),
-        "cpu" => write!(out, "# CPU\r\nused_cpu_sys:0.000000\r\nused_cpu_user:0.000000\r\n"),
+        "cpu" => {
+            let _ = out.write_str("# CPU\r\n");
+            match metrics::cpu_seconds() {
+                Some((sys, user)) => write!(
+                    out,
+                    "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n"
+                ),
+                None => Ok(()),
+            }
+        }
         "flagstaff" => write!(
             out,
             "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\n",
@@ -270,6 +299,23 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         }
         _ => Ok(()),
     };
+}
+
+/// Bytes as Redis's `bytesToHuman` writes them (`1.50M`).
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    let units = [
+        (1u64 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
+    for (size, unit) in units {
+        if n >= size as f64 {
+            return format!("{:.2}{unit}", n / size as f64);
+        }
+    }
+    format!("{n}B")
 }
 
 fn fsync_name(mode: crate::config::FsyncMode) -> &'static str {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::clients::ClientHandle;
 use super::CommandError;
@@ -22,10 +22,24 @@ pub const MAX_QUEUED_COMMANDS: usize = 100_000;
 pub struct MultiState {
     /// Queued requests, in order.
     pub queued: Vec<Vec<Bytes>>,
-    /// Bytes of every queued argument.
+    /// Bytes of the queued arguments (bounded; `multi-mem` in `CLIENT LIST`).
     pub queued_bytes: usize,
     /// A queue-time error happened: `EXEC` must answer `EXECABORT`.
     pub aborted: bool,
+}
+
+/// Whether replies are sent, as `CLIENT REPLY` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    /// Every command is answered.
+    #[default]
+    On,
+    /// No command is answered until `CLIENT REPLY ON`.
+    Off,
+    /// `CLIENT REPLY SKIP` just ran: neither it nor the next command is answered.
+    SkipNext,
+    /// This command is not answered; the one after it is.
+    Skip,
 }
 
 impl MultiState {
@@ -76,6 +90,12 @@ pub struct Session {
     pub patterns: HashSet<Bytes>,
     /// The pub/sub mailbox, created at the first subscription.
     pub mail: Option<(Arc<Mailbox>, UnboundedReceiver<Message>)>,
+    /// The `MONITOR` feed, once the connection asked for it.
+    pub monitor: Option<Receiver<Bytes>>,
+    /// `CLIENT REPLY` mode.
+    pub reply_mode: ReplyMode,
+    /// Full name of the command being run, or the last one (`client|list`).
+    pub last_cmd: &'static str,
 }
 
 impl Session {
@@ -91,7 +111,34 @@ impl Session {
             channels: HashSet::new(),
             patterns: HashSet::new(),
             mail: None,
+            monitor: None,
+            reply_mode: ReplyMode::On,
+            last_cmd: "",
         }
+    }
+
+    /// Publishes what `CLIENT LIST` shows of this session to its registry
+    /// entry, and records activity. Called once per batch of requests (and by
+    /// `CLIENT LIST/INFO` for the caller itself), so the hot path takes the
+    /// entry's lock once per read, not per command.
+    pub fn publish(&self) {
+        let resp = if self.proto == Protocol::Resp3 { 3 } else { 2 };
+        self.client.update(|l| {
+            l.last_cmd = self.last_cmd;
+            l.resp = resp;
+            if l.user != self.user {
+                l.user.clone_from(&self.user);
+            }
+            l.sub = self.channels.len();
+            l.psub = self.patterns.len();
+            l.multi = self.multi.as_ref().map(|m| m.queued.len());
+            l.multi_mem = self.multi.as_ref().map_or(0, |m| m.queued_bytes);
+            l.monitor = self.monitor.is_some();
+            if l.mailbox.is_none() {
+                l.mailbox = self.mail.as_ref().map(|(m, _)| m.clone());
+            }
+        });
+        self.client.touch();
     }
 
     /// Channels plus patterns subscribed (the count Redis reports).
@@ -109,5 +156,7 @@ impl Session {
         self.client.set_name(None);
         self.channels.clear();
         self.patterns.clear();
+        self.monitor = None;
+        self.reply_mode = ReplyMode::On;
     }
 }

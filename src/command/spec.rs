@@ -35,8 +35,22 @@ pub struct CommandSpec {
     pub args: &'static [Arg],
     /// Subcommands, for container commands like `CLIENT`.
     pub subcommands: &'static [CommandSpec],
+    /// Arguments `MONITOR` must not show.
+    pub redact: Redact,
     /// The handler.
     pub handler: Handler,
+}
+
+/// Which arguments of a command `MONITOR` shows as `(redacted)`, as Redis does
+/// for secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redact {
+    /// Every argument is shown.
+    Nothing,
+    /// Every argument after the name is hidden (`AUTH`).
+    Arguments,
+    /// The username and password after `AUTH` are hidden (`HELLO`).
+    HelloAuth,
 }
 
 impl CommandSpec {
@@ -196,6 +210,7 @@ pub const fn spec(
         since: "0.1.0",
         args: &[],
         subcommands: &[],
+        redact: Redact::Nothing,
         handler,
     }
 }

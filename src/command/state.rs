@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::clients::ClientRegistry;
+use super::clients::{ClientRegistry, Monitors};
 use crate::config::Settings;
 use crate::metrics::Stats;
 use crate::raft::RaftNode;
@@ -25,6 +25,8 @@ pub struct ServerState {
     pub clients: ClientRegistry,
     /// Pub/sub subscriptions.
     pub hub: crate::pubsub::Hub,
+    /// Connections in `MONITOR` mode.
+    pub monitors: Monitors,
     /// The revision of the last published change; XREAD BLOCK waits on it.
     pub changes: tokio::sync::watch::Sender<u64>,
     /// Counters for INFO.
@@ -50,6 +52,7 @@ impl ServerState {
             raft: OnceLock::new(),
             clients: ClientRegistry::default(),
             hub,
+            monitors: Monitors::default(),
             changes: tokio::sync::watch::Sender::new(0),
             stats: Stats::default(),
             started: Instant::now(),

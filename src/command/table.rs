@@ -2,9 +2,11 @@
 
 use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
+    Redact,
 };
 use super::{
-    connection as conn, flag, pubsub as ps, raft, segment, server, stream, transaction as tx,
+    connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
+    transaction as tx,
 };
 
 const CONN: &[&str] = &["@fast", "@connection"];
@@ -17,7 +19,7 @@ const TX: &[&str] = &["@fast", "@transaction"];
 
 const READ_FLAGS: &[&str] = &["readonly", "fast"];
 const SLOW_READ_FLAGS: &[&str] = &["readonly"];
-const WRITE_FLAGS: &[&str] = &["write", "denyoom"];
+const WRITE_FLAGS: &[&str] = &["write"];
 
 const REASON: super::spec::Arg = optional(tagged("reason", "string", "REASON"));
 const MATCH: super::spec::Arg = optional(tagged("pattern", "pattern", "MATCH"));
@@ -28,7 +30,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
         spec(
             "client|id",
             2,
-            &["noscript", "loading", "stale"],
+            &[],
             SLOW_CONN,
             "connection",
             "Returns the unique client ID of the connection.",
@@ -39,7 +41,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|setname",
                 3,
-                &["noscript", "loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "connection",
                 "Sets the connection name.",
@@ -49,7 +51,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
         spec(
             "client|getname",
             2,
-            &["noscript", "loading", "stale"],
+            &[],
             SLOW_CONN,
             "connection",
             "Returns the name of the connection.",
@@ -66,7 +68,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|setinfo",
                 4,
-                &["noscript", "loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "connection",
                 "Sets information specific to the client or connection.",
@@ -81,7 +83,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|list",
                 -2,
-                &["admin", "noscript", "loading", "stale"],
+                &["admin"],
                 ADMIN,
                 "connection",
                 "Lists open connections.",
@@ -91,7 +93,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
         spec(
             "client|info",
             2,
-            &["noscript", "loading", "stale"],
+            &[],
             SLOW_CONN,
             "connection",
             "Returns information about the connection.",
@@ -106,9 +108,12 @@ pub const CLIENT: CommandSpec = CommandSpec {
                         "new-format",
                         &[
                             optional(tagged("client-id", "integer", "ID")),
+                            optional(tagged("client-type", "string", "TYPE")),
+                            optional(tagged("username", "string", "USER")),
                             optional(tagged("ip:port", "string", "ADDR")),
                             optional(tagged("ip:port", "string", "LADDR")),
                             optional(tagged("yes/no", "string", "SKIPME")),
+                            optional(tagged("maxage", "integer", "MAXAGE")),
                         ],
                     ),
                 ],
@@ -116,7 +121,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|kill",
                 -3,
-                &["admin", "noscript", "loading", "stale"],
+                &["admin"],
                 ADMIN,
                 "connection",
                 "Terminates open connections.",
@@ -128,7 +133,7 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|no-evict",
                 3,
-                &["admin", "noscript", "loading", "stale"],
+                &["admin"],
                 ADMIN,
                 "connection",
                 "Sets the client eviction mode of the connection.",
@@ -140,17 +145,36 @@ pub const CLIENT: CommandSpec = CommandSpec {
             ..spec(
                 "client|no-touch",
                 3,
-                &["noscript", "loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "connection",
                 "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
                 conn::client_on_off,
             )
         },
+        CommandSpec {
+            args: &[oneof(
+                "action",
+                &[
+                    token("on", "ON"),
+                    token("off", "OFF"),
+                    token("skip", "SKIP"),
+                ],
+            )],
+            ..spec(
+                "client|reply",
+                3,
+                &[],
+                SLOW_CONN,
+                "connection",
+                "Instructs the server whether to reply to commands.",
+                conn::client_reply,
+            )
+        },
         spec(
             "client|help",
             2,
-            &["loading", "stale"],
+            &[],
             SLOW_CONN,
             "connection",
             "Returns helpful text about the different subcommands.",
@@ -174,7 +198,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
         spec(
             "command|count",
             2,
-            &["loading", "stale"],
+            &[],
             SLOW_CONN,
             "server",
             "Returns a count of commands.",
@@ -185,7 +209,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
             ..spec(
                 "command|info",
                 -2,
-                &["loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "server",
                 "Returns information about one, multiple or all commands.",
@@ -197,7 +221,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
             ..spec(
                 "command|docs",
                 -2,
-                &["loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "server",
                 "Returns documentary information about one, multiple or all commands.",
@@ -212,7 +236,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
             ..spec(
                 "command|list",
                 -2,
-                &["loading", "stale"],
+                &[],
                 SLOW_CONN,
                 "server",
                 "Returns a list of command names.",
@@ -222,7 +246,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
         spec(
             "command|help",
             2,
-            &["loading", "stale"],
+            &[],
             SLOW_CONN,
             "server",
             "Returns helpful text about the different subcommands.",
@@ -232,7 +256,7 @@ pub const COMMAND: CommandSpec = CommandSpec {
     ..spec(
         "command",
         -1,
-        &["loading", "stale"],
+        &[],
         SLOW_CONN,
         "server",
         "Returns detailed information about all commands.",
@@ -248,7 +272,7 @@ pub const CONFIG: CommandSpec = CommandSpec {
             ..spec(
                 "config|get",
                 -3,
-                &["admin", "noscript", "loading", "stale"],
+                &["admin"],
                 ADMIN,
                 "server",
                 "Returns the effective values of configuration parameters.",
@@ -258,7 +282,7 @@ pub const CONFIG: CommandSpec = CommandSpec {
         spec(
             "config|help",
             2,
-            &["loading", "stale"],
+            &[],
             SLOW_CONN,
             "server",
             "Returns helpful text about the different subcommands.",
@@ -277,7 +301,7 @@ pub const CONFIG: CommandSpec = CommandSpec {
 };
 
 const PUBSUB_CAT: &[&str] = &["@pubsub", "@slow"];
-const PUBSUB_FLAGS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+const PUBSUB_FLAGS: &[&str] = &["pubsub"];
 
 /// `PUBSUB` and its subcommands.
 pub const PUBSUB: CommandSpec = CommandSpec {
@@ -318,7 +342,7 @@ pub const PUBSUB: CommandSpec = CommandSpec {
         spec(
             "pubsub|help",
             2,
-            &["loading", "stale"],
+            &[],
             PUBSUB_CAT,
             "pubsub",
             "Returns helpful text about the different subcommands.",
@@ -336,7 +360,7 @@ pub const PUBSUB: CommandSpec = CommandSpec {
     )
 };
 
-const CLUSTER_FLAGS: &[&str] = &["admin", "noscript", "loading", "stale"];
+const CLUSTER_FLAGS: &[&str] = &["admin", "loading"];
 
 /// `RAFT.NODE` and its subcommands.
 pub const RAFT_NODE: CommandSpec = CommandSpec {
@@ -435,37 +459,40 @@ pub static COMMANDS: &[CommandSpec] = &[
     // connection
     CommandSpec {
         args: &[optional(string("message"))],
-        ..spec("ping", -1, &["fast", "stale", "loading"], CONN, "connection", "Returns the server's liveliness response.", conn::ping)
+        ..spec("ping", -1, &["fast"], CONN, "connection", "Returns the server's liveliness response.", conn::ping)
     },
-    CommandSpec { args: &[string("message")], ..spec("echo", 2, &["fast", "stale", "loading"], CONN, "connection", "Returns the given string.", conn::echo) },
+    CommandSpec { args: &[string("message")], ..spec("echo", 2, &["fast"], CONN, "connection", "Returns the given string.", conn::echo) },
     CommandSpec {
         args: &[optional(block("arguments", &[
             integer("protover"),
             optional(block("auth", &[tagged("username", "string", "AUTH"), string("password")])),
             optional(tagged("clientname", "string", "SETNAME")),
         ]))],
-        ..spec("hello", -1, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Handshakes with the server.", conn::hello)
+        redact: Redact::HelloAuth,
+        ..spec("hello", -1, &["loading", "fast", "no-auth"], CONN, "connection", "Handshakes with the server.", conn::hello)
     },
     CommandSpec {
         args: &[optional(string("username")), string("password")],
-        ..spec("auth", -2, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Authenticates the connection.", conn::auth)
+        redact: Redact::Arguments,
+        ..spec("auth", -2, &["loading", "fast", "no-auth"], CONN, "connection", "Authenticates the connection.", conn::auth)
     },
-    CommandSpec { args: &[integer("index")], ..spec("select", 2, &["loading", "stale", "fast"], CONN, "connection", "Changes the selected database.", conn::select) },
-    spec("quit", -1, &["allow-busy", "noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Closes the connection.", conn::quit),
-    spec("reset", 1, &["noscript", "loading", "stale", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset),
+    CommandSpec { args: &[integer("index")], ..spec("select", 2, &["fast"], CONN, "connection", "Changes the selected database.", conn::select) },
+    spec("quit", -1, &["loading", "fast", "no-auth"], CONN, "connection", "Closes the connection.", conn::quit),
+    spec("reset", 1, &["loading", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset),
     CLIENT,
     // server
+    spec("monitor", 1, &["admin"], ADMIN, "server", "Listens for all requests received by the server in real time.", monitor::monitor),
     COMMAND,
     CommandSpec {
         args: &[optional(multiple(string("section")))],
-        ..spec("info", -1, &["loading", "stale"], &["@slow", "@dangerous"], "server", "Returns information and statistics about the server.", server::info)
+        ..spec("info", -1, &[], &["@slow", "@dangerous"], "server", "Returns information and statistics about the server.", server::info)
     },
-    spec("time", 1, &["loading", "stale", "fast"], &["@fast"], "server", "Returns the server time.", server::time),
+    spec("time", 1, &["fast"], &["@fast"], "server", "Returns the server time.", server::time),
     CONFIG,
     spec("dbsize", 1, &["readonly", "fast"], &["@keyspace", "@read", "@fast"], "server", "Returns the number of flags and segments.", server::dbsize),
     CommandSpec {
         args: &[optional(oneof("save-selector", &[token("nosave", "NOSAVE"), token("save", "SAVE")])), optional(token("now", "NOW")), optional(token("force", "FORCE"))],
-        ..spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no-multi"], ADMIN, "server", "Stops accepting connections, finishes in-flight commands and exits.", server::shutdown)
+        ..spec("shutdown", -1, &["admin", "no-multi"], ADMIN, "server", "Stops accepting connections, finishes in-flight commands and exits.", server::shutdown)
     },
     // pub/sub
     CommandSpec {
@@ -486,7 +513,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         args: &[string("channel"), string("message")],
-        ..spec("publish", 3, &["pubsub", "loading", "stale", "fast"], &["@pubsub", "@fast"], "pubsub", "Posts a message to a channel.", ps::publish)
+        ..spec("publish", 3, &["pubsub", "fast"], &["@pubsub", "@fast"], "pubsub", "Posts a message to a channel.", ps::publish)
     },
     PUBSUB,
     // the change stream
@@ -515,20 +542,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..spec("xread", -4, &["readonly", "blocking", "movablekeys"], &["@stream", "@read", "@slow", "@blocking"], "stream", "Returns change-stream entries after an id, optionally waiting for them.", stream::xread)
     },
     // transactions
-    spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Starts a transaction.", tx::multi),
-    spec("exec", 1, &["noscript", "loading", "stale", "skip-slowlog"], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),
-    spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Discards a transaction.", tx::discard),
+    spec("multi", 1, &["fast"], TX, "transactions", "Starts a transaction.", tx::multi),
+    spec("exec", 1, &[], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),
+    spec("discard", 1, &["fast"], TX, "transactions", "Discards a transaction.", tx::discard),
     CommandSpec {
         first_key: 1, last_key: -1, key_step: 1,
         args: &[multiple(key("key"))],
-        ..spec("watch", -2, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch)
+        ..spec("watch", -2, &["fast"], TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch)
     },
-    spec("unwatch", 1, &["noscript", "loading", "stale", "fast", "allow-busy"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
+    spec("unwatch", 1, &["fast"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
     // cluster
-    spec("raft.info", 1, &["loading", "stale"], &["@slow"], "cluster", "Returns this node's raft role, term, leader, indexes and members as INFO-style text.", raft::info),
+    spec("raft.info", 1, &["loading"], &["@slow"], "cluster", "Returns this node's raft role, term, leader, indexes and members as INFO-style text.", raft::info),
     CommandSpec {
         args: &[optional(integer("revision")), optional(tagged("milliseconds", "integer", "TIMEOUT"))],
-        ..spec("raft.barrier", -1, &["loading", "stale"], &["@slow"], "cluster", "Returns once this node has applied a revision (default: every write committed before the call).", raft::barrier)
+        ..spec("raft.barrier", -1, &["loading"], &["@slow"], "cluster", "Returns once this node has applied a revision (default: every write committed before the call).", raft::barrier)
     },
     RAFT_NODE,
     RAFT_CLUSTER,

@@ -9,6 +9,9 @@ use crate::command::ServerState;
 use crate::protocol::Reply;
 use crate::store::{WriteError, WriteRequest};
 
+/// Redis's answer to a MONITOR queued in a transaction.
+const MONITOR_IN_EXEC: &str = "ERR MONITOR isn't allowed for DENY BLOCKING client";
+
 /// Whether a command runs at once inside `MULTI` instead of being queued.
 pub fn runs_inside_multi(spec: &CommandSpec) -> bool {
     matches!(
@@ -93,8 +96,14 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
             deferred.push(i);
             continue;
         }
+        if let Some(shown) = super::resolve(args) {
+            super::show_to_monitors(session, state, shown, args);
+        }
         match (spec.handler)(&mut Ctx { session, state }, args) {
             Ok(Action::Reply(r) | Action::Close(r)) => replies[i] = Some(r),
+            // As Redis: a connection inside a transaction expects one reply
+            // per command, so it cannot start streaming.
+            Ok(Action::Monitor) => replies[i] = Some(Reply::error(MONITOR_IN_EXEC)),
             Ok(Action::Write(w)) => {
                 renders.push((i, w.render, w.request.ops.len()));
                 match request.as_mut() {
@@ -138,9 +147,13 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
         }
         for i in deferred {
             let args = &multi.queued[i];
+            if let Some(shown) = super::resolve(args) {
+                super::show_to_monitors(session, state, shown, args);
+            }
             let reply = match lookup(&args[0]) {
                 Some(spec) => match (spec.handler)(&mut Ctx { session, state }, args) {
                     Ok(Action::Reply(r) | Action::Close(r)) => r,
+                    Ok(Action::Monitor) => Reply::error(MONITOR_IN_EXEC),
                     Ok(_) => Reply::error("ERR internal error: unexpected action"),
                     Err(e) => e.into(),
                 },

@@ -1,6 +1,10 @@
 //! Server counters, read by `INFO` and counted where the work happens.
 
+pub mod alloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// Process-wide counters. Relaxed atomics: they are statistics, not control.
 #[derive(Debug, Default)]
@@ -21,6 +25,70 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     /// Connections closed for a protocol error.
     pub protocol_errors: AtomicU64,
+    /// Error replies sent (refused commands and errors inside `EXEC` included).
+    pub error_replies: AtomicU64,
+    /// Rates over the last 1.6 s, sampled every 100 ms.
+    pub rates: Mutex<Rates>,
+}
+
+/// Samples a rate is averaged over, as Redis does (`STATS_METRIC_SAMPLES`).
+const RATE_SAMPLES: usize = 16;
+
+/// One rate: the last [`RATE_SAMPLES`] per-second readings of a counter.
+#[derive(Debug, Default, Clone)]
+pub struct Rate {
+    samples: [u64; RATE_SAMPLES],
+    next: usize,
+    last: Option<(Instant, u64)>,
+}
+
+impl Rate {
+    /// Records the counter's value at `now`: the rate since the previous
+    /// reading becomes one sample.
+    pub fn record(&mut self, now: Instant, value: u64) {
+        if let Some((at, before)) = self.last {
+            let ms = now.duration_since(at).as_millis() as u64;
+            let per_sec = (value.saturating_sub(before) * 1000)
+                .checked_div(ms)
+                .unwrap_or(0);
+            self.samples[self.next] = per_sec;
+            self.next = (self.next + 1) % RATE_SAMPLES;
+        }
+        self.last = Some((now, value));
+    }
+
+    /// The mean of the samples, per second (slots not yet sampled count as 0,
+    /// as in Redis).
+    pub fn per_sec(&self) -> u64 {
+        self.samples.iter().sum::<u64>() / RATE_SAMPLES as u64
+    }
+}
+
+/// The rates INFO reports as `instantaneous_*`.
+#[derive(Debug, Default, Clone)]
+pub struct Rates {
+    /// Commands per second.
+    pub ops: Rate,
+    /// Bytes read from clients per second.
+    pub input: Rate,
+    /// Bytes written to clients per second.
+    pub output: Rate,
+}
+
+impl Stats {
+    /// Takes one sample of every rate; called every 100 ms.
+    pub fn sample_rates(&self) {
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates.ops.record(now, get(&self.commands_processed));
+        rates.input.record(now, get(&self.net_input_bytes));
+        rates.output.record(now, get(&self.net_output_bytes));
+    }
+
+    /// A copy of the rates.
+    pub fn rates(&self) -> Rates {
+        self.rates.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Cluster counters, read by `RAFT.INFO`.
@@ -56,5 +124,19 @@ pub fn rss_bytes() -> u64 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    pages * 4096
+    pages * rustix::param::page_size() as u64
+}
+
+/// CPU time this process used, `(system, user)` in seconds (`None` where
+/// /proc is unavailable).
+pub fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    (ticks > 0.0).then(|| (stime / ticks, utime / ticks))
 }

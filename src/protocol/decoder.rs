@@ -89,6 +89,12 @@ impl RequestDecoder {
         }
     }
 
+    /// Bytes of the request in progress already taken out of the buffer; with
+    /// what is still buffered, the query buffer as `CLIENT LIST` counts it.
+    pub fn taken(&self) -> usize {
+        self.consumed
+    }
+
     /// Bytes the request in progress needs before it can complete (a hint for
     /// how much to read; never more than one bulk's worth).
     pub fn wanted(&self, buffered: usize) -> usize {

@@ -58,6 +58,8 @@ pub struct Mailbox {
     tx: mpsc::UnboundedSender<Message>,
     /// Undelivered bytes.
     pending: AtomicUsize,
+    /// Undelivered messages.
+    pending_messages: AtomicUsize,
     /// When `pending` first went above the soft limit (0: it is not).
     over_soft_since_ms: AtomicU64,
     /// Cancelled when the subscriber is cut off.
@@ -72,6 +74,7 @@ impl Mailbox {
         let mb = Mailbox {
             tx,
             pending: AtomicUsize::new(0),
+            pending_messages: AtomicUsize::new(0),
             over_soft_since_ms: AtomicU64::new(0),
             kill,
             started: Instant::now(),
@@ -79,12 +82,21 @@ impl Mailbox {
         (Arc::new(mb), rx)
     }
 
-    /// Marks `bytes` as delivered (written to the socket).
-    pub fn delivered(&self, bytes: usize) {
+    /// Marks `messages` messages of `bytes` in all as delivered (written to the socket).
+    pub fn delivered(&self, bytes: usize, messages: usize) {
         self.pending.fetch_sub(
             bytes.min(self.pending.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
+        self.pending_messages.fetch_sub(
+            messages.min(self.pending_messages.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Undelivered messages.
+    pub fn pending_messages(&self) -> usize {
+        self.pending_messages.load(Ordering::Relaxed)
     }
 
     /// Undelivered bytes.
@@ -122,6 +134,7 @@ impl Mailbox {
         } else {
             self.over_soft_since_ms.store(0, Ordering::Relaxed);
         }
+        self.pending_messages.fetch_add(1, Ordering::Relaxed);
         self.tx.send(msg).is_ok()
     }
 }

@@ -30,9 +30,10 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
         return;
     }
     let laddr = stream.local_addr().unwrap_or(peer);
+    let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let Some(client) = state
         .clients
-        .register(peer, laddr, state.settings.maxclients)
+        .register(peer, laddr, fd, state.settings.maxclients)
     else {
         metrics::add(&state.stats.rejected_connections, 1);
         let _ = stream
@@ -48,6 +49,7 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
         tracing::debug!(id, error = %e, "connection error");
     }
     state.hub.forget(id, &session.channels, &session.patterns);
+    state.monitors.remove(id);
     state.clients.unregister(id);
     tracing::debug!(id, "client disconnected");
 }
@@ -63,6 +65,7 @@ async fn run(
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let client = session.client.clone();
+    client.note_output(0, wbuf.capacity());
     loop {
         let want = decoder.wanted(rbuf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
         rbuf.reserve(want);
@@ -82,6 +85,17 @@ async fn run(
                 deliver(state, stream, session, msg, &mut wbuf).await?;
                 continue;
             }
+            Some(line) = next_monitor_line(&mut session.monitor) => {
+                wbuf.extend_from_slice(&line);
+                while let Some(Ok(line)) = session.monitor.as_mut().map(|rx| rx.try_recv()) {
+                    wbuf.extend_from_slice(&line);
+                    if wbuf.len() >= FLUSH_AT {
+                        break;
+                    }
+                }
+                flush(state, stream, &mut wbuf).await?;
+                continue;
+            }
             n = read => n?,
         };
         if n == 0 {
@@ -90,6 +104,8 @@ async fn run(
         metrics::add(&state.stats.net_input_bytes, n as u64);
         let mut close = false;
         loop {
+            // The query buffer as Redis shows it: the request about to run included.
+            client.note_query(rbuf.len() + decoder.taken(), rbuf.capacity());
             match decoder.decode(&mut rbuf, &limits, session.authenticated) {
                 Ok(Some(args)) => {
                     let flow = command::execute(session, state, &args, &mut wbuf).await;
@@ -99,6 +115,7 @@ async fn run(
                         break;
                     }
                     if wbuf.len() >= FLUSH_AT {
+                        client.note_output(wbuf.len(), wbuf.capacity());
                         flush(state, stream, &mut wbuf).await?;
                     }
                 }
@@ -113,8 +130,12 @@ async fn run(
                 }
             }
         }
+        // Published before the replies go out, so a client that has read
+        // them sees this connection's new state in CLIENT LIST.
+        client.note_output(wbuf.len(), wbuf.capacity());
+        session.publish();
         flush(state, stream, &mut wbuf).await?;
-        client.touch();
+        client.note_output(0, wbuf.capacity());
         if close {
             return Ok(());
         }
@@ -148,6 +169,16 @@ async fn next_message(
     }
 }
 
+/// Waits for the next `MONITOR` line (forever when not monitoring).
+async fn next_monitor_line(
+    feed: &mut Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+) -> Option<bytes::Bytes> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Writes `first` and every other queued message in one socket write.
 async fn deliver(
     state: &ServerState,
@@ -162,8 +193,10 @@ async fn deliver(
     };
     let mut next = first;
     let mut size = 0;
+    let mut count = 0;
     while let Some(msg) = next {
         size += msg.size();
+        count += 1;
         encode_message(&msg, proto, wbuf);
         if wbuf.len() >= FLUSH_AT {
             break;
@@ -172,7 +205,7 @@ async fn deliver(
     }
     let mailbox = mailbox.clone();
     flush(state, stream, wbuf).await?;
-    mailbox.delivered(size);
+    mailbox.delivered(size, count);
     Ok(())
 }
 

@@ -116,6 +116,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     let state = Arc::new(ServerState::new(settings));
     tokio::spawn(watch_signals(state.clone()));
+    tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
     let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
@@ -220,4 +221,16 @@ async fn watch_signals(state: Arc<ServerState>) {
         _ = state.shutdown.cancelled() => return,
     }
     state.shutdown.cancel();
+}
+
+/// Samples INFO's `instantaneous_*` rates every 100 ms, as Redis's cron does.
+async fn sample_rates(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => state.stats.sample_rates(),
+        }
+    }
 }

@@ -67,6 +67,34 @@ pub fn wait_pong(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// Whether a server on `port` with `--requirepass password` answers PING with
+/// PONG after AUTH within `limit` (NOAUTH comes before LOADING, so a bare
+/// PING cannot tell that it has loaded).
+pub fn wait_pong_auth(port: u16, password: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let request = [resp(&["AUTH", password]), b"PING\r\n".to_vec()].concat();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if s.write_all(&request).is_ok() {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 128];
+                while got.iter().filter(|&&b| b == b'\n').count() < 2 {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                if got.ends_with(b"+PONG\r\n") {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -132,7 +160,16 @@ impl Server {
     }
 
     fn wait_ready(&mut self) {
-        if !wait_pong(self.port, Duration::from_secs(30)) {
+        let password = self
+            .args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.args.get(i + 1));
+        let ready = match password {
+            Some(pw) => wait_pong_auth(self.port, pw, Duration::from_secs(30)),
+            None => wait_pong(self.port, Duration::from_secs(30)),
+        };
+        if !ready {
             let _ = self.child.kill();
             panic!("flagstaff did not become ready on port {}", self.port);
         }
