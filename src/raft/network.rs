@@ -12,6 +12,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 
+use super::frame::MAX_PART_BYTES;
 use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, TypeConfig};
 
@@ -124,10 +125,40 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc(APPEND, &encode(&rpc), &[], &option).await
+        let body = encode(&rpc);
+        if body.len() <= MAX_PART_BYTES || rpc.entries.len() <= 1 {
+            return self.rpc(APPEND, &body, &[], &option).await;
+        }
+        // Several large entries would not fit one bus message: send the
+        // longest prefix that does (at least one entry, which always fits)
+        // and report a partial success, so openraft sends the rest next.
+        drop(body);
+        let mut size = encode(&AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+            entries: Vec::new(),
+        })
+        .len();
+        let mut keep = 0;
+        for entry in &rpc.entries {
+            let more = encode(entry).len() + 1;
+            if keep > 0 && size + more > MAX_PART_BYTES {
+                break;
+            }
+            size += more;
+            keep += 1;
+        }
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let answer = self.rpc(APPEND, &encode(&rpc), &[], &option).await?;
+        Ok(match answer {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     async fn install_snapshot(

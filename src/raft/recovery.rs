@@ -118,12 +118,7 @@ pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> 
         }
     }
     let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
-    let log = LogStore::open(
-        &dir,
-        settings.fsync,
-        SEGMENT_BYTES,
-        settings.unsafe_ack_before_log,
-    )?;
+    let log = LogStore::open(&dir, settings.fsync, SEGMENT_BYTES)?;
     if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
         return Err(data_dir_error(
             &dir,
