@@ -560,6 +560,12 @@ impl RaftNode {
         self.log.len()
     }
 
+    /// Pub/sub messages published here that did not reach a peer (queue full,
+    /// bus call failed, or too large for a bus message).
+    pub fn peer_messages_dropped(&self) -> u64 {
+        crate::metrics::get(&self.stats.peer_messages_dropped)
+    }
+
     /// Bytes of the log and state on disk.
     pub fn disk_bytes(&self) -> (u64, u64) {
         (
