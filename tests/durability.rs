@@ -665,3 +665,108 @@ fn writes_just_under_the_entry_limit_survive_kill_9_and_one_byte_over_is_refused
         assert_eq!(padding_of(&mut con, &format!("j:{i}")), None, "j:{i}");
     }
 }
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of `tests/fixtures/datadir-v0`: a data dir written by the release
+/// before the on-disk format was checked (see tests/fixtures/README.md).
+fn previous_release_data_dir() -> std::path::PathBuf {
+    let dir = common::temp_dir("v0");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v0");
+    copy_tree(&fixture, &dir);
+    dir
+}
+
+fn data_format(dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("node.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["format"].clone()
+}
+
+/// Issue 10 item 12: the previous release's data dir opens with every flag,
+/// segment, version and audit record, and is upgraded to the current format.
+#[test]
+fn a_data_dir_written_by_the_previous_release_opens_and_is_upgraded() {
+    let _g = serial();
+    let dir = previous_release_data_dir();
+    assert_eq!(data_format(&dir), json!(1));
+    let mut s = Server::start_in(dir.clone(), &[]);
+    assert_eq!(data_format(&dir), json!(2), "node.json records the current format");
+    let check = |s: &Server| {
+        let mut con = s.conn();
+        let mut keys: Vec<String> = redis::cmd("FLAG.LIST").query(&mut con).unwrap();
+        keys.retain(|k| k != "prod:after-upgrade");
+        assert_eq!(keys, ["prod:dark-mode", "prod:new-checkout", "staging:limit"]);
+        let def: String = redis::cmd("FLAG.GET").arg("prod:dark-mode").query(&mut con).unwrap();
+        let def: Value = serde_json::from_str(&def).unwrap();
+        assert_eq!((def["on"].clone(), def["version"].clone()), (json!(true), json!(2)));
+        let segment: String = redis::cmd("SEGMENT.GET").arg("prod:beta-testers").query(&mut con).unwrap();
+        assert!(segment.contains("user-7"), "{segment}");
+        let eval = |con: &mut redis::Connection, key: &str, ctx: &str| -> String {
+            redis::cmd("FLAG.EVAL").arg(key).arg(ctx).query(con).unwrap()
+        };
+        assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u1","country":"DE","plan":"pro"}"#), "true");
+        assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u1","country":"US"}"#), "false");
+        assert_eq!(eval(&mut con, "staging:limit", r#"{"key":"u1"}"#), "1000");
+        let h = history(&mut con, "prod:dark-mode");
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0]["reason"].as_deref(), Some("turn on"));
+        assert_eq!(h[1]["reason"].as_deref(), Some("fixture v0"));
+    };
+    check(&s);
+    // It takes writes, and they and the old data survive kill -9.
+    let mut con = s.conn();
+    let _: i64 = redis::cmd("FLAG.SET").arg("prod:after-upgrade").arg(flag_def(5)).query(&mut con).unwrap();
+    s.kill9();
+    s.restart();
+    check(&s);
+    let def: Option<String> = redis::cmd("FLAG.GET").arg("prod:after-upgrade").query(&mut s.conn()).unwrap();
+    assert!(def.is_some());
+}
+
+/// Issue 10 item 12: a data dir in a format newer than this build reads is
+/// refused at start with one line naming the format and what to do.
+#[test]
+fn a_data_dir_in_a_future_format_is_refused_with_one_line() {
+    let _g = serial();
+    let dir = previous_release_data_dir();
+    std::fs::write(dir.join("node.json"), r#"{"node_id":1,"format":99}"#).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(["--port", &common::free_port().to_string(), "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = common::Reap(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a future-format data dir was not refused");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    // The refusal is one line (beside the same text in the log, if logging to stderr).
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("flagstaff: ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("format 99") && lines[0].contains("newer"), "{err}");
+    assert!(lines[0].contains("release"), "says what to do: {err}");
+    // Nothing was changed.
+    assert_eq!(data_format(&dir), json!(99));
+    let _ = std::fs::remove_dir_all(&dir);
+}
