@@ -707,7 +707,10 @@ fn a_burst_of_5000_publishes_reaches_a_subscriber_on_another_node() {
     const N: usize = 5000;
     let mut pipe = redis::pipe();
     for i in 0..N {
-        pipe.cmd("PUBLISH").arg("burst").arg(format!("m{i}")).ignore();
+        pipe.cmd("PUBLISH")
+            .arg("burst")
+            .arg(format!("m{i}"))
+            .ignore();
     }
     let _: () = pipe.query(&mut nodes[0].conn()).unwrap();
     let mut got = Vec::with_capacity(N);

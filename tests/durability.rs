@@ -546,7 +546,11 @@ fn padding_of(con: &mut redis::Connection, key: &str) -> Option<(usize, char)> {
 }
 
 /// Largest `n` in `lo..hi` with `accepted(n)`, given `accepted(lo)` and not `accepted(hi)`.
-fn largest_accepted(mut lo: usize, mut hi: usize, mut accepted: impl FnMut(usize) -> bool) -> usize {
+fn largest_accepted(
+    mut lo: usize,
+    mut hi: usize,
+    mut accepted: impl FnMut(usize) -> bool,
+) -> usize {
     assert!(accepted(lo), "the smallest probe was refused");
     assert!(!accepted(hi), "the largest probe was accepted");
     while hi - lo > 1 {
@@ -562,7 +566,12 @@ fn largest_accepted(mut lo: usize, mut hi: usize, mut accepted: impl FnMut(usize
 
 /// The EXEC reply to four 800 kB FLAG.SETs on `{prefix}:0..3` and one with
 /// `pad` bytes on `{prefix}:4`: per command, Ok(version) or the error text.
-fn exec_five(con: &mut redis::Connection, prefix: &str, pad: usize, fill: char) -> Vec<Result<i64, String>> {
+fn exec_five(
+    con: &mut redis::Connection,
+    prefix: &str,
+    pad: usize,
+    fill: char,
+) -> Vec<Result<i64, String>> {
     let _: () = redis::cmd("MULTI").query(con).unwrap();
     for i in 0..5 {
         let def = padded_flag(if i < 4 { 800_000 } else { pad }, fill);
@@ -647,7 +656,10 @@ fn writes_just_under_the_entry_limit_survive_kill_9_and_one_byte_over_is_refused
     });
     assert_eq!(import(&mut con, "i", import_max, 'z'), Ok(5));
     let over = import(&mut con, "j", import_max + 1, 'z');
-    assert!(matches!(&over, Err(e) if e.contains("max-entry-bytes")), "{over:?}");
+    assert!(
+        matches!(&over, Err(e) if e.contains("max-entry-bytes")),
+        "{over:?}"
+    );
     // The connection and the server stay up.
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
@@ -658,10 +670,18 @@ fn writes_just_under_the_entry_limit_survive_kill_9_and_one_byte_over_is_refused
     let mut con = s.conn();
     for i in 0..5 {
         let pad = if i < 4 { 800_000 } else { multi_max };
-        assert_eq!(padding_of(&mut con, &format!("m:{i}")), Some((pad, 'z')), "m:{i}");
+        assert_eq!(
+            padding_of(&mut con, &format!("m:{i}")),
+            Some((pad, 'z')),
+            "m:{i}"
+        );
         assert_eq!(padding_of(&mut con, &format!("x:{i}")), None, "x:{i}");
         let pad = if i < 4 { 800_000 } else { import_max };
-        assert_eq!(padding_of(&mut con, &format!("i:{i}")), Some((pad, 'z')), "i:{i}");
+        assert_eq!(
+            padding_of(&mut con, &format!("i:{i}")),
+            Some((pad, 'z')),
+            "i:{i}"
+        );
         assert_eq!(padding_of(&mut con, &format!("j:{i}")), None, "j:{i}");
     }
 }
@@ -684,7 +704,8 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// before the on-disk format was checked (see tests/fixtures/README.md).
 fn previous_release_data_dir() -> std::path::PathBuf {
     let dir = common::temp_dir("v0");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v0");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v0");
     copy_tree(&fixture, &dir);
     dir
 }
@@ -702,22 +723,56 @@ fn a_data_dir_written_by_the_previous_release_opens_and_is_upgraded() {
     let dir = previous_release_data_dir();
     assert_eq!(data_format(&dir), json!(1));
     let mut s = Server::start_in(dir.clone(), &[]);
-    assert_eq!(data_format(&dir), json!(2), "node.json records the current format");
+    assert_eq!(
+        data_format(&dir),
+        json!(2),
+        "node.json records the current format"
+    );
     let check = |s: &Server| {
         let mut con = s.conn();
         let mut keys: Vec<String> = redis::cmd("FLAG.LIST").query(&mut con).unwrap();
         keys.retain(|k| k != "prod:after-upgrade");
-        assert_eq!(keys, ["prod:dark-mode", "prod:new-checkout", "staging:limit"]);
-        let def: String = redis::cmd("FLAG.GET").arg("prod:dark-mode").query(&mut con).unwrap();
+        assert_eq!(
+            keys,
+            ["prod:dark-mode", "prod:new-checkout", "staging:limit"]
+        );
+        let def: String = redis::cmd("FLAG.GET")
+            .arg("prod:dark-mode")
+            .query(&mut con)
+            .unwrap();
         let def: Value = serde_json::from_str(&def).unwrap();
-        assert_eq!((def["on"].clone(), def["version"].clone()), (json!(true), json!(2)));
-        let segment: String = redis::cmd("SEGMENT.GET").arg("prod:beta-testers").query(&mut con).unwrap();
+        assert_eq!(
+            (def["on"].clone(), def["version"].clone()),
+            (json!(true), json!(2))
+        );
+        let segment: String = redis::cmd("SEGMENT.GET")
+            .arg("prod:beta-testers")
+            .query(&mut con)
+            .unwrap();
         assert!(segment.contains("user-7"), "{segment}");
         let eval = |con: &mut redis::Connection, key: &str, ctx: &str| -> String {
-            redis::cmd("FLAG.EVAL").arg(key).arg(ctx).query(con).unwrap()
+            redis::cmd("FLAG.EVAL")
+                .arg(key)
+                .arg(ctx)
+                .query(con)
+                .unwrap()
         };
-        assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u1","country":"DE","plan":"pro"}"#), "true");
-        assert_eq!(eval(&mut con, "prod:new-checkout", r#"{"key":"u1","country":"US"}"#), "false");
+        assert_eq!(
+            eval(
+                &mut con,
+                "prod:new-checkout",
+                r#"{"key":"u1","country":"DE","plan":"pro"}"#
+            ),
+            "true"
+        );
+        assert_eq!(
+            eval(
+                &mut con,
+                "prod:new-checkout",
+                r#"{"key":"u1","country":"US"}"#
+            ),
+            "false"
+        );
         assert_eq!(eval(&mut con, "staging:limit", r#"{"key":"u1"}"#), "1000");
         let h = history(&mut con, "prod:dark-mode");
         assert_eq!(h.len(), 2);
@@ -727,11 +782,18 @@ fn a_data_dir_written_by_the_previous_release_opens_and_is_upgraded() {
     check(&s);
     // It takes writes, and they and the old data survive kill -9.
     let mut con = s.conn();
-    let _: i64 = redis::cmd("FLAG.SET").arg("prod:after-upgrade").arg(flag_def(5)).query(&mut con).unwrap();
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:after-upgrade")
+        .arg(flag_def(5))
+        .query(&mut con)
+        .unwrap();
     s.kill9();
     s.restart();
     check(&s);
-    let def: Option<String> = redis::cmd("FLAG.GET").arg("prod:after-upgrade").query(&mut s.conn()).unwrap();
+    let def: Option<String> = redis::cmd("FLAG.GET")
+        .arg("prod:after-upgrade")
+        .query(&mut s.conn())
+        .unwrap();
     assert!(def.is_some());
 }
 
@@ -755,16 +817,25 @@ fn a_data_dir_in_a_future_format_is_refused_with_one_line() {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "a future-format data dir was not refused");
+        assert!(
+            Instant::now() < deadline,
+            "a future-format data dir was not refused"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success());
     // The refusal is one line (beside the same text in the log, if logging to stderr).
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("flagstaff: ")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("flagstaff: "))
+        .collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].contains("format 99") && lines[0].contains("newer"), "{err}");
+    assert!(
+        lines[0].contains("format 99") && lines[0].contains("newer"),
+        "{err}"
+    );
     assert!(lines[0].contains("release"), "says what to do: {err}");
     // Nothing was changed.
     assert_eq!(data_format(&dir), json!(99));

@@ -103,7 +103,10 @@ async fn send_to_peer(
             if parts.len() == 1 {
                 // One message too large for any bus message: it cannot be carried.
                 add(&stats.peer_messages_dropped, sent as u64);
-                tracing::warn!(peer = client.addr(), "pub/sub message larger than a bus message; dropped");
+                tracing::warn!(
+                    peer = client.addr(),
+                    "pub/sub message larger than a bus message; dropped"
+                );
                 continue;
             }
             match client.call(&parts, Duration::from_secs(2)).await {

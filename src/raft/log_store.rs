@@ -75,11 +75,7 @@ fn io_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
 
 impl LogStore {
     /// Opens the log in `dir` and replays it.
-    pub fn open(
-        dir: &Path,
-        policy: FsyncPolicy,
-        segment_bytes: u64,
-    ) -> Result<Self, LogOpenError> {
+    pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64) -> Result<Self, LogOpenError> {
         let (wal, replayed) = wal::open(&dir.join("wal"), policy, segment_bytes)?;
         let mut memory = LogMemory::default();
         for (index, body) in replayed.entries {

@@ -96,7 +96,10 @@ impl WriteQueue {
             max_entry_bytes,
         };
         tokio::spawn(batcher.run(rx));
-        WriteQueue { tx, max_entry_bytes }
+        WriteQueue {
+            tx,
+            max_entry_bytes,
+        }
     }
 
     /// Queues a write; the receiver gets its outcome once committed (on the
@@ -354,14 +357,21 @@ mod tests {
     fn an_entry_never_exceeds_the_measured_bound() {
         for n in [0usize, 1, 2, 50] {
             let requests: Vec<WriteRequest> = (0..n)
-                .map(|i| request(&format!("{{\"on\":true,\"x\":\"{}\\\u{0}\"}}", "\"".repeat(i))))
+                .map(|i| {
+                    request(&format!(
+                        "{{\"on\":true,\"x\":\"{}\\\u{0}\"}}",
+                        "\"".repeat(i)
+                    ))
+                })
                 .collect();
             let bound = ENTRY_OVERHEAD + requests.iter().map(|r| json_len(r) + 1).sum::<u64>();
             let entry: Entry<TypeConfig> = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX),
                 payload: EntryPayload::Normal(Proposal { requests }),
             };
-            let written = serde_json::to_vec(&entry).map(|v| v.len() as u64).unwrap_or(0);
+            let written = serde_json::to_vec(&entry)
+                .map(|v| v.len() as u64)
+                .unwrap_or(0);
             assert!(written > 0 && written <= bound, "{written} > {bound}");
         }
     }
