@@ -350,8 +350,10 @@ pub mod planted {
         armed
     }
 
-    /// With the bug armed, runs `done` now (before the write) and widens the
-    /// window a little; otherwise hands it back to run after the sync.
+    /// With the bug armed, runs `done` now (before the write) and holds the
+    /// write back 50 ms, long enough for the client to get its reply even on
+    /// a loaded machine, so a short kill -9 run reliably lands in the window;
+    /// otherwise hands `done` back to run after the sync.
     pub(super) fn ack_early(armed: bool, done: Option<Done>) -> Option<Done> {
         if !armed {
             return done;
@@ -359,7 +361,7 @@ pub mod planted {
         if let Some(done) = done {
             done(Ok(()));
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         None
     }
 }
