@@ -9,6 +9,14 @@ use serde::Deserialize;
 
 use crate::protocol::DecoderLimits;
 
+/// Largest `--max-entry-bytes` accepted. The write-ahead log frames a record
+/// with a 32-bit length and the cluster bus admits one entry of this size, so
+/// the ceiling keeps every accepted entry writable, replayable and replicable.
+pub const MAX_ENTRY_BYTES_CEILING: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Smallest `--max-entry-bytes` accepted (a few ordinary flags must fit).
+pub const MAX_ENTRY_BYTES_FLOOR: u64 = 64 * 1024;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +89,9 @@ pub struct Cli {
     /// Most bytes one request may occupy while it arrives [default: 1073741824]
     #[arg(long, env = "FLAGSTAFF_CLIENT_QUERY_BUFFER_LIMIT")]
     pub client_query_buffer_limit: Option<usize>,
+    /// Largest raft entry, in bytes as written to the log: a write (a command, a FLAG.IMPORT, one EXEC) that would exceed it is refused before anything is acknowledged [default: 536870912]
+    #[arg(long, env = "FLAGSTAFF_MAX_ENTRY_BYTES")]
+    pub max_entry_bytes: Option<u64>,
     /// Worker threads serving clients; 1 runs everything on one thread, which is fastest on 2 cores [default: 1]
     #[arg(long, env = "FLAGSTAFF_THREADS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
@@ -178,6 +189,7 @@ struct FileConfig {
     proto_max_bulk_len: Option<usize>,
     max_multibulk_len: Option<usize>,
     client_query_buffer_limit: Option<usize>,
+    max_entry_bytes: Option<u64>,
     threads: Option<u64>,
     node_id: Option<u64>,
     fsync: Option<FsyncMode>,
@@ -255,6 +267,8 @@ pub struct Settings {
     pub max_multibulk_len: usize,
     /// Max bytes of one request in flight.
     pub client_query_buffer_limit: usize,
+    /// Largest raft entry in bytes (serialized, as the log writes it).
+    pub max_entry_bytes: u64,
     /// Runtime worker threads.
     pub threads: u64,
     /// Node id.
@@ -307,6 +321,7 @@ impl Default for Settings {
             proto_max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
+            max_entry_bytes: 512 * 1024 * 1024,
             threads: 1,
             node_id: 1,
             fsync: FsyncMode::Always,
@@ -365,6 +380,10 @@ impl Settings {
                 .client_query_buffer_limit
                 .or(file.client_query_buffer_limit)
                 .unwrap_or(d.client_query_buffer_limit),
+            max_entry_bytes: cli
+                .max_entry_bytes
+                .or(file.max_entry_bytes)
+                .unwrap_or(d.max_entry_bytes),
             threads: cli.threads.or(file.threads).unwrap_or(d.threads),
             node_id: cli.node_id.or(file.node_id).unwrap_or(d.node_id),
             fsync: cli.fsync.or(file.fsync).unwrap_or(d.fsync),
@@ -452,6 +471,12 @@ impl Settings {
         }
         if self.proto_max_bulk_len < 1024 {
             return invalid("proto-max-bulk-len", "must be at least 1024");
+        }
+        if !(MAX_ENTRY_BYTES_FLOOR..=MAX_ENTRY_BYTES_CEILING).contains(&self.max_entry_bytes) {
+            return invalid(
+                "max-entry-bytes",
+                &format!("must be between {MAX_ENTRY_BYTES_FLOOR} and {MAX_ENTRY_BYTES_CEILING}"),
+            );
         }
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_ms {
             // openraft needs heartbeats well inside the election timeout.

@@ -689,3 +689,39 @@ fn a_follower_that_catches_up_by_snapshot_still_publishes_every_change() {
         .collect();
     assert_eq!(last_value, expected);
 }
+
+/// Issue 10 item 3: a burst of PUBLISHes larger than one bus batch reaches a
+/// subscriber on another node. Before the fix the broadcaster sent 1 + 2 × 512
+/// parts while the peer accepted 1,024, so every full batch was refused whole.
+#[test]
+fn a_burst_of_5000_publishes_reaches_a_subscriber_on_another_node() {
+    let _g = serial();
+    let nodes = cluster(2, 0, &[]);
+    let mut sub_con = nodes[1].conn();
+    let mut pubsub = sub_con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    pubsub.subscribe("burst").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    const N: usize = 5000;
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        pipe.cmd("PUBLISH")
+            .arg("burst")
+            .arg(format!("m{i}"))
+            .ignore();
+    }
+    let _: () = pipe.query(&mut nodes[0].conn()).unwrap();
+    let mut got = Vec::with_capacity(N);
+    while got.len() < N {
+        match pubsub.get_message() {
+            Ok(msg) => got.push(msg.get_payload::<String>().unwrap()),
+            Err(e) => panic!("{} of {N} messages arrived, then: {e}", got.len()),
+        }
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected, "every message, in order");
+    let info = cmd_str(&mut nodes[0].conn(), &["INFO", "flagstaff"]).unwrap();
+    assert!(info.contains("\r\npeer_messages_dropped:0\r\n"), "{info}");
+}

@@ -32,7 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let dir = std::env::temp_dir().join(format!("flagstaff-suite-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = LogStore::open(&dir, FsyncPolicy::Always, 1 << 20, false).unwrap();
+        let log = LogStore::open(&dir, FsyncPolicy::Always, 1 << 20).unwrap();
         let storage = Arc::new(SledStorage::open(&dir.join("state")).unwrap());
         let store = Arc::new(Store::new());
         store.install(StateView::default());

@@ -286,8 +286,12 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         }
         "flagstaff" => write!(
             out,
-            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\n",
-            counts.flags, counts.segments, counts.revision, u8::from(st.is_stale())
+            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\npeer_messages_dropped:{}\r\n",
+            counts.flags,
+            counts.segments,
+            counts.revision,
+            u8::from(st.is_stale()),
+            st.raft.get().map_or(0, |n| n.peer_messages_dropped())
         ),
         "keyspace" => {
             let keys = counts.flags + counts.segments;

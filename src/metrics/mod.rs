@@ -102,7 +102,8 @@ pub struct ClusterStats {
     pub writes_unknown: AtomicU64,
     /// Bus connections refused for not proving the cluster secret.
     pub bus_peers_refused: AtomicU64,
-    /// Pub/sub messages dropped because a peer's queue was full.
+    /// Pub/sub messages not delivered to a peer: its queue was full, the bus
+    /// call failed, or a message was larger than a bus message.
     pub peer_messages_dropped: AtomicU64,
 }
 

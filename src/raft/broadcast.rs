@@ -12,14 +12,16 @@ use openraft::Raft;
 use tokio::sync::mpsc;
 
 use super::bus::PUBLISH;
-use super::peer::{PeerClient, Secret};
+use super::frame::{message_bytes, MAX_MESSAGE_BYTES, MAX_PARTS, MAX_PART_BYTES};
+use super::peer::{CallError, PeerClient, Secret};
 use super::types::{NodeId, TypeConfig};
 use crate::metrics::{add, ClusterStats};
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 10_000;
-/// Messages sent in one bus request.
-const BATCH: usize = 512;
+/// Messages sent in one bus request: as many channel/message pairs as fit
+/// beside the verb in one bus message.
+const BATCH: usize = (MAX_PARTS - 1) / 2;
 
 /// A peer's bus address and the queue of messages for it.
 type PeerQueue = (String, mpsc::Sender<(Bytes, Bytes)>);
@@ -73,6 +75,7 @@ impl Broadcaster {
                 tokio::spawn(send_to_peer(
                     PeerClient::new(&addr, self.secret.clone()),
                     rx,
+                    self.stats.clone(),
                 ));
                 peers.insert(id, (addr, tx));
             }
@@ -86,18 +89,76 @@ impl Broadcaster {
     }
 }
 
-async fn send_to_peer(mut client: PeerClient, mut rx: mpsc::Receiver<(Bytes, Bytes)>) {
+async fn send_to_peer(
+    mut client: PeerClient,
+    mut rx: mpsc::Receiver<(Bytes, Bytes)>,
+    stats: Arc<ClusterStats>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + batch.len() * 2);
-        parts.push(PUBLISH);
-        for (channel, message) in &batch {
-            parts.push(channel);
-            parts.push(message);
-        }
-        if let Err(e) = client.call(&parts, Duration::from_secs(2)).await {
-            tracing::debug!(peer = client.addr(), error = %e, "pub/sub messages to peer lost");
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let (sent, parts) = next_message(rest);
+            rest = &rest[sent..];
+            if parts.len() == 1 {
+                // One message too large for any bus message: it cannot be carried.
+                add(&stats.peer_messages_dropped, sent as u64);
+                tracing::warn!(
+                    peer = client.addr(),
+                    "pub/sub message larger than a bus message; dropped"
+                );
+                continue;
+            }
+            match client.call(&parts, Duration::from_secs(2)).await {
+                Ok(_) => {}
+                Err(e @ CallError::Refused(_)) => {
+                    add(&stats.peer_messages_dropped, sent as u64);
+                    tracing::warn!(peer = client.addr(), messages = sent, error = %e, "peer refused pub/sub messages");
+                }
+                Err(e) => {
+                    // The peer is down or slow: at most once, as documented.
+                    add(&stats.peer_messages_dropped, sent as u64);
+                    tracing::debug!(peer = client.addr(), messages = sent, error = %e, "pub/sub messages to peer lost");
+                }
+            }
         }
         batch.clear();
+    }
+}
+
+/// The longest prefix of `queued` that fits one bus message (at least one
+/// message is consumed): how many it takes and the message's parts. Only the
+/// verb is returned when the first message alone does not fit.
+fn next_message(queued: &[(Bytes, Bytes)]) -> (usize, Vec<&[u8]>) {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + queued.len().min(BATCH) * 2);
+    parts.push(PUBLISH);
+    let mut bytes = message_bytes([PUBLISH]);
+    for (i, (channel, message)) in queued.iter().enumerate() {
+        let more = message_bytes([&channel[..], &message[..]]);
+        let fits = parts.len() + 2 <= MAX_PARTS
+            && bytes + more <= MAX_MESSAGE_BYTES
+            && channel.len().max(message.len()) <= MAX_PART_BYTES;
+        if !fits {
+            return (i.max(1), parts);
+        }
+        bytes += more;
+        parts.push(channel);
+        parts.push(message);
+    }
+    (queued.len(), parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_fits_one_bus_message() {
+        let queued: Vec<(Bytes, Bytes)> = (0..BATCH * 3)
+            .map(|i| (Bytes::from_static(b"ch"), Bytes::from(i.to_string())))
+            .collect();
+        let (sent, parts) = next_message(&queued);
+        assert_eq!(sent, BATCH);
+        assert!(parts.len() <= MAX_PARTS);
     }
 }

@@ -10,12 +10,34 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{DecoderLimits, Protocol, Reply, RequestDecoder};
 
+/// Most parts (bulk strings) in one bus message. Every sender that batches
+/// (the PUBLISH broadcaster) sizes its batches from this, and the receiving
+/// decoder enforces it, so the two cannot disagree.
+pub const MAX_PARTS: usize = 1025;
+
+/// Most bytes in one part of a bus message: one raft entry of the largest
+/// `--max-entry-bytes` allowed, with room for the request around it, so an
+/// entry any member accepted can always be replicated.
+pub const MAX_PART_BYTES: usize = crate::config::MAX_ENTRY_BYTES_CEILING as usize + 1024 * 1024;
+
+/// Most bytes of one whole bus message.
+pub const MAX_MESSAGE_BYTES: usize = MAX_PART_BYTES + 16 * 1024 * 1024;
+
 /// Limits for authenticated peers: snapshot chunks and entry batches are large.
 const PEER_LIMITS: DecoderLimits = DecoderLimits {
-    max_bulk_len: 1024 * 1024 * 1024,
-    max_multibulk_len: 1024,
-    query_buffer_limit: 1024 * 1024 * 1024,
+    max_bulk_len: MAX_PART_BYTES,
+    max_multibulk_len: MAX_PARTS,
+    query_buffer_limit: MAX_MESSAGE_BYTES,
 };
+
+/// Bytes `parts` occupy on the wire as one bus message (RESP array of bulks).
+pub fn message_bytes<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> usize {
+    let mut n = 16;
+    for p in parts {
+        n += p.len() + 16;
+    }
+    n
+}
 
 /// One bus connection, either direction.
 #[derive(Debug)]

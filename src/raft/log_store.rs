@@ -75,13 +75,8 @@ fn io_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
 
 impl LogStore {
     /// Opens the log in `dir` and replays it.
-    pub fn open(
-        dir: &Path,
-        policy: FsyncPolicy,
-        segment_bytes: u64,
-        ack_before_write: bool,
-    ) -> Result<Self, LogOpenError> {
-        let (wal, replayed) = wal::open(&dir.join("wal"), policy, segment_bytes, ack_before_write)?;
+    pub fn open(dir: &Path, policy: FsyncPolicy, segment_bytes: u64) -> Result<Self, LogOpenError> {
+        let (wal, replayed) = wal::open(&dir.join("wal"), policy, segment_bytes)?;
         let mut memory = LogMemory::default();
         for (index, body) in replayed.entries {
             let entry: Entry<TypeConfig> =
@@ -198,16 +193,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        // Frame everything first: an entry the log cannot hold fails the
+        // append before memory or disk changes.
         let mut bytes = Vec::new();
         let mut last = None;
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        for entry in &entries {
+            let index = entry.get_log_id().index;
+            let body = serde_json::to_vec(entry).map_err(io_error)?;
+            wal::entry_record(index, &body, &mut bytes).map_err(io_error)?;
+            last = Some(index);
+        }
         {
             let mut m = self.mem();
             for entry in entries {
-                let index = entry.get_log_id().index;
-                let body = serde_json::to_vec(&entry).map_err(io_error)?;
-                wal::entry_record(index, &body, &mut bytes);
-                m.entries.insert(index, entry);
-                last = Some(index);
+                m.entries.insert(entry.get_log_id().index, entry);
             }
         }
         self.inner
@@ -223,7 +223,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.mem().entries.split_off(&log_id.index);
         let mut bytes = Vec::new();
-        wal::truncate_record(log_id.index, &mut bytes);
+        wal::truncate_record(log_id.index, &mut bytes).map_err(io_error)?;
         // Ordered before any later append in the same file, so it needs no sync of its own.
         self.inner.wal.write(bytes, None, None).map_err(io_error)
     }
@@ -237,7 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let body = serde_json::to_vec(&log_id).map_err(io_error)?;
         let mut bytes = Vec::new();
-        wal::purge_record(log_id.index, &body, &mut bytes);
+        wal::purge_record(log_id.index, &body, &mut bytes).map_err(io_error)?;
         self.inner.wal.write(bytes, None, None).map_err(io_error)?;
         self.inner.wal.drop_segments(log_id.index);
         Ok(())

@@ -12,6 +12,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 
+use super::frame::MAX_PART_BYTES;
 use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, TypeConfig};
 
@@ -117,6 +118,29 @@ impl PeerNetwork {
     }
 }
 
+/// How many of `rpc`'s entries (at least one) fit in `budget` bytes of JSON
+/// together with the request around them.
+fn entries_that_fit(rpc: &AppendEntriesRequest<TypeConfig>, budget: usize) -> usize {
+    let mut size = encode(&AppendEntriesRequest::<TypeConfig> {
+        vote: rpc.vote,
+        prev_log_id: rpc.prev_log_id,
+        leader_commit: rpc.leader_commit,
+        entries: Vec::new(),
+    })
+    .len();
+    let mut keep = 0;
+    for entry in &rpc.entries {
+        // Its JSON, and a comma after the first.
+        let more = encode(entry).len() + usize::from(keep > 0);
+        if keep > 0 && size + more > budget {
+            break;
+        }
+        size += more;
+        keep += 1;
+    }
+    keep
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -124,10 +148,25 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc(APPEND, &encode(&rpc), &[], &option).await
+        let body = encode(&rpc);
+        if body.len() <= MAX_PART_BYTES || rpc.entries.len() <= 1 {
+            return self.rpc(APPEND, &body, &[], &option).await;
+        }
+        // Several large entries would not fit one bus message: send the
+        // longest prefix that does (at least one entry, which always fits)
+        // and report a partial success, so openraft sends the rest next.
+        drop(body);
+        let keep = entries_that_fit(&rpc, MAX_PART_BYTES);
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let answer = self.rpc(APPEND, &encode(&rpc), &[], &option).await?;
+        Ok(match answer {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -149,5 +188,46 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.rpc(VOTE, &encode(&rpc), &[], &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::WriteRequest;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        let request = WriteRequest {
+            actor: "x".repeat(bytes),
+            ts_ms: 0,
+            ops: Vec::new(),
+            watch: Vec::new(),
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::raft::types::Proposal {
+                requests: vec![request],
+            }),
+        }
+    }
+
+    #[test]
+    fn an_append_too_large_for_one_message_is_cut_to_a_prefix_that_fits() {
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: (1..=5).map(|i| entry(i, 1000)).collect(),
+        };
+        let whole = encode(&rpc).len();
+        assert_eq!(entries_that_fit(&rpc, whole), 5);
+        let keep = entries_that_fit(&rpc, 2500);
+        assert_eq!(keep, 2);
+        let mut prefix = rpc;
+        prefix.entries.truncate(keep);
+        assert!(encode(&prefix).len() <= 2500);
+        // One entry always goes, even over the budget (it fits the real limit).
+        assert_eq!(entries_that_fit(&prefix, 10), 1);
     }
 }

@@ -61,9 +61,8 @@ pub struct NodeSettings {
     pub audit_retention: usize,
     /// How long a write may take before its outcome is reported unknown.
     pub write_timeout: Duration,
-    /// Test-only: acknowledge log writes before they are written (a planted
-    /// bug that the crash test must catch). Never set in production.
-    pub unsafe_ack_before_log: bool,
+    /// Largest raft entry in bytes (`--max-entry-bytes`).
+    pub max_entry_bytes: u64,
 }
 
 /// Why the node could not start.
@@ -268,6 +267,7 @@ impl RaftNode {
             settings.secret.clone(),
             settings.write_timeout,
             stats.clone(),
+            settings.max_entry_bytes,
         );
         let (published_tx, published_rx) = mpsc::unbounded_channel();
         let mut broadcaster = None;
@@ -558,6 +558,12 @@ impl RaftNode {
     /// Entries held in the log (since the last compaction).
     pub fn log_entries(&self) -> usize {
         self.log.len()
+    }
+
+    /// Pub/sub messages published here that did not reach a peer (queue full,
+    /// bus call failed, or too large for a bus message).
+    pub fn peer_messages_dropped(&self) -> u64 {
+        crate::metrics::get(&self.stats.peer_messages_dropped)
     }
 
     /// Bytes of the log and state on disk.

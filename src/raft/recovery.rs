@@ -14,12 +14,26 @@ use super::types::{AppliedMeta, NodeId};
 use crate::store::storage::{SledStorage, StateStorage};
 use crate::store::StateView;
 
-/// Who owns a data directory.
+/// Who owns a data directory, and in which on-disk format it is written.
 #[derive(Debug, Serialize, Deserialize)]
 struct Identity {
     node_id: NodeId,
     format: u32,
 }
+
+/// The on-disk format this build writes, recorded in `node.json`.
+///
+/// - 1: the first releases (WAL records of at most 256 MiB).
+/// - 2: WAL records up to `--max-entry-bytes` (2 GiB at most), which format-1
+///   code refuses or cuts as a torn tail; nothing else changed, so a format-1
+///   dir is upgraded in place by rewriting `node.json`.
+///
+/// Bump it with any change older code would misread, and say here how an
+/// older dir is upgraded.
+pub const DATA_FORMAT: u32 = 2;
+
+/// The oldest format this build opens (and upgrades).
+pub const OLDEST_DATA_FORMAT: u32 = 1;
 
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -30,8 +44,9 @@ fn data_dir_error(dir: &Path, why: impl Into<String>) -> StartError {
     }
 }
 
-/// Checks (or records) that `dir` belongs to `node_id`. Returns whether it was new.
-fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
+/// Checks (or records) that `dir` belongs to `node_id` and is in a format
+/// this build reads. Returns whether it was new and its format.
+fn claim(dir: &Path, node_id: NodeId) -> Result<(bool, u32), StartError> {
     let path = dir.join("node.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -47,7 +62,19 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
                     format!("belongs to node {}, not node {node_id}; start with --node-id {} or use another --data-dir", id.node_id, id.node_id),
                 ));
             }
-            Ok(false)
+            if id.format > DATA_FORMAT {
+                return Err(data_dir_error(
+                    dir,
+                    format!("is in on-disk format {}, newer than this build reads (formats {OLDEST_DATA_FORMAT} to {DATA_FORMAT}); run the newer flagstaff release that wrote it, or `flagstaff export` with that release and import into an empty data dir", id.format),
+                ));
+            }
+            if id.format < OLDEST_DATA_FORMAT {
+                return Err(data_dir_error(
+                    dir,
+                    format!("is in on-disk format {}, older than this build reads (formats {OLDEST_DATA_FORMAT} to {DATA_FORMAT}); `flagstaff export` with the release that wrote it and import into an empty data dir", id.format),
+                ));
+            }
+            Ok((false, id.format))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let has_data = ["wal", "state", "snapshots"]
@@ -59,13 +86,22 @@ fn claim(dir: &Path, node_id: NodeId) -> Result<bool, StartError> {
                     "holds flagstaff data but no node.json; refusing to start over it",
                 ));
             }
-            let bytes = serde_json::to_vec(&Identity { node_id, format: 1 }).unwrap_or_default();
-            super::wal::write_atomically(&path, &bytes)
-                .map_err(|e| data_dir_error(dir, e.to_string()))?;
-            Ok(true)
+            write_identity(dir, node_id)?;
+            Ok((true, DATA_FORMAT))
         }
         Err(e) => Err(data_dir_error(dir, format!("cannot read node.json: {e}"))),
     }
+}
+
+/// Records `node_id` and the current format in `dir`'s `node.json`, durably.
+fn write_identity(dir: &Path, node_id: NodeId) -> Result<(), StartError> {
+    let identity = Identity {
+        node_id,
+        format: DATA_FORMAT,
+    };
+    let bytes = serde_json::to_vec(&identity).unwrap_or_default();
+    super::wal::write_atomically(&dir.join("node.json"), &bytes)
+        .map_err(|e| data_dir_error(dir, format!("cannot write node.json: {e}")))
 }
 
 /// What recovery found on disk.
@@ -85,7 +121,7 @@ pub(super) struct Recovered {
 /// Opens the data directory and rebuilds state and log (blocking).
 pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
     let dir = settings.data_dir.clone();
-    let fresh = claim(&dir, settings.node_id)?;
+    let (fresh, format) = claim(&dir, settings.node_id)?;
     let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
     let mut image = storage.load()?;
     let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
@@ -118,17 +154,22 @@ pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> 
         }
     }
     let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
-    let log = LogStore::open(
-        &dir,
-        settings.fsync,
-        SEGMENT_BYTES,
-        settings.unsafe_ack_before_log,
-    )?;
+    let log = LogStore::open(&dir, settings.fsync, SEGMENT_BYTES)?;
     if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
         return Err(data_dir_error(
             &dir,
             "has node.json but neither a log nor state; refusing to start empty over it",
         ));
+    }
+    if format < DATA_FORMAT {
+        // Everything opened: only now record the new format (each upgrade
+        // step so far is a superset of the one before; see DATA_FORMAT).
+        write_identity(&dir, settings.node_id)?;
+        tracing::info!(
+            from = format,
+            to = DATA_FORMAT,
+            "data dir upgraded to the current on-disk format"
+        );
     }
     Ok(Recovered {
         storage,

@@ -18,8 +18,16 @@ const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 
 const HEADER: usize = 9;
-/// Largest record accepted on replay (a corrupt length must not allocate GBs).
-const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// Largest record body (kind + payload) the 32-bit length can frame. Replay
+/// accepts any length up to this that the segment actually holds (it reads
+/// the segment first, so a corrupt length cannot make it allocate), and a
+/// record that passes its checksum is always kept; `--max-entry-bytes` is
+/// capped well below this (config::MAX_ENTRY_BYTES_CEILING).
+pub const MAX_RECORD: usize = u32::MAX as usize;
+
+// The largest entry `--max-entry-bytes` admits, with its index and header, fits a record.
+const _: () = assert!(crate::config::MAX_ENTRY_BYTES_CEILING + 17 < MAX_RECORD as u64);
 
 /// When the log reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,36 +108,51 @@ impl std::fmt::Debug for Wal {
     }
 }
 
-/// Frames one record.
-pub fn frame(kind: u8, body: &[u8], out: &mut Vec<u8>) {
+/// Frames one record. A body the length field cannot describe is refused,
+/// never written with a wrapped length (which replay would cut as torn).
+pub fn frame(kind: u8, body: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let len = u32::try_from(body.len() + 1)
+        .ok()
+        .filter(|&l| l as usize <= MAX_RECORD)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a write-ahead log record of {} bytes exceeds the largest the log can frame ({MAX_RECORD})",
+                    body.len() + 1
+                ),
+            )
+        })?;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind]);
     crc.update(body);
-    out.extend_from_slice(&((body.len() + 1) as u32).to_le_bytes());
+    out.reserve(HEADER + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.push(kind);
     out.extend_from_slice(body);
+    Ok(())
 }
 
 /// Frames an entry record for `index` with an opaque body.
-pub fn entry_record(index: u64, body: &[u8], out: &mut Vec<u8>) {
+pub fn entry_record(index: u64, body: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut b = Vec::with_capacity(8 + body.len());
     b.extend_from_slice(&index.to_le_bytes());
     b.extend_from_slice(body);
-    frame(KIND_ENTRY, &b, out);
+    frame(KIND_ENTRY, &b, out)
 }
 
 /// Frames a truncate record: entries from `from` on are gone.
-pub fn truncate_record(from: u64, out: &mut Vec<u8>) {
-    frame(KIND_TRUNCATE, &from.to_le_bytes(), out);
+pub fn truncate_record(from: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    frame(KIND_TRUNCATE, &from.to_le_bytes(), out)
 }
 
 /// Frames a purge record carrying the purged log id (opaque) and its index.
-pub fn purge_record(index: u64, body: &[u8], out: &mut Vec<u8>) {
+pub fn purge_record(index: u64, body: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut b = Vec::with_capacity(8 + body.len());
     b.extend_from_slice(&index.to_le_bytes());
     b.extend_from_slice(body);
-    frame(KIND_PURGE, &b, out);
+    frame(KIND_PURGE, &b, out)
 }
 
 struct Segment {
@@ -168,7 +191,6 @@ pub fn open(
     dir: &Path,
     policy: FsyncPolicy,
     segment_bytes: u64,
-    ack_before_write: bool,
 ) -> Result<(Wal, Replayed), WalError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let files = list_segments(dir)?;
@@ -212,7 +234,8 @@ pub fn open(
         segments,
         policy,
         segment_bytes,
-        ack_before_write,
+        #[cfg(feature = "planted-bugs")]
+        ack_before_write: planted::ack_before_write(),
         last_sync: Instant::now(),
         dirty: false,
     };
@@ -248,7 +271,7 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
             let len =
                 u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or_default());
-            if len == 0 || len > MAX_RECORD {
+            if len == 0 {
                 Some(bad("impossible record length"))
             } else if data.len() - off - 8 < len {
                 Some(bad("truncated record"))
@@ -305,6 +328,44 @@ fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
     }
 }
 
+/// Test-only planted bugs (cargo feature `planted-bugs`, never in a release
+/// build): they let CI prove the crash test can fail.
+#[cfg(feature = "planted-bugs")]
+pub mod planted {
+    use super::Done;
+
+    /// Set to `1` to make the log writer acknowledge each write before
+    /// writing it: the crash test's control must then find lost writes.
+    pub const UNSAFE_ACK_ENV: &str = "FLAGSTAFF_UNSAFE_ACK_BEFORE_LOG";
+
+    #[cfg(not(debug_assertions))]
+    compile_error!("the planted-bugs feature is for test builds only, never a release build");
+
+    /// Whether the bug is armed (logged loudly when it is).
+    pub(super) fn ack_before_write() -> bool {
+        let armed = std::env::var(UNSAFE_ACK_ENV).is_ok_and(|v| v == "1");
+        if armed {
+            tracing::warn!("{UNSAFE_ACK_ENV}=1: acknowledging writes before they are logged (test-only planted bug)");
+        }
+        armed
+    }
+
+    /// With the bug armed, runs `done` now (before the write) and holds the
+    /// write back 50 ms, long enough for the client to get its reply even on
+    /// a loaded machine, so a short kill -9 run reliably lands in the window;
+    /// otherwise hands `done` back to run after the sync.
+    pub(super) fn ack_early(armed: bool, done: Option<Done>) -> Option<Done> {
+        if !armed {
+            return done;
+        }
+        if let Some(done) = done {
+            done(Ok(()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        None
+    }
+}
+
 struct Writer {
     dir: PathBuf,
     file: File,
@@ -313,6 +374,8 @@ struct Writer {
     segments: Vec<Segment>,
     policy: FsyncPolicy,
     segment_bytes: u64,
+    /// The planted bug is armed (feature `planted-bugs` only).
+    #[cfg(feature = "planted-bugs")]
     ack_before_write: bool,
     last_sync: Instant,
     dirty: bool,
@@ -350,13 +413,9 @@ impl Writer {
                         last_index,
                         done: cb,
                     } => {
-                        if self.ack_before_write {
-                            // Test-only planted bug: acknowledge before the bytes are written.
-                            if let Some(cb) = cb {
-                                cb(Ok(()));
-                            }
-                            std::thread::sleep(Duration::from_millis(2));
-                        } else if let Some(cb) = cb {
+                        #[cfg(feature = "planted-bugs")]
+                        let cb = planted::ack_early(self.ack_before_write, cb);
+                        if let Some(cb) = cb {
                             done.push(cb);
                         }
                         if result.is_ok() {
@@ -570,7 +629,7 @@ mod tests {
 
     fn append(wal: &Wal, index: u64, body: &str) {
         let mut b = Vec::new();
-        entry_record(index, body.as_bytes(), &mut b);
+        entry_record(index, body.as_bytes(), &mut b).unwrap();
         wal.write_sync(b, Some(index)).unwrap();
     }
 
@@ -578,20 +637,20 @@ mod tests {
     fn entries_survive_reopen_with_truncate_and_purge_applied() {
         let d = dir("reopen");
         {
-            let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+            let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
             assert!(r.entries.is_empty());
             for i in 1..=5 {
                 append(&wal, i, &format!("e{i}"));
             }
             let mut b = Vec::new();
-            truncate_record(4, &mut b);
+            truncate_record(4, &mut b).unwrap();
             wal.write_sync(b, None).unwrap();
             append(&wal, 4, "e4'");
             let mut b = Vec::new();
-            purge_record(2, b"purged-2", &mut b);
+            purge_record(2, b"purged-2", &mut b).unwrap();
             wal.write_sync(b, None).unwrap();
         }
-        let (_wal, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+        let (_wal, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         let got: Vec<(u64, String)> = r
             .entries
             .iter()
@@ -605,7 +664,7 @@ mod tests {
     fn a_torn_tail_is_cut_and_earlier_records_kept() {
         let d = dir("torn");
         {
-            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
             append(&wal, 1, "one");
             append(&wal, 2, "two");
         }
@@ -613,12 +672,12 @@ mod tests {
         let full = std::fs::read(&seg).unwrap();
         // Simulate a crash half-way through the second record.
         std::fs::write(&seg, &full[..full.len() - 3]).unwrap();
-        let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+        let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert!(r.torn_bytes > 0);
         append(&wal, 2, "two again");
         drop(wal);
-        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.entries[&2], b"two again");
     }
 
@@ -626,7 +685,7 @@ mod tests {
     fn a_flipped_bit_in_the_tail_is_detected() {
         let d = dir("flip");
         {
-            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
             append(&wal, 1, "one");
             append(&wal, 2, "two");
         }
@@ -635,24 +694,24 @@ mod tests {
         let n = data.len();
         data[n - 1] ^= 0x40;
         std::fs::write(&seg, &data).unwrap();
-        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20, false).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.entries.len(), 1);
     }
 
     #[test]
     fn segments_roll_over_and_purged_ones_are_deleted() {
         let d = dir("roll");
-        let (wal, _) = open(&d, FsyncPolicy::Always, 64, false).unwrap();
+        let (wal, _) = open(&d, FsyncPolicy::Always, 64).unwrap();
         for i in 1..=10 {
             append(&wal, i, "0123456789012345678901234567890123456789");
         }
         assert!(list_segments(&d).unwrap().len() >= 5);
         let mut b = Vec::new();
-        purge_record(8, b"p", &mut b);
+        purge_record(8, b"p", &mut b).unwrap();
         wal.write_sync(b, None).unwrap();
         wal.drop_segments(8);
         drop(wal);
-        let (_w, r) = open(&d, FsyncPolicy::Always, 64, false).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 64).unwrap();
         assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![9, 10]);
         assert!(list_segments(&d).unwrap().len() <= 3);
     }
@@ -660,7 +719,7 @@ mod tests {
     #[test]
     fn concurrent_writers_share_syncs() {
         let d = dir("group");
-        let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 30, false).unwrap();
+        let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 30).unwrap();
         let wal = std::sync::Arc::new(wal);
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -669,7 +728,7 @@ mod tests {
                     for i in 0..50 {
                         let idx = t * 1000 + i + 1;
                         let mut b = Vec::new();
-                        entry_record(idx, b"x", &mut b);
+                        entry_record(idx, b"x", &mut b).unwrap();
                         wal.write_sync(b, Some(idx)).unwrap();
                     }
                 })
@@ -679,7 +738,29 @@ mod tests {
             t.join().unwrap();
         }
         drop(wal);
-        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 30, false).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 30).unwrap();
         assert_eq!(r.entries.len(), 400);
+    }
+
+    /// A record larger than the old 256 MiB replay cap (which cut it as a
+    /// torn tail, losing an acknowledged write) is written and replayed.
+    #[test]
+    fn a_record_over_256_mib_survives_reopen() {
+        let d = dir("big");
+        let big = vec![b'x'; 300 * 1024 * 1024];
+        {
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            append(&wal, 1, "small");
+            let mut b = Vec::new();
+            entry_record(2, &big, &mut b).unwrap();
+            wal.write_sync(b, Some(2)).unwrap();
+            append(&wal, 3, "after");
+        }
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+        assert_eq!(r.torn_bytes, 0);
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(r.entries[&2] == big);
+        drop(_w);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

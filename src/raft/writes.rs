@@ -14,7 +14,7 @@ use super::liveness::Liveness;
 use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, Proposal, TypeConfig};
 use crate::metrics::{add, ClusterStats};
-use crate::store::{OpResult, WriteError, WriteOp, WriteRequest};
+use crate::store::{OpResult, WriteError, WriteRequest};
 
 /// Bus verb of a batch of writes forwarded to the leader.
 pub const WRITE: &[u8] = b"WRITE";
@@ -24,12 +24,38 @@ pub type Committed = Result<(u64, Vec<OpResult>), WriteError>;
 
 /// Most requests in one proposal.
 const MAX_BATCH_REQUESTS: usize = 256;
-/// Most definition bytes in one proposal (a larger single request still goes alone).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes at which a proposal stops taking more requests (a larger single
+/// request still goes alone, up to the entry limit).
+const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Bytes a raft entry's JSON takes beyond its requests (log id, membership
+/// wrapper, brackets). The entry of requests `r1..rn` serializes to at most
+/// `ENTRY_OVERHEAD + Σ (json(ri) + 1)` bytes; a unit test checks it.
+pub const ENTRY_OVERHEAD: u64 = 1024;
+
+/// Bytes `value` takes as JSON (as the log will write it), counted without
+/// building the text.
+pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
 
 /// A write waiting for its proposal.
 struct Pending {
     request: WriteRequest,
+    /// What it adds to a raft entry: its JSON and a separator.
+    bytes: u64,
     /// Whether a follower may forward it (not for writes that were already forwarded).
     forward: bool,
     reply: oneshot::Sender<Committed>,
@@ -37,7 +63,11 @@ struct Pending {
 
 /// The queue in front of the proposal task.
 #[derive(Debug, Clone)]
-pub struct WriteQueue(mpsc::UnboundedSender<Pending>);
+pub struct WriteQueue {
+    tx: mpsc::UnboundedSender<Pending>,
+    /// Largest raft entry (`--max-entry-bytes`).
+    max_entry_bytes: u64,
+}
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +83,7 @@ impl WriteQueue {
         secret: Option<Secret>,
         timeout: Duration,
         stats: std::sync::Arc<ClusterStats>,
+        max_entry_bytes: u64,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
@@ -62,41 +93,43 @@ impl WriteQueue {
             timeout,
             leader: None,
             stats,
+            max_entry_bytes,
         };
         tokio::spawn(batcher.run(rx));
-        WriteQueue(tx)
+        WriteQueue {
+            tx,
+            max_entry_bytes,
+        }
     }
 
     /// Queues a write; the receiver gets its outcome once committed (on the
-    /// leader: applied there; on a follower: the leader's answer).
+    /// leader: applied there; on a follower: the leader's answer). A request
+    /// whose raft entry would exceed `--max-entry-bytes` is refused here,
+    /// before anything of it is logged or acknowledged.
     pub fn enqueue(
         &self,
         request: WriteRequest,
         forward: bool,
     ) -> Result<oneshot::Receiver<Committed>, WriteError> {
+        let bytes = json_len(&request) + 1;
+        let entry = ENTRY_OVERHEAD + bytes;
+        if entry > self.max_entry_bytes {
+            return Err(WriteError::Failed(format!(
+                "write too large: its raft entry would take {entry} bytes, above --max-entry-bytes {}; split it into smaller writes",
+                self.max_entry_bytes
+            )));
+        }
         let (reply, rx) = oneshot::channel();
-        self.0
+        self.tx
             .send(Pending {
                 request,
+                bytes,
                 forward,
                 reply,
             })
             .map_err(|_| WriteError::Failed("the write path has stopped".into()))?;
         Ok(rx)
     }
-}
-
-fn request_bytes(r: &WriteRequest) -> usize {
-    r.ops
-        .iter()
-        .map(|op| match op {
-            WriteOp::SetFlag { definition, .. }
-            | WriteOp::SetSegment { definition, .. }
-            | WriteOp::RollbackFlag { definition, .. } => definition.len(),
-            WriteOp::Import { document, .. } => document.len(),
-            _ => 64,
-        })
-        .sum()
 }
 
 fn fail(pending: Vec<Pending>, error: WriteError) {
@@ -120,6 +153,8 @@ struct Batcher {
     /// Bus client of the leader writes were last forwarded to.
     leader: Option<(NodeId, PeerClient)>,
     stats: std::sync::Arc<ClusterStats>,
+    /// Largest raft entry: a proposal never grows past it.
+    max_entry_bytes: u64,
 }
 
 /// Returns once `raft` no longer names `leader` as the leader.
@@ -134,13 +169,27 @@ async fn leader_changes(raft: &Raft<TypeConfig>, leader: NodeId) {
 
 impl Batcher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
-        while let Some(first) = rx.recv().await {
-            let mut bytes = request_bytes(&first.request);
+        // A request that would have pushed the last proposal past the entry
+        // limit starts the next one.
+        let mut carried: Option<Pending> = None;
+        loop {
+            let first = match carried.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            let mut bytes = ENTRY_OVERHEAD + first.bytes;
             let mut pending = vec![first];
             while pending.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
+                    Ok(p) if bytes + p.bytes > self.max_entry_bytes => {
+                        carried = Some(p);
+                        break;
+                    }
                     Ok(p) => {
-                        bytes += request_bytes(&p.request);
+                        bytes += p.bytes;
                         pending.push(p);
                     }
                     Err(_) => break,
@@ -234,6 +283,8 @@ impl Batcher {
             return;
         };
         add(&self.stats.writes_forwarded, pending.len() as u64);
+        // At most one entry's worth of requests (the batch bound above), so the
+        // message fits the bus's frame limit.
         let requests: Vec<&WriteRequest> = pending.iter().map(|p| &p.request).collect();
         let body = serde_json::to_vec(&requests).unwrap_or_default();
         // If leadership moves while the batch is in flight, its answer may
@@ -278,6 +329,50 @@ impl Batcher {
                 }
                 fail(pending, e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::WriteOp;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn request(definition: &str) -> WriteRequest {
+        WriteRequest {
+            actor: "someone \"quoted\"".into(),
+            ts_ms: u64::MAX,
+            ops: vec![WriteOp::SetFlag {
+                key: "k\u{1}".into(),
+                definition: definition.to_string(),
+                if_version: Some(u64::MAX),
+                reason: Some("\n\t\"".into()),
+            }],
+            watch: vec![("w".into(), u64::MAX)],
+        }
+    }
+
+    #[test]
+    fn an_entry_never_exceeds_the_measured_bound() {
+        for n in [0usize, 1, 2, 50] {
+            let requests: Vec<WriteRequest> = (0..n)
+                .map(|i| {
+                    request(&format!(
+                        "{{\"on\":true,\"x\":\"{}\\\u{0}\"}}",
+                        "\"".repeat(i)
+                    ))
+                })
+                .collect();
+            let bound = ENTRY_OVERHEAD + requests.iter().map(|r| json_len(r) + 1).sum::<u64>();
+            let entry: Entry<TypeConfig> = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX),
+                payload: EntryPayload::Normal(Proposal { requests }),
+            };
+            let written = serde_json::to_vec(&entry)
+                .map(|v| v.len() as u64)
+                .unwrap_or(0);
+            assert!(written > 0 && written <= bound, "{written} > {bound}");
         }
     }
 }

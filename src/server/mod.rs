@@ -12,9 +12,6 @@ use crate::command::ServerState;
 use crate::config::{FsyncMode, Settings};
 use crate::raft::{FsyncPolicy, NodeSettings, RaftNode, Secret, Timings};
 
-/// Env var that plants the ack-before-log bug for the crash test's control run.
-pub const UNSAFE_ACK_ENV: &str = "FLAGSTAFF_UNSAFE_ACK_BEFORE_LOG";
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -91,7 +88,7 @@ fn node_settings(s: &Settings) -> NodeSettings {
         snapshot_every: s.snapshot_every,
         audit_retention: s.audit_retention,
         write_timeout: Duration::from_millis(s.write_timeout_ms),
-        unsafe_ack_before_log: std::env::var(UNSAFE_ACK_ENV).is_ok_and(|v| v == "1"),
+        max_entry_bytes: s.max_entry_bytes,
     }
 }
 
@@ -111,9 +108,6 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         })?;
     let grace = Duration::from_secs(settings.shutdown_timeout);
     let node_settings = node_settings(&settings);
-    if node_settings.unsafe_ack_before_log {
-        tracing::warn!("{UNSAFE_ACK_ENV}=1: acknowledging writes before they are logged (test-only planted bug)");
-    }
     let state = Arc::new(ServerState::new(settings));
     tokio::spawn(watch_signals(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
