@@ -1,13 +1,19 @@
 //! One client connection: read what arrived, run every complete request in
 //! order, write all their replies with one socket write.
+//!
+//! Every socket write races the client's kill switch, server shutdown and
+//! the output-buffer limits, so a client that stops reading can always be
+//! closed and its buffers freed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, Flow, ServerState, Session};
 use crate::metrics;
@@ -18,6 +24,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_READ_CHUNK: usize = 1024 * 1024;
 /// Replies beyond this are written before the batch ends, bounding memory.
 const FLUSH_AT: usize = 64 * 1024;
+/// A write buffer grown past this by one large reply is given back after it.
+const KEEP_CAPACITY: usize = 1024 * 1024;
 
 const DENIED: &[u8] = b"-DENIED flagstaff is running in protected mode because no password is set. In this mode connections are only accepted from the loopback interface. Set a password with --requirepass, or bind to 127.0.0.1 only.\r\n";
 
@@ -58,14 +66,17 @@ async fn run(
     stream: &mut TcpStream,
 ) -> std::io::Result<()> {
     let limits = state.settings.decoder_limits();
-    let idle = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
+    let timeout = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
     let mut decoder = RequestDecoder::new();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let client = session.client.clone();
+    let mut out = Writer::new(state, &client.kill);
     loop {
         let want = decoder.wanted(rbuf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
         rbuf.reserve(want);
+        // As Redis, the idle timeout spares subscribers: they only listen.
+        let idle = timeout.filter(|_| session.subscriptions() == 0);
         let read = async {
             match idle {
                 Some(d) => tokio::time::timeout(d, stream.read_buf(&mut rbuf))
@@ -79,7 +90,7 @@ async fn run(
             _ = state.shutdown.cancelled() => return Ok(()),
             _ = client.kill.cancelled() => return Ok(()),
             msg = next_message(&mut session.mail) => {
-                deliver(state, stream, session, msg, &mut wbuf).await?;
+                deliver(&mut out, stream, session, msg, &mut wbuf).await?;
                 continue;
             }
             n = read => n?,
@@ -99,7 +110,7 @@ async fn run(
                         break;
                     }
                     if wbuf.len() >= FLUSH_AT {
-                        flush(state, stream, &mut wbuf).await?;
+                        out.flush(stream, &mut wbuf).await?;
                     }
                 }
                 Ok(None) => break,
@@ -113,7 +124,7 @@ async fn run(
                 }
             }
         }
-        flush(state, stream, &mut wbuf).await?;
+        out.flush(stream, &mut wbuf).await?;
         client.touch();
         if close {
             return Ok(());
@@ -121,18 +132,86 @@ async fn run(
     }
 }
 
-async fn flush(
-    state: &ServerState,
-    stream: &mut TcpStream,
-    wbuf: &mut BytesMut,
-) -> std::io::Result<()> {
-    if wbuf.is_empty() {
-        return Ok(());
+/// Writes a connection's replies, closing it (with an error) when it is
+/// killed, the server shuts down, or its unread output passes its limits.
+struct Writer<'a> {
+    state: &'a ServerState,
+    kill: &'a CancellationToken,
+    limits: crate::pubsub::Limits,
+    /// Since when the pending output has been above the soft limit.
+    over_soft_since: Option<Instant>,
+}
+
+fn closed(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.to_string())
+}
+
+impl<'a> Writer<'a> {
+    fn new(state: &'a ServerState, kill: &'a CancellationToken) -> Self {
+        Writer {
+            state,
+            kill,
+            limits: state.settings.client_limits(),
+            over_soft_since: None,
+        }
     }
-    stream.write_all(wbuf).await?;
-    metrics::add(&state.stats.net_output_bytes, wbuf.len() as u64);
-    wbuf.clear();
-    Ok(())
+
+    /// Fails when `pending` unwritten bytes break the limits; returns the
+    /// deadline by which the soft limit must be met again.
+    fn check(&mut self, pending: usize) -> std::io::Result<Option<Instant>> {
+        let l = &self.limits;
+        if l.hard > 0 && pending > l.hard {
+            return Err(self.over_limit(pending));
+        }
+        if l.soft == 0 || pending <= l.soft {
+            self.over_soft_since = None;
+            return Ok(None);
+        }
+        let since = *self.over_soft_since.get_or_insert_with(Instant::now);
+        let deadline = since + l.soft_for;
+        if Instant::now() >= deadline {
+            return Err(self.over_limit(pending));
+        }
+        Ok(Some(deadline))
+    }
+
+    fn over_limit(&self, pending: usize) -> std::io::Error {
+        // Counted with subscribers cut off: INFO reports both as one figure, as Redis.
+        metrics::add(&self.state.hub.disconnected, 1);
+        tracing::info!(pending, "client disconnected: output buffer over its limit");
+        closed("output buffer over its limit")
+    }
+
+    /// Writes all of `wbuf`, racing the kill switch, shutdown and the limits.
+    async fn flush(&mut self, stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+        while !wbuf.is_empty() {
+            let soft_deadline = self.check(wbuf.len())?;
+            let n = tokio::select! {
+                biased;
+                n = stream.write(wbuf) => n?,
+                _ = self.kill.cancelled() => return Err(closed("killed")),
+                _ = self.state.shutdown.cancelled() => return Err(closed("server shutting down")),
+                _ = sleep_until(soft_deadline) => return Err(self.over_limit(wbuf.len())),
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            metrics::add(&self.state.stats.net_output_bytes, n as u64);
+            wbuf.advance(n);
+        }
+        self.over_soft_since = None;
+        if wbuf.capacity() > KEEP_CAPACITY {
+            *wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the next pub/sub message (forever when not subscribed).
@@ -150,7 +229,7 @@ async fn next_message(
 
 /// Writes `first` and every other queued message in one socket write.
 async fn deliver(
-    state: &ServerState,
+    out: &mut Writer<'_>,
     stream: &mut TcpStream,
     session: &mut Session,
     first: Option<Message>,
@@ -171,7 +250,7 @@ async fn deliver(
         next = rx.try_recv().ok();
     }
     let mailbox = mailbox.clone();
-    flush(state, stream, wbuf).await?;
+    out.flush(stream, wbuf).await?;
     mailbox.delivered(size);
     Ok(())
 }
