@@ -209,3 +209,153 @@ fn the_idle_timeout_spares_subscribers() {
     assert_eq!(n, 1, "the idle subscriber is still subscribed");
     sub.read_until(b"$2\r\nhi\r\n");
 }
+
+#[test]
+fn a_client_that_hangs_up_during_xread_block_frees_its_slot_at_once() {
+    let _g = serial();
+    let s = Server::start(&["--threads", "1"]);
+    let mut con = s.conn();
+    let mut blocked = s.raw();
+    blocked.send(&resp(&[
+        "XREAD",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "flagstaff:changes",
+        "$",
+    ]));
+    assert!(eventually(Duration::from_secs(5), || connected_clients(
+        &mut con
+    ) == 2));
+    // Others are answered while it waits.
+    let started = Instant::now();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(blocked);
+    assert!(
+        eventually(Duration::from_secs(1), || connected_clients(&mut con) == 1),
+        "a client that hung up during XREAD BLOCK 0 still held its slot after 1 s"
+    );
+}
+
+/// Starts cluster node `id` (joining the member on `join`, if given).
+fn cluster_node(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--cluster-port".into(),
+        common::free_port().to_string(),
+        "--cluster-secret".into(),
+        "slow-clients-secret".into(),
+    ];
+    if let Some(port) = join {
+        args.push("--join".into());
+        args.push(format!("127.0.0.1:{port}"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_on(
+        common::free_port(),
+        common::temp_dir(&format!("slow-node{id}")),
+        &args,
+        &[],
+    )
+}
+
+fn raft_info(s: &Server, field: &str) -> String {
+    let text: String = redis::cmd("RAFT.INFO").query(&mut s.conn()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_node_installing_a_large_snapshot_keeps_answering_clients() {
+    let _g = serial();
+    let extra = ["--snapshot-every", "20", "--threads", "1"];
+    let first = cluster_node(1, None, &extra);
+    // Tens of MB of state, compacted into a snapshot: a node that joins now
+    // can only catch up by installing it.
+    let mut con = first.conn();
+    con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    for i in 0..50 {
+        let _: i64 = redis::cmd("FLAG.SET")
+            .arg(format!("big{i}"))
+            .arg(big_flag(200_000 + i))
+            .query(&mut con)
+            .unwrap();
+    }
+    for i in 0..25 {
+        let _: i64 = redis::cmd("FLAG.SET")
+            .arg(format!("small{}", i % 5))
+            .arg(big_flag(10))
+            .query(&mut con)
+            .unwrap();
+    }
+    assert_ne!(raft_info(&first, "snapshot_index"), "0");
+    let port = common::free_port();
+    let seed = first.port;
+    let joiner = std::thread::spawn(move || {
+        let args = [
+            "--node-id",
+            "2",
+            "--cluster-port",
+            &common::free_port().to_string(),
+            "--cluster-secret",
+            "slow-clients-secret",
+            "--join",
+            &format!("127.0.0.1:{seed}"),
+            "--threads",
+            "1",
+        ]
+        .map(String::from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_on(port, common::temp_dir("slow-joiner"), &args, &[])
+    });
+    // Until it has joined and installed the snapshot the node answers
+    // -LOADING; what matters is that it answers at once all along.
+    let mut raw = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    raw.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    let mut buf = [0u8; 256];
+    while !joiner.is_finished() {
+        let started = Instant::now();
+        raw.write_all(b"PING\r\n").unwrap();
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "the joining node closed the connection");
+        worst = worst.max(started.elapsed());
+        pings += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = joiner.join().unwrap();
+    eprintln!("slowest of {pings} PINGs while joining by snapshot: {worst:?}");
+    assert_ne!(
+        raft_info(&second, "snapshot_index"),
+        "0",
+        "the new node caught up by snapshot"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "a PING took {worst:?} while the node installed a snapshot"
+    );
+}
+
+fn eventually_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

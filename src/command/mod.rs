@@ -98,15 +98,17 @@ pub fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static C
     })
 }
 
-/// Runs one request and appends its reply (if any) to `out`.
+/// Runs one request and appends its reply (if any) to `out`. `hangup`
+/// completes if the client goes away; a blocking command stops waiting then.
 pub async fn execute(
     session: &mut Session,
     state: &ServerState,
     args: &[Bytes],
     out: &mut BytesMut,
+    hangup: impl std::future::Future<Output = ()>,
 ) -> Flow {
     crate::metrics::add(&state.stats.commands_processed, 1);
-    let (reply, flow) = run(session, state, args).await;
+    let (reply, flow) = run(session, state, args, hangup).await;
     if let Some(reply) = reply {
         // Encoded after running, so `HELLO 3` answers in the protocol it chose.
         reply.encode(session.proto, out);
@@ -114,7 +116,12 @@ pub async fn execute(
     flow
 }
 
-async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Option<Reply>, Flow) {
+async fn run(
+    session: &mut Session,
+    state: &ServerState,
+    args: &[Bytes],
+    hangup: impl std::future::Future<Output = ()>,
+) -> (Option<Reply>, Flow) {
     let spec = match check(session, state, args) {
         Ok(spec) => spec,
         Err(e) => {
@@ -137,13 +144,11 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         );
     }
     if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
-        let reply = stream::xread_blocking(session, state, args).await;
+        let reply = stream::xread_blocking(session, state, args, hangup).await;
         return (Some(reply), Flow::Continue);
     }
     if reads_storage(spec) {
-        if let Some(node) = state.raft.get() {
-            node.storage_caught_up(state.store.view().revision).await;
-        }
+        storage_caught_up(state).await;
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
     match action {
@@ -157,6 +162,14 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
             (None, Flow::Close)
         }
         Err(e) => (Some(e.into()), Flow::Continue),
+    }
+}
+
+/// Waits, without blocking the runtime, until state storage holds every
+/// write applied here so far (readers of storage never wait themselves).
+async fn storage_caught_up(state: &ServerState) {
+    if let Some(node) = state.raft.get() {
+        node.storage_caught_up(state.store.view().revision).await;
     }
 }
 

@@ -269,8 +269,13 @@ pub fn xread(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
 }
 
 /// `XREAD` with `BLOCK`: waits for the next change, the timeout, shutdown,
-/// or the connection being killed.
-pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[Bytes]) -> Reply {
+/// the connection being killed, or the client hanging up (`hangup`).
+pub async fn xread_blocking(
+    session: &mut Session,
+    state: &ServerState,
+    args: &[Bytes],
+    hangup: impl std::future::Future<Output = ()>,
+) -> Reply {
     let ctx = Ctx { session, state };
     let req = match parse_xread(&ctx, args) {
         Ok(r) => r,
@@ -284,7 +289,11 @@ pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[
             .checked_add(d)
             .unwrap_or_else(far_future)
     });
+    tokio::pin!(hangup);
     loop {
+        if let Some(node) = state.raft.get() {
+            node.storage_caught_up(state.store.view().revision).await;
+        }
         let entries = match read_after(state, req.after, req.count) {
             Ok(e) => e,
             Err(e) => return e.into(),
@@ -300,6 +309,8 @@ pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[
             _ = tokio::time::sleep_until(deadline) => return Reply::NilArray,
             _ = state.shutdown.cancelled() => return Reply::NilArray,
             _ = kill.cancelled() => return Reply::NilArray,
+            // Nobody to answer: the connection closes right after.
+            _ = &mut hangup => return Reply::NilArray,
         }
     }
 }

@@ -79,6 +79,10 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
     {
         return Reply::NilArray;
     }
+    let reads_storage = |i: &usize| lookup(&multi.queued[*i][0]).is_some_and(super::reads_storage);
+    if (0..multi.queued.len()).any(|i| reads_storage(&i)) {
+        super::storage_caught_up(state).await;
+    }
     let n = multi.queued.len();
     let mut replies: Vec<Option<Reply>> = vec![None; n];
     let mut renders = Vec::new();
@@ -135,6 +139,9 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
                     replies[i] = Some(reply.clone());
                 }
             }
+        }
+        if deferred.iter().any(reads_storage) {
+            super::storage_caught_up(state).await;
         }
         for i in deferred {
             let args = &multi.queued[i];

@@ -574,13 +574,22 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        self.persister.close();
-        if let Err(e) = self.storage.flush() {
-            tracing::warn!(error = %e, "state storage flush");
+        // Joining the persister thread and flushing sled both block.
+        let persister = self.persister.clone();
+        let storage = self.storage.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            persister.close();
+            if let Err(e) = storage.flush() {
+                tracing::warn!(error = %e, "state storage flush");
+            }
+        });
+        if let Err(e) = done.await {
+            tracing::warn!(error = %e, "closing state storage");
         }
     }
 
-    /// A key's audit records, newest first, including every write applied here.
+    /// A key's audit records, newest first, including every write applied
+    /// here (after [`RaftNode::storage_caught_up`]; this never waits).
     pub fn history(
         &self,
         kind: Kind,
@@ -588,7 +597,7 @@ impl RaftNode {
         count: usize,
         revision: u64,
     ) -> Result<Vec<AuditRecord>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.persister.check(revision)?;
         self.storage
             .history(kind, key, count)
             .map_err(|e| e.to_string())
@@ -603,14 +612,15 @@ impl RaftNode {
             .await;
     }
 
-    /// Change-stream entries after `after`, including every write applied here.
+    /// Change-stream entries after `after`, including every write applied
+    /// here (after [`RaftNode::storage_caught_up`]; this never waits).
     pub fn stream_after(
         &self,
         after: StreamId,
         count: usize,
         revision: u64,
     ) -> Result<Vec<(StreamId, String)>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.persister.check(revision)?;
         self.storage
             .stream_after(after, count)
             .map_err(|e| e.to_string())
@@ -625,7 +635,7 @@ impl RaftNode {
         rev: bool,
         revision: u64,
     ) -> Result<Vec<(StreamId, String)>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.persister.check(revision)?;
         self.storage
             .stream_range(from, to, count, rev)
             .map_err(|e| e.to_string())
@@ -633,7 +643,7 @@ impl RaftNode {
 
     /// Entries retained in the change stream.
     pub fn stream_len(&self, revision: u64) -> Result<usize, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.persister.check(revision)?;
         self.storage.stream_len().map_err(|e| e.to_string())
     }
 

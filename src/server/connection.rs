@@ -103,7 +103,8 @@ async fn run(
         loop {
             match decoder.decode(&mut rbuf, &limits, session.authenticated) {
                 Ok(Some(args)) => {
-                    let flow = command::execute(session, state, &args, &mut wbuf).await;
+                    let flow =
+                        command::execute(session, state, &args, &mut wbuf, hung_up(stream)).await;
                     decoder.recycle(args);
                     if flow == Flow::Close {
                         close = true;
@@ -211,6 +212,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Completes when the client has closed its end (a blocked command then
+/// stops waiting); never, once it has sent more requests.
+async fn hung_up(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = stream.peek(&mut byte).await {
+        std::future::pending::<()>().await;
     }
 }
 
