@@ -348,14 +348,3 @@ fn a_node_installing_a_large_snapshot_keeps_answering_clients() {
         "a PING took {worst:?} while the node installed a snapshot"
     );
 }
-
-fn eventually_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "condition not met within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
