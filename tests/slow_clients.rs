@@ -348,3 +348,215 @@ fn a_node_installing_a_large_snapshot_keeps_answering_clients() {
         "a PING took {worst:?} while the node installed a snapshot"
     );
 }
+
+/// Sets `n` small flags `p0`..`p{n-1}` in one transaction (one revision).
+fn set_many(con: &mut redis::Connection, prefix: &str, n: usize, size: usize) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..n {
+        pipe.cmd("FLAG.SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(big_flag(size));
+    }
+    let _: redis::Value = pipe.query(con).unwrap();
+}
+
+/// The ids of XRANGE-shaped entries.
+fn ids(v: &redis::Value) -> Vec<String> {
+    let redis::Value::Array(entries) = v else {
+        panic!("not an array: {v:?}")
+    };
+    entries
+        .iter()
+        .map(|e| match e {
+            redis::Value::Array(pair) => match &pair[0] {
+                redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("id {other:?}"),
+            },
+            other => panic!("entry {other:?}"),
+        })
+        .collect()
+}
+
+/// The entries of a RESP2 XREAD reply.
+fn xread_entries(v: redis::Value) -> redis::Value {
+    let redis::Value::Array(mut streams) = v else {
+        panic!("XREAD reply {v:?}")
+    };
+    let redis::Value::Array(mut pair) = streams.remove(0) else {
+        panic!("XREAD stream")
+    };
+    pair.remove(1)
+}
+
+#[test]
+fn long_ranges_and_histories_are_exact_across_pages_with_redis_count_semantics() {
+    let _g = serial();
+    let s = Server::start(&["--audit-retention", "1000"]);
+    let mut con = s.conn();
+    set_many(&mut con, "p", 700, 10);
+    let stream = "flagstaff:changes";
+    let all = cmd(&mut con, &["XRANGE", stream, "-", "+"]);
+    let all_ids = ids(&all);
+    assert_eq!(all_ids.len(), 700, "every entry, across pages");
+    let mut sorted = all_ids.clone();
+    sorted.sort_by_key(|id| {
+        let (r, s) = id.split_once('-').unwrap();
+        (r.parse::<u64>().unwrap(), s.parse::<u32>().unwrap())
+    });
+    assert_eq!(all_ids, sorted, "in id order");
+    let mut rev = ids(&cmd(&mut con, &["XREVRANGE", stream, "+", "-"]));
+    rev.reverse();
+    assert_eq!(rev, all_ids);
+    // COUNT as Redis 7: the last COUNT counts; 0 or less is a null array.
+    assert_eq!(
+        ids(&cmd(
+            &mut con,
+            &["XRANGE", stream, "-", "+", "COUNT", "300"]
+        )),
+        all_ids[..300]
+    );
+    assert_eq!(
+        ids(&cmd(
+            &mut con,
+            &["XRANGE", stream, "-", "+", "COUNT", "5", "COUNT", "400"]
+        )),
+        all_ids[..400]
+    );
+    for zero in ["0", "-3"] {
+        assert_eq!(
+            cmd(&mut con, &["XRANGE", stream, "-", "+", "COUNT", zero]),
+            redis::Value::Nil
+        );
+    }
+    assert_eq!(
+        common::cmd_err(&mut con, &["XRANGE", stream, "-", "+", "COUNT", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        common::cmd_err(&mut con, &["XRANGE", stream, "-", "+", "LIMIT", "1"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        common::cmd_err(
+            &mut con,
+            &["XRANGE", stream, "(18446744073709551615-4294967295", "+"]
+        ),
+        "ERR invalid start ID for the interval"
+    );
+    assert_eq!(
+        common::cmd_err(&mut con, &["XRANGE", stream, "-", "(0-0"]),
+        "ERR invalid end ID for the interval"
+    );
+    // XREAD: no COUNT, or COUNT 0 or less, is no limit.
+    for count in [None, Some("0"), Some("-1")] {
+        let mut args = vec!["XREAD"];
+        if let Some(c) = count {
+            args.extend(["COUNT", c]);
+        }
+        args.extend(["STREAMS", stream, "0"]);
+        let got = ids(&xread_entries(cmd(&mut con, &args)));
+        assert_eq!(got, all_ids, "XREAD with COUNT {count:?}");
+    }
+    let got = ids(&xread_entries(cmd(
+        &mut con,
+        &["XREAD", "COUNT", "2", "STREAMS", stream, "0"],
+    )));
+    assert_eq!(got, all_ids[..2]);
+    assert_eq!(
+        common::cmd_err(&mut con, &["XREAD", "BLOCK", "x", "STREAMS", stream, "0"]),
+        "ERR timeout is not an integer or out of range"
+    );
+    // A long history, newest first, across pages; and inside EXEC.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..600 {
+        pipe.cmd("FLAG.SET").arg("h").arg(big_flag(i));
+    }
+    let _: redis::Value = pipe.query(&mut con).unwrap();
+    let history = cmd(&mut con, &["FLAG.HISTORY", "h"]);
+    let redis::Value::Array(entries) = &history else {
+        panic!("{history:?}")
+    };
+    assert_eq!(entries.len(), 600);
+    let versions: Vec<i64> = entries
+        .iter()
+        .map(|e| {
+            let redis::Value::Array(kv) = e else {
+                panic!("{e:?}")
+            };
+            match &kv[3] {
+                redis::Value::Int(v) => *v,
+                other => panic!("version {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(versions, (1..=600).rev().collect::<Vec<i64>>());
+    let rolled: i64 = redis::cmd("FLAG.ROLLBACK")
+        .arg("h")
+        .arg(3)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(rolled, 601);
+    let (range, hist): (redis::Value, redis::Value) = redis::pipe()
+        .atomic()
+        .cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .cmd("FLAG.HISTORY")
+        .arg("h")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ids(&range).len(), 700 + 600 + 1);
+    let redis::Value::Array(hist) = hist else {
+        panic!()
+    };
+    assert_eq!(hist.len(), 601);
+}
+
+fn cmd(con: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    common::cmd_value(con, args).unwrap()
+}
+
+#[test]
+fn a_huge_xrange_is_written_in_pages_with_bounded_memory() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    // 80 changes of about 1 MB each.
+    for batch in 0..8 {
+        set_many(&mut con, &format!("b{batch}_"), 10, 1_000_000);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = common::rss_kib(s.child.id());
+    let mut raw = s.raw();
+    raw.send(&resp(&["XRANGE", "flagstaff:changes", "-", "+"]));
+    // Read slowly, watching the server's memory.
+    let mut peak = baseline;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    while got < 80_000_000 {
+        let n = raw.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+        peak = peak.max(common::rss_kib(s.child.id()));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("XRANGE of {got} bytes: RSS {baseline} KiB before, peak {peak} KiB");
+    assert!(
+        peak < baseline + 64 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB for an 80 MB reply"
+    );
+    // The connection keeps working after the whole reply.
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(n) = raw.stream.read(&mut buf) {
+        assert!(n > 0, "closed after the reply");
+    }
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    raw.roundtrip(&resp(&["PING"]), b"+PONG\r\n");
+}

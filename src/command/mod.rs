@@ -6,6 +6,7 @@ pub mod clients;
 pub mod connection;
 mod error;
 pub mod flag;
+pub mod paged;
 mod parse;
 pub mod pubsub;
 pub mod raft;
@@ -24,6 +25,7 @@ use std::sync::LazyLock;
 use bytes::{Bytes, BytesMut};
 
 pub use error::CommandError;
+pub use paged::{Output, Paged};
 pub use session::Session;
 pub use spec::CommandSpec;
 pub use state::ServerState;
@@ -60,6 +62,8 @@ pub enum Action {
     Shutdown,
     /// Run a cluster operation (`RAFT.*`), then answer with its outcome.
     Cluster(raft::ClusterOp),
+    /// Answer with a reply too large to build whole, written page by page.
+    Paged(Paged),
 }
 
 impl From<Reply> for Action {
@@ -98,22 +102,26 @@ pub fn lookup_sub(parent: &'static CommandSpec, sub: &[u8]) -> Option<&'static C
     })
 }
 
-/// Runs one request and appends its reply (if any) to `out`. `hangup`
-/// completes if the client goes away; a blocking command stops waiting then.
+/// Runs one request and appends its reply (if any) to `out`; a reply too
+/// large to build whole is returned instead, for the caller to write page
+/// by page. `hangup` completes if the client goes away; a blocking command
+/// stops waiting then.
 pub async fn execute(
     session: &mut Session,
     state: &ServerState,
     args: &[Bytes],
     out: &mut BytesMut,
     hangup: impl std::future::Future<Output = ()>,
-) -> Flow {
+) -> (Flow, Option<Paged>) {
     crate::metrics::add(&state.stats.commands_processed, 1);
-    let (reply, flow) = run(session, state, args, hangup).await;
-    if let Some(reply) = reply {
+    let (output, flow) = run(session, state, args, hangup).await;
+    match output {
         // Encoded after running, so `HELLO 3` answers in the protocol it chose.
-        reply.encode(session.proto, out);
+        Some(Output::Reply(reply)) => reply.encode(session.proto, out),
+        Some(Output::Paged(paged)) => return (flow, Some(paged)),
+        None => {}
     }
-    flow
+    (flow, None)
 }
 
 async fn run(
@@ -121,20 +129,20 @@ async fn run(
     state: &ServerState,
     args: &[Bytes],
     hangup: impl std::future::Future<Output = ()>,
-) -> (Option<Reply>, Flow) {
+) -> (Option<Output>, Flow) {
     let spec = match check(session, state, args) {
         Ok(spec) => spec,
         Err(e) => {
             if let Some(multi) = session.multi.as_mut() {
                 multi.aborted = true;
             }
-            return (Some(e.into()), Flow::Continue);
+            return (Some(Reply::from(e).into()), Flow::Continue);
         }
     };
     if let Some(multi) = session.multi.as_mut() {
         if !transaction::runs_inside_multi(spec) {
             multi.queued.push(args.to_vec());
-            return (Some(Reply::Simple("QUEUED".into())), Flow::Continue);
+            return (Some(Reply::Simple("QUEUED".into()).into()), Flow::Continue);
         }
     }
     if spec.name == "exec" {
@@ -144,25 +152,27 @@ async fn run(
         );
     }
     if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
-        let reply = stream::xread_blocking(session, state, args, hangup).await;
-        return (Some(reply), Flow::Continue);
+        let output = stream::xread_blocking(session, state, args, hangup).await;
+        return (Some(output), Flow::Continue);
     }
     if reads_storage(spec) {
         storage_caught_up(state).await;
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
-    match action {
-        Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
-        Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
-        Ok(Action::Close(r)) => (Some(r), Flow::Close),
-        Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
+    let reply = match action {
+        Ok(Action::Reply(r)) => r,
+        Ok(Action::Write(w)) => commit_one(state, w).await,
+        Ok(Action::Close(r)) => return (Some(r.into()), Flow::Close),
+        Ok(Action::Cluster(op)) => raft::run(state, op).await,
+        Ok(Action::Paged(p)) => return (Some(Output::Paged(p)), Flow::Continue),
         Ok(Action::Shutdown) => {
             tracing::info!("SHUTDOWN requested by client {}", session.client.id);
             state.shutdown.cancel();
-            (None, Flow::Close)
+            return (None, Flow::Close);
         }
-        Err(e) => (Some(e.into()), Flow::Continue),
-    }
+        Err(e) => e.into(),
+    };
+    (Some(reply.into()), Flow::Continue)
 }
 
 /// Waits, without blocking the runtime, until state storage holds every

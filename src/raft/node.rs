@@ -27,8 +27,8 @@ use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
 use super::writes::WriteQueue;
 use crate::metrics::ClusterStats;
-use crate::store::storage::{SledStorage, StateStorage, StreamId};
-use crate::store::{AuditRecord, Kind, OpResult, Store, WriteError, WriteRequest};
+use crate::store::storage::{SledStorage, StateStorage};
+use crate::store::{AuditRecord, OpResult, Store, WriteError, WriteRequest};
 
 /// What the node needs from the configuration.
 #[derive(Debug, Clone)]
@@ -588,21 +588,6 @@ impl RaftNode {
         }
     }
 
-    /// A key's audit records, newest first, including every write applied
-    /// here (after [`RaftNode::storage_caught_up`]; this never waits).
-    pub fn history(
-        &self,
-        kind: Kind,
-        key: &str,
-        count: usize,
-        revision: u64,
-    ) -> Result<Vec<AuditRecord>, String> {
-        self.persister.check(revision)?;
-        self.storage
-            .history(kind, key, count)
-            .map_err(|e| e.to_string())
-    }
-
     /// Waits, without blocking other clients, until storage holds every
     /// write applied up to `revision` (readers of history and the stream
     /// call this first).
@@ -612,33 +597,11 @@ impl RaftNode {
             .await;
     }
 
-    /// Change-stream entries after `after`, including every write applied
-    /// here (after [`RaftNode::storage_caught_up`]; this never waits).
-    pub fn stream_after(
-        &self,
-        after: StreamId,
-        count: usize,
-        revision: u64,
-    ) -> Result<Vec<(StreamId, String)>, String> {
+    /// State storage to read from, once it holds every write applied up to
+    /// `revision` (after [`RaftNode::storage_caught_up`]; this never waits).
+    pub fn storage_at(&self, revision: u64) -> Result<Arc<dyn StateStorage>, String> {
         self.persister.check(revision)?;
-        self.storage
-            .stream_after(after, count)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Change-stream entries in `[from, to]`.
-    pub fn stream_range(
-        &self,
-        from: StreamId,
-        to: StreamId,
-        count: usize,
-        rev: bool,
-        revision: u64,
-    ) -> Result<Vec<(StreamId, String)>, String> {
-        self.persister.check(revision)?;
-        self.storage
-            .stream_range(from, to, count, rev)
-            .map_err(|e| e.to_string())
+        Ok(self.storage.clone())
     }
 
     /// Entries retained in the change stream.

@@ -15,8 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::command::paged::{self, PageSource, Paged, Part};
 use crate::command::{self, Flow, ServerState, Session};
 use crate::metrics;
+use crate::protocol::reply::encode_array_header;
 use crate::protocol::{Protocol, Reply, RequestDecoder};
 use crate::pubsub::{Mailbox, Message};
 
@@ -103,9 +105,12 @@ async fn run(
         loop {
             match decoder.decode(&mut rbuf, &limits, session.authenticated) {
                 Ok(Some(args)) => {
-                    let flow =
+                    let (flow, paged) =
                         command::execute(session, state, &args, &mut wbuf, hung_up(stream)).await;
                     decoder.recycle(args);
+                    if let Some(paged) = paged {
+                        write_paged(&mut out, stream, session.proto, paged, &mut wbuf).await?;
+                    }
                     if flow == Flow::Close {
                         close = true;
                         break;
@@ -205,6 +210,69 @@ impl<'a> Writer<'a> {
             *wbuf = BytesMut::with_capacity(READ_CHUNK);
         }
         Ok(())
+    }
+}
+
+/// Writes a reply too large to build whole: each page of items is read on
+/// a blocking thread and written out before the next is read.
+async fn write_paged(
+    out: &mut Writer<'_>,
+    stream: &mut TcpStream,
+    proto: Protocol,
+    paged: Paged,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<()> {
+    for part in paged.parts {
+        let Part::Items(mut source) = part else {
+            paged::encode_part(&part, proto, wbuf);
+            continue;
+        };
+        let (back, total) = off_thread(source, |s| s.total()).await?;
+        source = back;
+        encode_array_header(total, wbuf);
+        let mut written = 0;
+        while written < total {
+            let (back, page) = off_thread(source, |s| s.next_page()).await?;
+            source = back;
+            if page.is_empty() {
+                // The count is on the wire already: the reply cannot be
+                // completed, so the connection closes rather than lie.
+                tracing::warn!(
+                    total,
+                    written,
+                    "reply items vanished while being written (compaction); closing the connection"
+                );
+                return Err(closed("reply source ended early"));
+            }
+            for item in page.into_iter().take(total - written) {
+                item.encode(proto, wbuf);
+                written += 1;
+            }
+            if wbuf.len() >= FLUSH_AT {
+                out.flush(stream, wbuf).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on `source` on a blocking thread; gives the source back.
+async fn off_thread<T: Send + 'static>(
+    mut source: Box<dyn PageSource>,
+    f: fn(&mut dyn PageSource) -> Result<T, String>,
+) -> std::io::Result<(Box<dyn PageSource>, T)> {
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = f(source.as_mut());
+        (source, result)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    match joined {
+        (source, Ok(value)) => Ok((source, value)),
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "reading a paged reply failed; closing the connection");
+            Err(std::io::Error::other(e))
+        }
     }
 }
 
