@@ -463,6 +463,12 @@ fn long_ranges_and_histories_are_exact_across_pages_with_redis_count_semantics()
         &["XREAD", "COUNT", "2", "STREAMS", stream, "0"],
     )));
     assert_eq!(got, all_ids[..2]);
+    // `+` reads the last entry (Redis 7.4).
+    let got = ids(&xread_entries(cmd(
+        &mut con,
+        &["XREAD", "STREAMS", stream, "+"],
+    )));
+    assert_eq!(got, all_ids[699..]);
     assert_eq!(
         common::cmd_err(&mut con, &["XREAD", "BLOCK", "x", "STREAMS", stream, "0"]),
         "ERR timeout is not an integer or out of range"

@@ -329,7 +329,7 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
     let streams = args.get(i + 1..).ok_or(CommandError::Syntax)?;
     if streams.is_empty() || streams.len() % 2 != 0 {
         return Err(CommandError::err(
-            "Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.",
+            "Unbalanced 'xread' list of streams: for each stream key an ID, '+', or '$' must be specified.",
         ));
     }
     let (keys, ids) = streams.split_at(streams.len() / 2);
@@ -337,16 +337,29 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
         check_key(k)?;
     }
     let id = &ids[0];
-    let after = if &id[..] == b"$" {
-        (ctx.state.store.view().revision, u32::MAX)
-    } else {
-        parse_id(id, false)?
+    let after = match &id[..] {
+        b"$" => (ctx.state.store.view().revision, u32::MAX),
+        // As Redis 7.4: `+` reads the last entry.
+        b"+" => last_entry(ctx.state)?.and_then(before).unwrap_or((0, 0)),
+        _ => parse_id(id, false)?,
     };
     Ok(ReadRequest {
         count,
         block,
         after,
     })
+}
+
+/// The id of the newest entry in the stream, if any.
+fn last_entry(state: &ServerState) -> Result<Option<StreamId>, CommandError> {
+    let revision = state.store.view().revision;
+    let storage = node(state)?
+        .storage_at(revision)
+        .map_err(CommandError::err)?;
+    let (newest, _) = storage
+        .stream_page((0, 0), (revision, u32::MAX), true, 1, 0)
+        .map_err(|e| CommandError::err(e.to_string()))?;
+    Ok(newest.first().map(|(id, _)| *id))
 }
 
 /// Entries after `after` (none: `Ok(None)`), led by a resync entry when
@@ -422,6 +435,9 @@ pub async fn xread_blocking(
     args: &[Bytes],
     hangup: impl std::future::Future<Output = ()>,
 ) -> Output {
+    if let Some(node) = state.raft.get() {
+        node.storage_caught_up(state.store.view().revision).await;
+    }
     let ctx = Ctx { session, state };
     let req = match parse_xread(&ctx, args) {
         Ok(r) => r,
