@@ -119,6 +119,15 @@ pub struct Cli {
     /// Seconds a subscriber may stay above the soft limit [default: 60]
     #[arg(long, env = "FLAGSTAFF_PUBSUB_SOFT_SECONDS")]
     pub pubsub_soft_seconds: Option<u64>,
+    /// Output buffer of a normal client: disconnect it when replies it has not read pass this many bytes, 0 for no limit [default: 0]
+    #[arg(long, env = "FLAGSTAFF_CLIENT_HARD_LIMIT")]
+    pub client_hard_limit: Option<usize>,
+    /// Output buffer of a normal client: disconnect it above this many unread bytes for --client-soft-seconds, 0 for no limit [default: 0]
+    #[arg(long, env = "FLAGSTAFF_CLIENT_SOFT_LIMIT")]
+    pub client_soft_limit: Option<usize>,
+    /// Seconds a normal client may stay above the soft limit [default: 0]
+    #[arg(long, env = "FLAGSTAFF_CLIENT_SOFT_SECONDS")]
+    pub client_soft_seconds: Option<u64>,
     /// Port of the cluster bus (raft between nodes); opened only when this or --join is given [default: port + 10000]
     #[arg(long, env = "FLAGSTAFF_CLUSTER_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub cluster_port: Option<u16>,
@@ -199,6 +208,9 @@ struct FileConfig {
     pubsub_hard_limit: Option<usize>,
     pubsub_soft_limit: Option<usize>,
     pubsub_soft_seconds: Option<u64>,
+    client_hard_limit: Option<usize>,
+    client_soft_limit: Option<usize>,
+    client_soft_seconds: Option<u64>,
     cluster_port: Option<u16>,
     cluster_secret: Option<String>,
     advertise_addr: Option<String>,
@@ -287,6 +299,12 @@ pub struct Settings {
     pub pubsub_soft_limit: usize,
     /// Seconds over the soft limit before disconnecting.
     pub pubsub_soft_seconds: u64,
+    /// Normal-client hard output limit in bytes (0: none).
+    pub client_hard_limit: usize,
+    /// Normal-client soft output limit in bytes (0: none).
+    pub client_soft_limit: usize,
+    /// Seconds a normal client may stay over its soft limit.
+    pub client_soft_seconds: u64,
     /// Cluster bus port, when the bus listens.
     pub cluster_port: Option<u16>,
     /// Shared cluster secret.
@@ -331,6 +349,9 @@ impl Default for Settings {
             pubsub_hard_limit: 32 * 1024 * 1024,
             pubsub_soft_limit: 8 * 1024 * 1024,
             pubsub_soft_seconds: 60,
+            client_hard_limit: 0,
+            client_soft_limit: 0,
+            client_soft_seconds: 0,
             cluster_port: None,
             cluster_secret: None,
             advertise_addr: None,
@@ -411,6 +432,18 @@ impl Settings {
                 .pubsub_soft_seconds
                 .or(file.pubsub_soft_seconds)
                 .unwrap_or(d.pubsub_soft_seconds),
+            client_hard_limit: cli
+                .client_hard_limit
+                .or(file.client_hard_limit)
+                .unwrap_or(d.client_hard_limit),
+            client_soft_limit: cli
+                .client_soft_limit
+                .or(file.client_soft_limit)
+                .unwrap_or(d.client_soft_limit),
+            client_soft_seconds: cli
+                .client_soft_seconds
+                .or(file.client_soft_seconds)
+                .unwrap_or(d.client_soft_seconds),
             cluster_port: None,
             cluster_secret: cli
                 .cluster_secret
@@ -525,6 +558,15 @@ impl Settings {
             hard: self.pubsub_hard_limit,
             soft: self.pubsub_soft_limit,
             soft_for: std::time::Duration::from_secs(self.pubsub_soft_seconds),
+        }
+    }
+
+    /// Output-buffer limits of normal (not subscribed) clients.
+    pub fn client_limits(&self) -> crate::pubsub::Limits {
+        crate::pubsub::Limits {
+            hard: self.client_hard_limit,
+            soft: self.client_soft_limit,
+            soft_for: std::time::Duration::from_secs(self.client_soft_seconds),
         }
     }
 

@@ -1,13 +1,17 @@
 //! FLAG.* commands: write definitions through the store, evaluate from its
 //! current view.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use super::paged::{PageSource, Paged, PAGE_BYTES, PAGE_ITEMS};
 use super::{parse, Action, CommandError, Ctx, PendingWrite};
 use crate::flag::key::key_problem;
 use crate::flag::{evaluate, parse_flag, Context, Reason};
 use crate::protocol::Reply;
-use crate::store::{Kind, OpOutcome, OpResult, WriteOp, WriteRequest};
+use crate::store::storage::{StateStorage, StreamId};
+use crate::store::{AuditRecord, Kind, OpOutcome, OpResult, WriteOp, WriteRequest};
 
 /// Server time in Unix ms, the `$now` attribute.
 pub fn now_ms() -> f64 {
@@ -311,55 +315,125 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
     Ok(Reply::Map(pairs).into())
 }
 
-/// A flag's audit records, newest first, including every write this node applied.
-fn history_of(
-    ctx: &Ctx<'_>,
-    key: &str,
-    count: usize,
-) -> Result<Vec<crate::store::AuditRecord>, CommandError> {
-    let Some(node) = ctx.state.raft.get() else {
-        return Err(CommandError::Loading);
-    };
-    let revision = ctx.state.store.view().revision;
-    node.history(Kind::Flag, key, count, revision)
-        .map_err(CommandError::err)
+/// A flag's audit records up to the current revision, newest first, read a
+/// page at a time (including every write this node applied).
+struct HistoryPages {
+    storage: Arc<dyn StateStorage>,
+    key: String,
+    ready: Vec<Reply>,
+    /// The newest record not read yet (`None` once all are read).
+    upto: Option<StreamId>,
+    left: usize,
 }
 
-/// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
-/// of revision, version, event, actor, ts, reason, before, after (the
-/// definitions as JSON text).
-pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let key = read_key(&args[1]).unwrap_or_default();
-    let [count] = parse::options(&args[2..], ["COUNT"])?;
-    let count = match count {
-        Some(c) => match parse::int(c)? {
-            n if n >= 1 => n as usize,
-            _ => return Err(CommandError::err("COUNT must be positive")),
-        },
-        None => usize::MAX,
-    };
-    let records = history_of(ctx, key, count)?;
+impl HistoryPages {
+    fn new(ctx: &Ctx<'_>, key: &str, count: usize) -> Result<HistoryPages, CommandError> {
+        let Some(node) = ctx.state.raft.get() else {
+            return Err(CommandError::Loading);
+        };
+        let revision = ctx.state.store.view().revision;
+        let storage = node.storage_at(revision).map_err(CommandError::err)?;
+        Ok(HistoryPages {
+            storage,
+            key: key.to_string(),
+            ready: Vec::new(),
+            // Writes applied later are not part of this answer.
+            upto: Some((revision, u32::MAX)),
+            left: count,
+        })
+    }
+
+    /// The next page of records.
+    fn records(&mut self) -> Result<Vec<AuditRecord>, String> {
+        let Some(upto) = self.upto else {
+            return Ok(Vec::new());
+        };
+        if self.left == 0 {
+            return Ok(Vec::new());
+        }
+        let want = self.left.min(PAGE_ITEMS);
+        let (page, more) = self
+            .storage
+            .history_page(Kind::Flag, &self.key, upto, want, PAGE_BYTES)
+            .map_err(|e| e.to_string())?;
+        self.left -= page.len();
+        self.upto = match page.last() {
+            _ if !more => None,
+            None => None,
+            Some(last) => match (last.revision, last.seq) {
+                (0, 0) => None,
+                (r, 0) => Some((r - 1, u32::MAX)),
+                (r, s) => Some((r, s - 1)),
+            },
+        };
+        Ok(page)
+    }
+
+    /// Whether every record is in `ready`.
+    fn complete(&self) -> bool {
+        self.left == 0 || self.upto.is_none()
+    }
+}
+
+impl PageSource for HistoryPages {
+    fn total(&mut self) -> Result<usize, String> {
+        let rest = match self.upto {
+            Some(upto) if self.left > 0 => self
+                .storage
+                .history_count(Kind::Flag, &self.key, upto)
+                .map_err(|e| e.to_string())?,
+            _ => 0,
+        };
+        Ok(self.ready.len() + rest.min(self.left))
+    }
+
+    fn next_page(&mut self) -> Result<Vec<Reply>, String> {
+        if !self.ready.is_empty() {
+            return Ok(std::mem::take(&mut self.ready));
+        }
+        Ok(self.records()?.iter().map(history_entry).collect())
+    }
+}
+
+/// One FLAG.HISTORY entry.
+fn history_entry(r: &AuditRecord) -> Reply {
     let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
     let json = |v: &Option<serde_json::Value>| {
         v.as_ref()
             .map_or(Reply::Nil, |v| Reply::bulk(v.to_string()))
     };
-    let entries = records
-        .iter()
-        .map(|r| {
-            Reply::Map(vec![
-                field("revision", Reply::Integer(r.revision as i64)),
-                field("version", Reply::Integer(r.version as i64)),
-                field("event", Reply::bulk_static(r.event.as_str())),
-                field("actor", Reply::bulk(&r.actor)),
-                field("ts", Reply::bulk(crate::store::rfc3339(r.ts))),
-                field("reason", r.reason.as_ref().map_or(Reply::Nil, Reply::bulk)),
-                field("before", json(&r.before)),
-                field("after", json(&r.after)),
-            ])
-        })
-        .collect();
-    Ok(Reply::Array(entries).into())
+    Reply::Map(vec![
+        field("revision", Reply::Integer(r.revision as i64)),
+        field("version", Reply::Integer(r.version as i64)),
+        field("event", Reply::bulk_static(r.event.as_str())),
+        field("actor", Reply::bulk(&r.actor)),
+        field("ts", Reply::bulk(crate::store::rfc3339(r.ts))),
+        field("reason", r.reason.as_ref().map_or(Reply::Nil, Reply::bulk)),
+        field("before", json(&r.before)),
+        field("after", json(&r.after)),
+    ])
+}
+
+/// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
+/// of revision, version, event, actor, ts, reason, before, after (the
+/// definitions as JSON text). A long history is written page by page.
+pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = read_key(&args[1]).unwrap_or_default();
+    let [count] = parse::options(&args[2..], ["COUNT"])?;
+    let count = match count {
+        Some(c) => match parse::int(c)? {
+            n if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => return Err(CommandError::err("COUNT must be positive")),
+        },
+        None => usize::MAX,
+    };
+    let mut pages = HistoryPages::new(ctx, key, count)?;
+    let first = pages.records().map_err(CommandError::err)?;
+    pages.ready = first.iter().map(history_entry).collect();
+    if pages.complete() {
+        return Ok(Reply::Array(pages.ready).into());
+    }
+    Ok(Action::Paged(Paged::array(pages)))
 }
 
 /// `FLAG.ROLLBACK key version [REASON text]`: restores that version's
@@ -368,17 +442,24 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let key = write_key(&args[1])?;
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
-    let records = history_of(ctx, &key, usize::MAX)?;
-    // A deletion records the version it removed without a definition: look
-    // past it to the record that set that version.
-    let Some(definition) = records
-        .iter()
-        .filter(|r| r.version == version)
-        .find_map(|r| r.after.as_ref())
-    else {
-        return Err(CommandError::err(format!(
-            "flag {key} has no version {version} in its history"
-        )));
+    // Page through the history, so a long one is never held whole.
+    let mut pages = HistoryPages::new(ctx, &key, usize::MAX)?;
+    let definition = loop {
+        let page = pages.records().map_err(CommandError::err)?;
+        // A deletion records the version it removed without a definition:
+        // look past it to the record that set that version.
+        if let Some(found) = page
+            .into_iter()
+            .filter(|r| r.version == version)
+            .find_map(|r| r.after)
+        {
+            break found;
+        }
+        if pages.complete() {
+            return Err(CommandError::err(format!(
+                "flag {key} has no version {version} in its history"
+            )));
+        }
     };
     let op = WriteOp::RollbackFlag {
         key,

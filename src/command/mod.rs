@@ -7,6 +7,7 @@ pub mod connection;
 mod error;
 pub mod flag;
 pub mod monitor;
+pub mod paged;
 mod parse;
 pub mod pubsub;
 pub mod raft;
@@ -25,6 +26,7 @@ use std::sync::LazyLock;
 use bytes::{Bytes, BytesMut};
 
 pub use error::CommandError;
+pub use paged::{Output, Paged};
 pub use session::Session;
 pub use spec::CommandSpec;
 pub use state::ServerState;
@@ -63,6 +65,8 @@ pub enum Action {
     Cluster(raft::ClusterOp),
     /// Turn this connection into a monitor (`MONITOR`).
     Monitor,
+    /// Answer with a reply too large to build whole, written page by page.
+    Paged(Paged),
 }
 
 impl From<Reply> for Action {
@@ -110,43 +114,62 @@ pub(crate) fn resolve(args: &[Bytes]) -> Option<&'static CommandSpec> {
     }
 }
 
-/// Runs one request and appends its reply (if any) to `out`.
+/// Runs one request and appends its reply (if any) to `out`; a reply too
+/// large to build whole is returned instead, for the caller to write page
+/// by page. `hangup` completes if the client goes away; a blocking command
+/// stops waiting then.
 pub async fn execute(
     session: &mut Session,
     state: &ServerState,
     args: &[Bytes],
     out: &mut BytesMut,
-) -> Flow {
+    hangup: impl std::future::Future<Output = ()>,
+) -> (Flow, Option<Paged>) {
     crate::metrics::add(&state.stats.commands_processed, 1);
     // `CLIENT REPLY SKIP` silences the command after it.
     let skipped = session.reply_mode == session::ReplyMode::Skip;
     if skipped {
         session.reply_mode = session::ReplyMode::On;
     }
-    let (reply, flow) = run(session, state, args).await;
-    if let Some(reply) = reply {
-        if reply.is_error() {
-            crate::metrics::add(&state.stats.error_replies, 1);
+    let (output, flow) = run(session, state, args, hangup).await;
+    let silent = match session.reply_mode {
+        _ if skipped => true,
+        session::ReplyMode::Off => true,
+        session::ReplyMode::SkipNext => {
+            session.reply_mode = session::ReplyMode::Skip;
+            true
         }
-        match session.reply_mode {
-            _ if skipped => {}
-            session::ReplyMode::Off => {}
-            session::ReplyMode::SkipNext => session.reply_mode = session::ReplyMode::Skip,
+        session::ReplyMode::On | session::ReplyMode::Skip => false,
+    };
+    match output {
+        Some(Output::Reply(reply)) => {
+            if reply.is_error() {
+                crate::metrics::add(&state.stats.error_replies, 1);
+            }
             // Encoded after running, so `HELLO 3` answers in the protocol it chose.
-            session::ReplyMode::On | session::ReplyMode::Skip => reply.encode(session.proto, out),
+            if !silent {
+                reply.encode(session.proto, out);
+            }
         }
+        Some(Output::Paged(paged)) if !silent => return (flow, Some(paged)),
+        Some(Output::Paged(_)) | None => {}
     }
-    flow
+    (flow, None)
 }
 
-async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Option<Reply>, Flow) {
+async fn run(
+    session: &mut Session,
+    state: &ServerState,
+    args: &[Bytes],
+    hangup: impl std::future::Future<Output = ()>,
+) -> (Option<Output>, Flow) {
     let spec = match check(session, state, args) {
         Ok(spec) => spec,
         Err(e) => {
             if let Some(multi) = session.multi.as_mut() {
                 multi.aborted = true;
             }
-            return (Some(e.into()), Flow::Continue);
+            return (Some(Reply::from(e).into()), Flow::Continue);
         }
     };
     session.last_cmd = spec.name;
@@ -156,12 +179,12 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
                 Ok(()) => Reply::Simple("QUEUED".into()),
                 Err(e) => e.into(),
             };
-            return (Some(reply), Flow::Continue);
+            return (Some(reply.into()), Flow::Continue);
         }
     }
     if spec.name == "exec" {
         let reply = transaction::exec(session, state).await;
-        if let Reply::Array(items) = &reply {
+        if let Output::Reply(Reply::Array(items)) = &reply {
             let errors = items.iter().filter(|r| r.is_error()).count();
             crate::metrics::add(&state.stats.error_replies, errors as u64);
         }
@@ -174,34 +197,42 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
     if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
         session.publish();
         session.client.set_blocked(true);
-        let reply = stream::xread_blocking(session, state, args).await;
+        let output = stream::xread_blocking(session, state, args, hangup).await;
         session.client.set_blocked(false);
-        return (Some(reply), Flow::Continue);
+        return (Some(output), Flow::Continue);
     }
     if reads_storage(spec) {
-        if let Some(node) = state.raft.get() {
-            node.storage_caught_up(state.store.view().revision).await;
-        }
+        storage_caught_up(state).await;
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
-    match action {
-        Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
-        Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
-        Ok(Action::Close(r)) => (Some(r), Flow::Close),
-        Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
+    let reply = match action {
+        Ok(Action::Reply(r)) => r,
+        Ok(Action::Write(w)) => commit_one(state, w).await,
+        Ok(Action::Close(r)) => return (Some(r.into()), Flow::Close),
+        Ok(Action::Cluster(op)) => raft::run(state, op).await,
+        Ok(Action::Paged(p)) => return (Some(Output::Paged(p)), Flow::Continue),
         Ok(Action::Monitor) => {
             if session.monitor.is_none() {
                 session.monitor = Some(state.monitors.add(session.client.clone()));
                 session.publish();
             }
-            (Some(Reply::Ok), Flow::Continue)
+            Reply::Ok
         }
         Ok(Action::Shutdown) => {
             tracing::info!("SHUTDOWN requested by client {}", session.client.id);
             state.shutdown.cancel();
-            (None, Flow::Close)
+            return (None, Flow::Close);
         }
-        Err(e) => (Some(e.into()), Flow::Continue),
+        Err(e) => e.into(),
+    };
+    (Some(reply.into()), Flow::Continue)
+}
+
+/// Waits, without blocking the runtime, until state storage holds every
+/// write applied here so far (readers of storage never wait themselves).
+async fn storage_caught_up(state: &ServerState) {
+    if let Some(node) = state.raft.get() {
+        node.storage_caught_up(state.store.view().revision).await;
     }
 }
 

@@ -3,14 +3,16 @@
 //! change of one revision gets the next seq. A dump at revision R covers
 //! everything up to `R-4294967295`, which FLAG.DUMP reports as `stream_id`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::paged::{Output, PageSource, Paged, Part, PAGE_BYTES, PAGE_ITEMS};
 use super::{parse, Action, CommandError, Ctx, ServerState, Session};
 use crate::protocol::{Protocol, Reply};
-use crate::store::storage::StreamId;
+use crate::store::storage::{StateStorage, StreamId};
 
 /// The one stream key.
 pub const STREAM_KEY: &str = "flagstaff:changes";
@@ -26,9 +28,6 @@ const FIELDS: [&str; 8] = [
     "ts",
     "definition",
 ];
-
-/// Most entries one read returns when COUNT is not given.
-const DEFAULT_COUNT: usize = 10_000;
 
 fn check_key(key: &[u8]) -> Result<(), CommandError> {
     if key == STREAM_KEY.as_bytes() {
@@ -66,26 +65,43 @@ fn parse_id(arg: &[u8], end: bool) -> Result<StreamId, CommandError> {
     }
 }
 
-/// Parses a range bound, honouring the exclusive `(` prefix.
+/// Parses a range bound, honouring the exclusive `(` prefix (which, as in
+/// Redis, takes a strict id: not `-` or `+`).
 fn parse_bound(arg: &[u8], end: bool) -> Result<StreamId, CommandError> {
-    let Some(inner) = arg.strip_prefix(b"(") else {
-        return parse_id(arg, end);
+    let inner = match arg.strip_prefix(b"(") {
+        Some(inner) if !inner.is_empty() => inner,
+        _ => return parse_id(arg, end),
     };
+    if inner == b"-" || inner == b"+" {
+        return Err(bad_id());
+    }
     let id = parse_id(inner, end)?;
-    let moved = if end {
-        match id {
-            (0, 0) => return Err(bad_id()),
-            (r, 0) => (r - 1, u32::MAX),
-            (r, s) => (r, s - 1),
-        }
-    } else {
-        match id {
-            (u64::MAX, u32::MAX) => return Err(bad_id()),
-            (r, u32::MAX) => (r + 1, 0),
-            (r, s) => (r, s + 1),
-        }
-    };
-    Ok(moved)
+    let moved = if end { before(id) } else { after(id) };
+    moved.ok_or_else(|| {
+        CommandError::err(if end {
+            "invalid end ID for the interval"
+        } else {
+            "invalid start ID for the interval"
+        })
+    })
+}
+
+/// The id right after `id`, if any.
+fn after(id: StreamId) -> Option<StreamId> {
+    match id {
+        (u64::MAX, u32::MAX) => None,
+        (r, u32::MAX) => Some((r + 1, 0)),
+        (r, s) => Some((r, s + 1)),
+    }
+}
+
+/// The id right before `id`, if any.
+fn before(id: StreamId) -> Option<StreamId> {
+    match id {
+        (0, 0) => None,
+        (r, 0) => Some((r - 1, u32::MAX)),
+        (r, s) => Some((r, s - 1)),
+    }
 }
 
 fn id_text(id: StreamId) -> String {
@@ -138,6 +154,107 @@ pub fn xlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     Ok(Reply::Integer(n as i64).into())
 }
 
+/// Change-stream entries of a range, read a page at a time: led by entries
+/// already read (a resync entry, the first page), at most `left` more.
+struct StreamPages {
+    storage: Arc<dyn StateStorage>,
+    ready: Vec<Reply>,
+    /// The part of the range not read yet (`None` once it is exhausted).
+    range: Option<(StreamId, StreamId)>,
+    rev: bool,
+    left: usize,
+}
+
+impl StreamPages {
+    /// Reads the first page, so a small result needs nothing more.
+    fn start(
+        storage: Arc<dyn StateStorage>,
+        lead: Option<Reply>,
+        range: (StreamId, StreamId),
+        rev: bool,
+        count: usize,
+    ) -> Result<StreamPages, CommandError> {
+        let ready: Vec<Reply> = lead.into_iter().collect();
+        let mut pages = StreamPages {
+            storage,
+            left: count.saturating_sub(ready.len()),
+            ready,
+            range: Some(range),
+            rev,
+        };
+        let first = pages.read().map_err(CommandError::err)?;
+        pages.ready.extend(first);
+        Ok(pages)
+    }
+
+    /// Whether every item is in `ready`.
+    fn complete(&self) -> bool {
+        self.left == 0 || self.range.is_none()
+    }
+
+    fn read(&mut self) -> Result<Vec<Reply>, String> {
+        let Some((from, to)) = self.range else {
+            return Ok(Vec::new());
+        };
+        if self.left == 0 {
+            return Ok(Vec::new());
+        }
+        let want = self.left.min(PAGE_ITEMS);
+        let (page, more) = self
+            .storage
+            .stream_page(from, to, self.rev, want, PAGE_BYTES)
+            .map_err(|e| e.to_string())?;
+        self.left -= page.len();
+        self.range = match page.last() {
+            _ if !more => None,
+            None => None,
+            Some((last, _)) if self.rev => before(*last).map(|to| (from, to)),
+            Some((last, _)) => after(*last).map(|from| (from, to)),
+        };
+        Ok(page
+            .iter()
+            .map(|(id, json)| entry_reply(*id, json))
+            .collect())
+    }
+}
+
+impl PageSource for StreamPages {
+    fn total(&mut self) -> Result<usize, String> {
+        let rest = match self.range {
+            Some((from, to)) if self.left > 0 => self
+                .storage
+                .stream_count(from, to)
+                .map_err(|e| e.to_string())?,
+            _ => 0,
+        };
+        Ok(self.ready.len() + rest.min(self.left))
+    }
+
+    fn next_page(&mut self) -> Result<Vec<Reply>, String> {
+        if !self.ready.is_empty() {
+            return Ok(std::mem::take(&mut self.ready));
+        }
+        self.read()
+    }
+}
+
+/// Parses `[COUNT n]` options as Redis's XRANGE: the last one counts; a
+/// count of 0 or less means an empty answer (`None`).
+fn range_count(args: &[Bytes]) -> Result<Option<usize>, CommandError> {
+    let mut count = usize::MAX;
+    let mut i = 0;
+    while i < args.len() {
+        match args.get(i + 1) {
+            Some(n) if parse::is(&args[i], "COUNT") => {
+                count = usize::try_from(parse::int(n)?).unwrap_or(0);
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+        i += 2;
+    }
+    Ok((count > 0).then_some(count))
+}
+
 fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, CommandError> {
     check_key(&args[1])?;
     let (a, b) = (&args[2], &args[3]);
@@ -146,23 +263,22 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
     } else {
         (parse_bound(a, false)?, parse_bound(b, true)?)
     };
-    let count = match &args[4..] {
-        [] => usize::MAX,
-        [c, n] if parse::is(c, "COUNT") => parse::int(n)?.max(0) as usize,
-        _ => return Err(CommandError::Syntax),
+    let Some(count) = range_count(&args[4..])? else {
+        // As Redis 7: COUNT 0 (or less) answers a null array.
+        return Ok(Reply::NilArray.into());
     };
     let revision = ctx.state.store.view().revision;
     let node = node(ctx.state)?;
+    let storage = node.storage_at(revision).map_err(CommandError::err)?;
     let trimmed = node.stream_trimmed().map_err(CommandError::err)?;
-    let mut out = Vec::new();
-    if !rev && trimmed > 0 && from.0 <= trimmed && count > 0 {
-        out.push(resync_reply(trimmed, revision));
+    let lead = (!rev && trimmed > 0 && from.0 <= trimmed).then(|| resync_reply(trimmed, revision));
+    // Writes applied later are not part of this answer.
+    let to = to.min((revision, u32::MAX));
+    let pages = StreamPages::start(storage, lead, (from, to), rev, count)?;
+    if pages.complete() {
+        return Ok(Reply::Array(pages.ready).into());
     }
-    let entries = node
-        .stream_range(from, to, count.saturating_sub(out.len()), rev, revision)
-        .map_err(CommandError::err)?;
-    out.extend(entries.iter().map(|(id, json)| entry_reply(*id, json)));
-    Ok(Reply::Array(out).into())
+    Ok(Action::Paged(Paged::array(pages)))
 }
 
 /// `XRANGE flagstaff:changes start end [COUNT n]`.
@@ -183,15 +299,20 @@ struct ReadRequest {
 }
 
 fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandError> {
-    let mut count = DEFAULT_COUNT;
+    // As Redis 7: no COUNT, or COUNT 0 or less, means no limit.
+    let mut count = usize::MAX;
     let mut block = None;
     let mut i = 1;
     while i < args.len() && !parse::is(&args[i], "STREAMS") {
         let value = args.get(i + 1).ok_or(CommandError::Syntax)?;
         if parse::is(&args[i], "COUNT") {
-            count = parse::int(value)?.max(1) as usize;
+            count = match parse::int(value)? {
+                n if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => usize::MAX,
+            };
         } else if parse::is(&args[i], "BLOCK") {
-            let ms = parse::int(value)?;
+            let ms = parse::int(value)
+                .map_err(|_| CommandError::err("timeout is not an integer or out of range"))?;
             if ms < 0 {
                 return Err(CommandError::err("timeout is negative"));
             }
@@ -208,7 +329,7 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
     let streams = args.get(i + 1..).ok_or(CommandError::Syntax)?;
     if streams.is_empty() || streams.len() % 2 != 0 {
         return Err(CommandError::err(
-            "Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.",
+            "Unbalanced 'xread' list of streams: for each stream key an ID, '+', or '$' must be specified.",
         ));
     }
     let (keys, ids) = streams.split_at(streams.len() / 2);
@@ -216,10 +337,11 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
         check_key(k)?;
     }
     let id = &ids[0];
-    let after = if &id[..] == b"$" {
-        (ctx.state.store.view().revision, u32::MAX)
-    } else {
-        parse_id(id, false)?
+    let after = match &id[..] {
+        b"$" => (ctx.state.store.view().revision, u32::MAX),
+        // As Redis 7.4: `+` reads the last entry.
+        b"+" => last_entry(ctx.state)?.and_then(before).unwrap_or((0, 0)),
+        _ => parse_id(id, false)?,
     };
     Ok(ReadRequest {
         count,
@@ -228,25 +350,57 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
     })
 }
 
-/// Entries after `after`, led by a resync entry when `after` was compacted.
+/// The id of the newest entry in the stream, if any.
+fn last_entry(state: &ServerState) -> Result<Option<StreamId>, CommandError> {
+    let revision = state.store.view().revision;
+    let storage = node(state)?
+        .storage_at(revision)
+        .map_err(CommandError::err)?;
+    let (newest, _) = storage
+        .stream_page((0, 0), (revision, u32::MAX), true, 1, 0)
+        .map_err(|e| CommandError::err(e.to_string()))?;
+    Ok(newest.first().map(|(id, _)| *id))
+}
+
+/// Entries after `after` (none: `Ok(None)`), led by a resync entry when
+/// `after` was compacted.
 fn read_after(
     state: &ServerState,
-    after: StreamId,
+    proto: Protocol,
+    after_id: StreamId,
     count: usize,
-) -> Result<Vec<Reply>, CommandError> {
+) -> Result<Option<Output>, CommandError> {
     let revision = state.store.view().revision;
     let node = node(state)?;
     let trimmed = node.stream_trimmed().map_err(CommandError::err)?;
-    if trimmed > 0 && after.0 < trimmed {
-        return Ok(vec![resync_reply(trimmed, revision)]);
+    if trimmed > 0 && after_id.0 < trimmed {
+        return Ok(Some(
+            xread_reply(proto, vec![resync_reply(trimmed, revision)]).into(),
+        ));
     }
-    let entries = node
-        .stream_after(after, count, revision)
-        .map_err(CommandError::err)?;
-    Ok(entries
-        .iter()
-        .map(|(id, json)| entry_reply(*id, json))
-        .collect())
+    let Some(from) = after(after_id) else {
+        return Ok(None);
+    };
+    let storage = node.storage_at(revision).map_err(CommandError::err)?;
+    let range = (from, (revision, u32::MAX));
+    let pages = StreamPages::start(storage, None, range, false, count)?;
+    if pages.ready.is_empty() {
+        return Ok(None);
+    }
+    if pages.complete() {
+        return Ok(Some(xread_reply(proto, pages.ready).into()));
+    }
+    // The entries of the one stream, as xread_reply frames them.
+    let key = Part::Whole(Reply::bulk_static(STREAM_KEY));
+    let parts = match proto {
+        Protocol::Resp3 => vec![Part::MapHeader(1), key],
+        Protocol::Resp2 => vec![Part::ArrayHeader(1), Part::ArrayHeader(2), key],
+    };
+    let mut paged = Paged {
+        parts: parts.into(),
+    };
+    paged.extend(Paged::array(pages));
+    Ok(Some(Output::Paged(paged)))
 }
 
 fn xread_reply(proto: Protocol, entries: Vec<Reply>) -> Reply {
@@ -264,17 +418,30 @@ fn xread_reply(proto: Protocol, entries: Vec<Reply>) -> Reply {
 /// blocking (inside MULTI, as Redis).
 pub fn xread(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let req = parse_xread(ctx, args)?;
-    let entries = read_after(ctx.state, req.after, req.count)?;
-    Ok(xread_reply(ctx.session.proto, entries).into())
+    Ok(
+        match read_after(ctx.state, ctx.session.proto, req.after, req.count)? {
+            Some(Output::Paged(p)) => Action::Paged(p),
+            Some(Output::Reply(r)) => Action::Reply(r),
+            None => Action::Reply(Reply::NilArray),
+        },
+    )
 }
 
 /// `XREAD` with `BLOCK`: waits for the next change, the timeout, shutdown,
-/// or the connection being killed.
-pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[Bytes]) -> Reply {
+/// the connection being killed, or the client hanging up (`hangup`).
+pub async fn xread_blocking(
+    session: &mut Session,
+    state: &ServerState,
+    args: &[Bytes],
+    hangup: impl std::future::Future<Output = ()>,
+) -> Output {
+    if let Some(node) = state.raft.get() {
+        node.storage_caught_up(state.store.view().revision).await;
+    }
     let ctx = Ctx { session, state };
     let req = match parse_xread(&ctx, args) {
         Ok(r) => r,
-        Err(e) => return e.into(),
+        Err(e) => return Reply::from(e).into(),
     };
     let proto = ctx.session.proto;
     let kill = ctx.session.client.kill.clone();
@@ -284,22 +451,27 @@ pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[
             .checked_add(d)
             .unwrap_or_else(far_future)
     });
+    tokio::pin!(hangup);
     loop {
-        let entries = match read_after(state, req.after, req.count) {
-            Ok(e) => e,
-            Err(e) => return e.into(),
-        };
-        if !entries.is_empty() {
-            return xread_reply(proto, entries);
+        if let Some(node) = state.raft.get() {
+            node.storage_caught_up(state.store.view().revision).await;
         }
+        match read_after(state, proto, req.after, req.count) {
+            Ok(Some(output)) => return output,
+            Ok(None) => {}
+            Err(e) => return Reply::from(e).into(),
+        }
+        let nil = Output::Reply(Reply::NilArray);
         let Some(deadline) = deadline else {
-            return Reply::NilArray;
+            return nil;
         };
         tokio::select! {
             _ = changes.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => return Reply::NilArray,
-            _ = state.shutdown.cancelled() => return Reply::NilArray,
-            _ = kill.cancelled() => return Reply::NilArray,
+            _ = tokio::time::sleep_until(deadline) => return nil,
+            _ = state.shutdown.cancelled() => return nil,
+            _ = kill.cancelled() => return nil,
+            // Nobody to answer: the connection closes right after.
+            _ = &mut hangup => return nil,
         }
     }
 }

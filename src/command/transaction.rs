@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::paged::{Output, Paged, Part};
 use super::session::MultiState;
 use super::{lookup, Action, CommandError, CommandSpec, Ctx, Session};
 use crate::command::ServerState;
@@ -68,28 +69,38 @@ pub fn exec_handler(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError
 
 /// `EXEC`: runs the queued commands. Reads queued before the first write see
 /// the state before the transaction; reads queued after it see its writes.
-pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
+pub async fn exec(session: &mut Session, state: &ServerState) -> Output {
+    Output::from(exec_replies(session, state).await)
+}
+
+/// The replies of `EXEC`, one per queued command (or the one reply that
+/// stands for all of them).
+async fn exec_replies(session: &mut Session, state: &ServerState) -> Replies {
     let Some(multi) = session.multi.take() else {
-        return CommandError::err("EXEC without MULTI").into();
+        return Reply::from(CommandError::err("EXEC without MULTI")).into();
     };
     let watched = std::mem::take(&mut session.watched);
     if multi.aborted {
-        return Reply::error("EXECABORT Transaction discarded because of previous errors.");
+        return Reply::error("EXECABORT Transaction discarded because of previous errors.").into();
     }
     if watched
         .iter()
         .any(|(k, rev)| state.store.key_revision(k) != *rev)
     {
-        return Reply::NilArray;
+        return Reply::NilArray.into();
+    }
+    let reads_storage = |i: &usize| lookup(&multi.queued[*i][0]).is_some_and(super::reads_storage);
+    if (0..multi.queued.len()).any(|i| reads_storage(&i)) {
+        super::storage_caught_up(state).await;
     }
     let n = multi.queued.len();
-    let mut replies: Vec<Option<Reply>> = vec![None; n];
+    let mut replies: Vec<Option<Output>> = (0..n).map(|_| None).collect();
     let mut renders = Vec::new();
     let mut request: Option<WriteRequest> = None;
     let mut deferred = Vec::new();
     for (i, args) in multi.queued.iter().enumerate() {
         let Some(spec) = lookup(&args[0]) else {
-            replies[i] = Some(CommandError::unknown_command(args).into());
+            replies[i] = Some(Reply::from(CommandError::unknown_command(args)).into());
             continue;
         };
         if request.is_some() && !spec.is_write() {
@@ -100,10 +111,11 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
             super::show_to_monitors(session, state, shown, args);
         }
         match (spec.handler)(&mut Ctx { session, state }, args) {
-            Ok(Action::Reply(r) | Action::Close(r)) => replies[i] = Some(r),
+            Ok(Action::Reply(r) | Action::Close(r)) => replies[i] = Some(r.into()),
+            Ok(Action::Paged(p)) => replies[i] = Some(Output::Paged(p)),
             // As Redis: a connection inside a transaction expects one reply
             // per command, so it cannot start streaming.
-            Ok(Action::Monitor) => replies[i] = Some(Reply::error(MONITOR_IN_EXEC)),
+            Ok(Action::Monitor) => replies[i] = Some(Reply::error(MONITOR_IN_EXEC).into()),
             Ok(Action::Write(w)) => {
                 renders.push((i, w.render, w.request.ops.len()));
                 match request.as_mut() {
@@ -113,10 +125,10 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
             }
             Ok(Action::Shutdown) => {
                 state.shutdown.cancel();
-                replies[i] = Some(Reply::Ok);
+                replies[i] = Some(Reply::Ok.into());
             }
-            Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await),
-            Err(e) => replies[i] = Some(e.into()),
+            Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await.into()),
+            Err(e) => replies[i] = Some(Reply::from(e).into()),
         }
     }
     if let Some(mut req) = request {
@@ -131,41 +143,89 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
                     for _ in 0..count {
                         last = results.next();
                     }
-                    replies[i] = Some(match last {
-                        Some(r) => render(r),
-                        None => Reply::error("ERR internal error: missing outcome"),
-                    });
+                    replies[i] = Some(
+                        match last {
+                            Some(r) => render(r),
+                            None => Reply::error("ERR internal error: missing outcome"),
+                        }
+                        .into(),
+                    );
                 }
             }
-            Err(WriteError::WatchFailed) => return Reply::NilArray,
+            Err(WriteError::WatchFailed) => return Reply::NilArray.into(),
             Err(e) => {
                 let reply: Reply = e.into();
                 for (i, _, _) in renders {
-                    replies[i] = Some(reply.clone());
+                    replies[i] = Some(reply.clone().into());
                 }
             }
+        }
+        if deferred.iter().any(reads_storage) {
+            super::storage_caught_up(state).await;
         }
         for i in deferred {
             let args = &multi.queued[i];
             if let Some(shown) = super::resolve(args) {
                 super::show_to_monitors(session, state, shown, args);
             }
-            let reply = match lookup(&args[0]) {
+            let output = match lookup(&args[0]) {
                 Some(spec) => match (spec.handler)(&mut Ctx { session, state }, args) {
-                    Ok(Action::Reply(r) | Action::Close(r)) => r,
-                    Ok(Action::Monitor) => Reply::error(MONITOR_IN_EXEC),
-                    Ok(_) => Reply::error("ERR internal error: unexpected action"),
-                    Err(e) => e.into(),
+                    Ok(Action::Reply(r) | Action::Close(r)) => r.into(),
+                    Ok(Action::Paged(p)) => Output::Paged(p),
+                    Ok(Action::Monitor) => Reply::error(MONITOR_IN_EXEC).into(),
+                    Ok(_) => Reply::error("ERR internal error: unexpected action").into(),
+                    Err(e) => Reply::from(e).into(),
                 },
-                None => CommandError::unknown_command(args).into(),
+                None => Reply::from(CommandError::unknown_command(args)).into(),
             };
-            replies[i] = Some(reply);
+            replies[i] = Some(output);
         }
     }
-    Reply::Array(
+    Replies::Each(
         replies
             .into_iter()
-            .map(|r| r.unwrap_or(Reply::Nil))
+            .map(|r| r.unwrap_or(Output::Reply(Reply::Nil)))
             .collect(),
     )
+}
+
+/// What `EXEC` answers.
+enum Replies {
+    /// One reply for the whole transaction (an error, a failed WATCH).
+    One(Reply),
+    /// One output per queued command.
+    Each(Vec<Output>),
+}
+
+impl From<Reply> for Replies {
+    fn from(r: Reply) -> Self {
+        Replies::One(r)
+    }
+}
+
+impl From<Replies> for Output {
+    fn from(replies: Replies) -> Self {
+        let outputs = match replies {
+            Replies::One(r) => return Output::Reply(r),
+            Replies::Each(outputs) => outputs,
+        };
+        if outputs.iter().all(|o| matches!(o, Output::Reply(_))) {
+            let replies = outputs
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Reply(r) => Some(r),
+                    Output::Paged(_) => None,
+                })
+                .collect();
+            return Output::Reply(Reply::Array(replies));
+        }
+        // A queued read too large to build whole: the array is written in parts.
+        let mut paged = Paged {
+            parts: [Part::ArrayHeader(outputs.len())].into(),
+        };
+        for o in outputs {
+            paged.extend(o.into_paged());
+        }
+        Output::Paged(paged)
+    }
 }

@@ -89,7 +89,7 @@ impl Reply {
                 Protocol::Resp3 => out.extend_from_slice(b"_\r\n"),
             },
             Reply::Array(items) => {
-                header(out, FrameKind::Array, items.len() as i64);
+                encode_array_header(items.len(), out);
                 items.iter().for_each(|r| r.encode(proto, out));
             }
             Reply::Set(items) => {
@@ -109,10 +109,7 @@ impl Reply {
                 items.iter().for_each(|r| r.encode(proto, out));
             }
             Reply::Map(pairs) => {
-                match proto {
-                    Protocol::Resp2 => header(out, FrameKind::Array, 2 * pairs.len() as i64),
-                    Protocol::Resp3 => header(out, FrameKind::Map, pairs.len() as i64),
-                }
+                encode_map_header(pairs.len(), proto, out);
                 for (k, v) in pairs {
                     k.encode(proto, out);
                     v.encode(proto, out);
@@ -140,6 +137,21 @@ impl Reply {
                 }
             },
         }
+    }
+}
+
+/// Appends the header of an array of `len` items whose encodings follow
+/// separately (a reply written in pages).
+pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+    header(out, FrameKind::Array, len as i64);
+}
+
+/// Appends the header of a map of `len` pairs whose encodings follow
+/// separately (a flat array of `2 × len` items in RESP2).
+pub fn encode_map_header(len: usize, proto: Protocol, out: &mut BytesMut) {
+    match proto {
+        Protocol::Resp2 => header(out, FrameKind::Array, 2 * len as i64),
+        Protocol::Resp3 => header(out, FrameKind::Map, len as i64),
     }
 }
 

@@ -174,7 +174,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(vote).map_err(io_error)?;
-        wal::write_atomically(&self.inner.vote_path, &bytes)
+        // Writing and syncing the file blocks: off the runtime thread.
+        let path = self.inner.vote_path.clone();
+        tokio::task::spawn_blocking(move || wal::write_atomically(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|written| written)
             .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
         self.mem().vote = Some(*vote);
         Ok(())

@@ -27,8 +27,8 @@ use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
 use super::writes::WriteQueue;
 use crate::metrics::ClusterStats;
-use crate::store::storage::{SledStorage, StateStorage, StreamId};
-use crate::store::{AuditRecord, Kind, OpResult, Store, WriteError, WriteRequest};
+use crate::store::storage::{SledStorage, StateStorage};
+use crate::store::{AuditRecord, OpResult, Store, WriteError, WriteRequest};
 
 /// What the node needs from the configuration.
 #[derive(Debug, Clone)]
@@ -580,24 +580,18 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        self.persister.close();
-        if let Err(e) = self.storage.flush() {
-            tracing::warn!(error = %e, "state storage flush");
+        // Joining the persister thread and flushing sled both block.
+        let persister = self.persister.clone();
+        let storage = self.storage.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            persister.close();
+            if let Err(e) = storage.flush() {
+                tracing::warn!(error = %e, "state storage flush");
+            }
+        });
+        if let Err(e) = done.await {
+            tracing::warn!(error = %e, "closing state storage");
         }
-    }
-
-    /// A key's audit records, newest first, including every write applied here.
-    pub fn history(
-        &self,
-        kind: Kind,
-        key: &str,
-        count: usize,
-        revision: u64,
-    ) -> Result<Vec<AuditRecord>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
-        self.storage
-            .history(kind, key, count)
-            .map_err(|e| e.to_string())
     }
 
     /// Waits, without blocking other clients, until storage holds every
@@ -609,37 +603,16 @@ impl RaftNode {
             .await;
     }
 
-    /// Change-stream entries after `after`, including every write applied here.
-    pub fn stream_after(
-        &self,
-        after: StreamId,
-        count: usize,
-        revision: u64,
-    ) -> Result<Vec<(StreamId, String)>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
-        self.storage
-            .stream_after(after, count)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Change-stream entries in `[from, to]`.
-    pub fn stream_range(
-        &self,
-        from: StreamId,
-        to: StreamId,
-        count: usize,
-        rev: bool,
-        revision: u64,
-    ) -> Result<Vec<(StreamId, String)>, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
-        self.storage
-            .stream_range(from, to, count, rev)
-            .map_err(|e| e.to_string())
+    /// State storage to read from, once it holds every write applied up to
+    /// `revision` (after [`RaftNode::storage_caught_up`]; this never waits).
+    pub fn storage_at(&self, revision: u64) -> Result<Arc<dyn StateStorage>, String> {
+        self.persister.check(revision)?;
+        Ok(self.storage.clone())
     }
 
     /// Entries retained in the change stream.
     pub fn stream_len(&self, revision: u64) -> Result<usize, String> {
-        self.persister.wait_for(revision, Duration::from_secs(10))?;
+        self.persister.check(revision)?;
         self.storage.stream_len().map_err(|e| e.to_string())
     }
 

@@ -126,6 +126,22 @@ impl Persister {
         Ok(())
     }
 
+    /// Fails, without waiting, unless storage holds everything up to `index`;
+    /// readers on the runtime call this after [`Persister::caught_up`].
+    pub fn check(&self, index: u64) -> Result<(), String> {
+        let g = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &g.failed {
+            return Err(e.clone());
+        }
+        if g.persisted < index {
+            return Err(format!(
+                "state storage is behind (at {}, need {index})",
+                g.persisted
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits without blocking the runtime until storage holds `index` (or
     /// `limit` passes; the blocking readers then report the lag).
     pub async fn caught_up(&self, index: u64, limit: Duration) {

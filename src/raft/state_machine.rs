@@ -302,42 +302,11 @@ impl StateMachine {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
-    {
-        let a = self.applied();
-        Ok((a.log_id, a.membership.clone()))
-    }
-
-    async fn apply<I>(
-        &mut self,
-        entries: I,
-    ) -> Result<Vec<Vec<WriteResponse>>, StorageError<NodeId>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        self.apply_entries(entries.into_iter())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
+impl StateMachine {
+    fn install_snapshot_blocking(
+        &self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Cursor<Vec<u8>>,
     ) -> Result<(), StorageError<NodeId>> {
         let read_err = |e: &dyn std::fmt::Display| {
             StorageError::from(StorageIOError::read_snapshot(
@@ -385,18 +354,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         Ok(())
     }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
+    {
+        let a = self.applied();
+        Ok((a.log_id, a.membership.clone()))
+    }
+
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> Result<Vec<Vec<WriteResponse>>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        self.apply_entries(entries.into_iter())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Parsing, compiling and writing a snapshot is slow: keep it off the
+        // runtime thread that serves clients.
+        let this = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || this.install_snapshot_blocking(&meta, *snapshot))
+            .await
+            .map_err(sm_error)?
+    }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let file = latest_snapshot(&self.inner.snapshot_dir)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
-        Ok(file.map(|f| {
-            let bytes = serde_json::to_vec(&f).unwrap_or_default();
-            Snapshot {
-                meta: f.meta,
-                snapshot: Box::new(Cursor::new(bytes)),
-            }
-        }))
+        // Reading and re-encoding the file blocks: off the runtime thread.
+        let dir = self.inner.snapshot_dir.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = latest_snapshot(&dir)?;
+            Ok::<_, std::io::Error>(file.map(|f| {
+                let bytes = serde_json::to_vec(&f).unwrap_or_default();
+                Snapshot {
+                    meta: f.meta,
+                    snapshot: Box::new(Cursor::new(bytes)),
+                }
+            }))
+        });
+        read.await
+            .map_err(sm_error)?
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))
     }
 }

@@ -1,16 +1,24 @@
 //! One client connection: read what arrived, run every complete request in
 //! order, write all their replies with one socket write.
+//!
+//! Every socket write races the client's kill switch, server shutdown and
+//! the output-buffer limits, so a client that stops reading can always be
+//! closed and its buffers freed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::command::paged::{self, PageSource, Paged, Part};
 use crate::command::{self, Flow, ServerState, Session};
 use crate::metrics;
+use crate::protocol::reply::encode_array_header;
 use crate::protocol::{Protocol, Reply, RequestDecoder};
 use crate::pubsub::{Mailbox, Message};
 
@@ -18,6 +26,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_READ_CHUNK: usize = 1024 * 1024;
 /// Replies beyond this are written before the batch ends, bounding memory.
 const FLUSH_AT: usize = 64 * 1024;
+/// A write buffer grown past this by one large reply is given back after it.
+const KEEP_CAPACITY: usize = 1024 * 1024;
 
 const DENIED: &[u8] = b"-DENIED flagstaff is running in protected mode because no password is set. In this mode connections are only accepted from the loopback interface. Set a password with --requirepass, or bind to 127.0.0.1 only.\r\n";
 
@@ -60,15 +70,18 @@ async fn run(
     stream: &mut TcpStream,
 ) -> std::io::Result<()> {
     let limits = state.settings.decoder_limits();
-    let idle = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
+    let timeout = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
     let mut decoder = RequestDecoder::new();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let client = session.client.clone();
     client.note_output(0, wbuf.capacity());
+    let mut out = Writer::new(state, &client.kill);
     loop {
         let want = decoder.wanted(rbuf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
         rbuf.reserve(want);
+        // As Redis, the idle timeout spares subscribers: they only listen.
+        let idle = timeout.filter(|_| session.subscriptions() == 0);
         let read = async {
             match idle {
                 Some(d) => tokio::time::timeout(d, stream.read_buf(&mut rbuf))
@@ -82,7 +95,7 @@ async fn run(
             _ = state.shutdown.cancelled() => return Ok(()),
             _ = client.kill.cancelled() => return Ok(()),
             msg = next_message(&mut session.mail) => {
-                deliver(state, stream, session, msg, &mut wbuf).await?;
+                deliver(&mut out, stream, session, msg, &mut wbuf).await?;
                 continue;
             }
             Some(line) = next_monitor_line(&mut session.monitor) => {
@@ -93,7 +106,7 @@ async fn run(
                         break;
                     }
                 }
-                flush(state, stream, &mut wbuf).await?;
+                out.flush(stream, &mut wbuf).await?;
                 continue;
             }
             n = read => n?,
@@ -108,15 +121,19 @@ async fn run(
             client.note_query(rbuf.len() + decoder.taken(), rbuf.capacity());
             match decoder.decode(&mut rbuf, &limits, session.authenticated) {
                 Ok(Some(args)) => {
-                    let flow = command::execute(session, state, &args, &mut wbuf).await;
+                    let (flow, paged) =
+                        command::execute(session, state, &args, &mut wbuf, hung_up(stream)).await;
                     decoder.recycle(args);
+                    if let Some(paged) = paged {
+                        write_paged(&mut out, stream, session.proto, paged, &mut wbuf).await?;
+                    }
                     if flow == Flow::Close {
                         close = true;
                         break;
                     }
                     if wbuf.len() >= FLUSH_AT {
                         client.note_output(wbuf.len(), wbuf.capacity());
-                        flush(state, stream, &mut wbuf).await?;
+                        out.flush(stream, &mut wbuf).await?;
                     }
                 }
                 Ok(None) => break,
@@ -134,7 +151,7 @@ async fn run(
         // them sees this connection's new state in CLIENT LIST.
         client.note_output(wbuf.len(), wbuf.capacity());
         session.publish();
-        flush(state, stream, &mut wbuf).await?;
+        out.flush(stream, &mut wbuf).await?;
         client.note_output(0, wbuf.capacity());
         if close {
             return Ok(());
@@ -142,18 +159,158 @@ async fn run(
     }
 }
 
-async fn flush(
-    state: &ServerState,
+/// Writes a connection's replies, closing it (with an error) when it is
+/// killed, the server shuts down, or its unread output passes its limits.
+struct Writer<'a> {
+    state: &'a ServerState,
+    kill: &'a CancellationToken,
+    limits: crate::pubsub::Limits,
+    /// Since when the pending output has been above the soft limit.
+    over_soft_since: Option<Instant>,
+}
+
+fn closed(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.to_string())
+}
+
+impl<'a> Writer<'a> {
+    fn new(state: &'a ServerState, kill: &'a CancellationToken) -> Self {
+        Writer {
+            state,
+            kill,
+            limits: state.settings.client_limits(),
+            over_soft_since: None,
+        }
+    }
+
+    /// Fails when `pending` unwritten bytes break the limits; returns the
+    /// deadline by which the soft limit must be met again.
+    fn check(&mut self, pending: usize) -> std::io::Result<Option<Instant>> {
+        let l = &self.limits;
+        if l.hard > 0 && pending > l.hard {
+            return Err(self.over_limit(pending));
+        }
+        if l.soft == 0 || pending <= l.soft {
+            self.over_soft_since = None;
+            return Ok(None);
+        }
+        let since = *self.over_soft_since.get_or_insert_with(Instant::now);
+        let deadline = since + l.soft_for;
+        if Instant::now() >= deadline {
+            return Err(self.over_limit(pending));
+        }
+        Ok(Some(deadline))
+    }
+
+    fn over_limit(&self, pending: usize) -> std::io::Error {
+        // Counted with subscribers cut off: INFO reports both as one figure, as Redis.
+        metrics::add(&self.state.hub.disconnected, 1);
+        tracing::info!(pending, "client disconnected: output buffer over its limit");
+        closed("output buffer over its limit")
+    }
+
+    /// Writes all of `wbuf`, racing the kill switch, shutdown and the limits.
+    async fn flush(&mut self, stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+        while !wbuf.is_empty() {
+            let soft_deadline = self.check(wbuf.len())?;
+            let n = tokio::select! {
+                biased;
+                n = stream.write(wbuf) => n?,
+                _ = self.kill.cancelled() => return Err(closed("killed")),
+                _ = self.state.shutdown.cancelled() => return Err(closed("server shutting down")),
+                _ = sleep_until(soft_deadline) => return Err(self.over_limit(wbuf.len())),
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            metrics::add(&self.state.stats.net_output_bytes, n as u64);
+            wbuf.advance(n);
+        }
+        self.over_soft_since = None;
+        if wbuf.capacity() > KEEP_CAPACITY {
+            *wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+}
+
+/// Writes a reply too large to build whole: each page of items is read on
+/// a blocking thread and written out before the next is read.
+async fn write_paged(
+    out: &mut Writer<'_>,
     stream: &mut TcpStream,
+    proto: Protocol,
+    paged: Paged,
     wbuf: &mut BytesMut,
 ) -> std::io::Result<()> {
-    if wbuf.is_empty() {
-        return Ok(());
+    for part in paged.parts {
+        let Part::Items(mut source) = part else {
+            paged::encode_part(&part, proto, wbuf);
+            continue;
+        };
+        let (back, total) = off_thread(source, |s| s.total()).await?;
+        source = back;
+        encode_array_header(total, wbuf);
+        let mut written = 0;
+        while written < total {
+            let (back, page) = off_thread(source, |s| s.next_page()).await?;
+            source = back;
+            if page.is_empty() {
+                // The count is on the wire already: the reply cannot be
+                // completed, so the connection closes rather than lie.
+                tracing::warn!(
+                    total,
+                    written,
+                    "reply items vanished while being written (compaction); closing the connection"
+                );
+                return Err(closed("reply source ended early"));
+            }
+            for item in page.into_iter().take(total - written) {
+                item.encode(proto, wbuf);
+                written += 1;
+            }
+            if wbuf.len() >= FLUSH_AT {
+                out.flush(stream, wbuf).await?;
+            }
+        }
     }
-    stream.write_all(wbuf).await?;
-    metrics::add(&state.stats.net_output_bytes, wbuf.len() as u64);
-    wbuf.clear();
     Ok(())
+}
+
+/// Runs `f` on `source` on a blocking thread; gives the source back.
+async fn off_thread<T: Send + 'static>(
+    mut source: Box<dyn PageSource>,
+    f: fn(&mut dyn PageSource) -> Result<T, String>,
+) -> std::io::Result<(Box<dyn PageSource>, T)> {
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = f(source.as_mut());
+        (source, result)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    match joined {
+        (source, Ok(value)) => Ok((source, value)),
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "reading a paged reply failed; closing the connection");
+            Err(std::io::Error::other(e))
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the client has closed its end (a blocked command then
+/// stops waiting); never, once it has sent more requests.
+async fn hung_up(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = stream.peek(&mut byte).await {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits for the next pub/sub message (forever when not subscribed).
@@ -181,7 +338,7 @@ async fn next_monitor_line(
 
 /// Writes `first` and every other queued message in one socket write.
 async fn deliver(
-    state: &ServerState,
+    out: &mut Writer<'_>,
     stream: &mut TcpStream,
     session: &mut Session,
     first: Option<Message>,
@@ -204,7 +361,7 @@ async fn deliver(
         next = rx.try_recv().ok();
     }
     let mailbox = mailbox.clone();
-    flush(state, stream, wbuf).await?;
+    out.flush(stream, wbuf).await?;
     mailbox.delivered(size, count);
     Ok(())
 }

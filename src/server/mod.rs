@@ -182,6 +182,9 @@ async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTra
     }
 }
 
+/// Change batches above this many events are encoded on a blocking thread.
+const LARGE_EVENT_BATCH: usize = 16;
+
 /// Publishes every applied change on `flag:<key>` / `segment:<key>`, in
 /// revision order.
 async fn publish_changes(
@@ -189,10 +192,28 @@ async fn publish_changes(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<crate::store::AuditRecord>>>,
 ) {
     while let Some(batch) = events.recv().await {
-        for record in batch.iter() {
-            let channel = bytes::Bytes::from(record.channel());
-            let payload = bytes::Bytes::from(record.event_json());
-            state.hub.publish(&channel, &payload);
+        let encode = |batch: &[crate::store::AuditRecord]| -> Vec<(bytes::Bytes, bytes::Bytes)> {
+            batch
+                .iter()
+                .map(|r| (r.channel().into(), r.event_json().into()))
+                .collect()
+        };
+        // A large batch (a snapshot's missed changes, a big MULTI) is
+        // encoded off the runtime thread that serves clients.
+        let messages = if batch.len() > LARGE_EVENT_BATCH {
+            let batch = batch.clone();
+            match tokio::task::spawn_blocking(move || encode(&batch)).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding change events failed");
+                    continue;
+                }
+            }
+        } else {
+            encode(&batch)
+        };
+        for (channel, payload) in &messages {
+            state.hub.publish(channel, payload);
         }
         if let Some(last) = batch.last() {
             state.changes.send_replace(last.revision);

@@ -50,6 +50,20 @@ pub trait StateStorage: Send + Sync + 'static {
         key: &str,
         count: usize,
     ) -> Result<Vec<AuditRecord>, StorageError>;
+    /// One page of a key's audit records at or below `upto` (revision, seq),
+    /// newest first: at most `max_items`, and no more once `max_bytes` of
+    /// records are read (always at least one, if any). The flag says whether
+    /// the page stopped at a limit (more may follow) rather than at the end.
+    fn history_page(
+        &self,
+        kind: Kind,
+        key: &str,
+        upto: StreamId,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<AuditRecord>, bool), StorageError>;
+    /// How many audit records a key has at or below `upto`.
+    fn history_count(&self, kind: Kind, key: &str, upto: StreamId) -> Result<usize, StorageError>;
     /// Every audit record, oldest first per key (for snapshots).
     fn all_audit(&self) -> Result<Vec<AuditRecord>, StorageError>;
     /// Replaces everything with `image` (installing a snapshot).
@@ -72,6 +86,20 @@ pub trait StateStorage: Send + Sync + 'static {
         count: usize,
         rev: bool,
     ) -> Result<Vec<(StreamId, String)>, StorageError>;
+    /// One page of change-stream entries in `[from, to]`, oldest first (newest
+    /// first when `rev`): at most `max_items`, and no more once `max_bytes`
+    /// of entries are read (always at least one, if any). The flag says
+    /// whether the page stopped at a limit (more may follow).
+    fn stream_page(
+        &self,
+        from: StreamId,
+        to: StreamId,
+        rev: bool,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(StreamId, String)>, bool), StorageError>;
+    /// How many change-stream entries are in `[from, to]`.
+    fn stream_count(&self, from: StreamId, to: StreamId) -> Result<usize, StorageError>;
     /// Entries retained in the change stream.
     fn stream_len(&self) -> Result<usize, StorageError>;
     /// Drops stream entries at or below revision `upto`; they count as compacted.
@@ -311,6 +339,44 @@ impl StateStorage for SledStorage {
             .collect()
     }
 
+    fn history_page(
+        &self,
+        kind: Kind,
+        key: &str,
+        upto: StreamId,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<AuditRecord>, bool), StorageError> {
+        let prefix = audit_prefix(kind, key);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&upto.0.to_be_bytes());
+        end.extend_from_slice(&upto.1.to_be_bytes());
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for item in self.tree.range(prefix..=end).rev() {
+            if out.len() >= max_items || (bytes >= max_bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let (k, v) = item.map_err(engine)?;
+            bytes += v.len();
+            out.push(decode(&k, &v)?);
+        }
+        Ok((out, false))
+    }
+
+    fn history_count(&self, kind: Kind, key: &str, upto: StreamId) -> Result<usize, StorageError> {
+        let prefix = audit_prefix(kind, key);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&upto.0.to_be_bytes());
+        end.extend_from_slice(&upto.1.to_be_bytes());
+        let mut n = 0;
+        for k in self.tree.range(prefix..=end).keys() {
+            k.map_err(engine)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn all_audit(&self) -> Result<Vec<AuditRecord>, StorageError> {
         self.tree
             .scan_prefix(b"a:")
@@ -394,6 +460,48 @@ impl StateStorage for SledStorage {
         } else {
             range.take(count).map(stream_entry).collect()
         }
+    }
+
+    fn stream_page(
+        &self,
+        from: StreamId,
+        to: StreamId,
+        rev: bool,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(StreamId, String)>, bool), StorageError> {
+        if from > to {
+            return Ok((Vec::new(), false));
+        }
+        let range = self.tree.range(stream_key(from)..=stream_key(to));
+        let items: Box<dyn Iterator<Item = _>> = if rev {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for item in items {
+            if out.len() >= max_items || (bytes >= max_bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let entry = stream_entry(item)?;
+            bytes += entry.1.len();
+            out.push(entry);
+        }
+        Ok((out, false))
+    }
+
+    fn stream_count(&self, from: StreamId, to: StreamId) -> Result<usize, StorageError> {
+        if from > to {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for k in self.tree.range(stream_key(from)..=stream_key(to)).keys() {
+            k.map_err(engine)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn stream_len(&self) -> Result<usize, StorageError> {
