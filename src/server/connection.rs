@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,22 +72,24 @@ async fn run(
     let limits = state.settings.decoder_limits();
     let timeout = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
     let mut decoder = RequestDecoder::new();
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    // Both buffers are allocated only while there is something in them, so
+    // an idle connection holds no buffer memory (10,000 idle clients would
+    // otherwise pin 320 MiB).
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
     let client = session.client.clone();
     client.note_output(0, wbuf.capacity());
     let mut out = Writer::new(state, &client.kill);
     loop {
         let want = decoder.wanted(rbuf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
-        rbuf.reserve(want);
         // As Redis, the idle timeout spares subscribers: they only listen.
         let idle = timeout.filter(|_| session.subscriptions() == 0);
         let read = async {
             match idle {
-                Some(d) => tokio::time::timeout(d, stream.read_buf(&mut rbuf))
+                Some(d) => tokio::time::timeout(d, read_some(stream, &mut rbuf, want))
                     .await
                     .unwrap_or(Ok(0)),
-                None => stream.read_buf(&mut rbuf).await,
+                None => read_some(stream, &mut rbuf, want).await,
             }
         };
         let n = tokio::select! {
@@ -96,6 +98,7 @@ async fn run(
             _ = client.kill.cancelled() => return Ok(()),
             msg = next_message(&mut session.mail) => {
                 deliver(&mut out, stream, session, msg, &mut wbuf).await?;
+                wbuf = BytesMut::new();
                 continue;
             }
             Some(line) = next_monitor_line(&mut session.monitor) => {
@@ -107,6 +110,7 @@ async fn run(
                     }
                 }
                 out.flush(stream, &mut wbuf).await?;
+                wbuf = BytesMut::new();
                 continue;
             }
             n = read => n?,
@@ -114,6 +118,7 @@ async fn run(
         if n == 0 {
             return Ok(());
         }
+        wbuf.reserve(READ_CHUNK);
         metrics::add(&state.stats.net_input_bytes, n as u64);
         let mut close = false;
         loop {
@@ -152,9 +157,32 @@ async fn run(
         client.note_output(wbuf.len(), wbuf.capacity());
         session.publish();
         out.flush(stream, &mut wbuf).await?;
-        client.note_output(0, wbuf.capacity());
+        if rbuf.is_empty() {
+            rbuf = BytesMut::new();
+        }
+        wbuf = BytesMut::new();
+        client.note_output(0, 0);
         if close {
             return Ok(());
+        }
+    }
+}
+
+/// Waits until the socket has bytes, then reads them into `rbuf` (reserving
+/// `want` only then, so waiting costs no buffer).
+async fn read_some(stream: &TcpStream, rbuf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        rbuf.reserve(want);
+        match stream.try_read_buf(rbuf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A readiness that was stale (as a new socket's first one is):
+                // give the buffer back before waiting again.
+                if rbuf.is_empty() {
+                    *rbuf = BytesMut::new();
+                }
+            }
+            read => return read,
         }
     }
 }

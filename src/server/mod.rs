@@ -110,6 +110,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let node_settings = node_settings(&settings);
     let state = Arc::new(ServerState::new(settings));
     tokio::spawn(watch_signals(state.clone()));
+    tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
     let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
@@ -217,6 +218,19 @@ async fn publish_changes(
         }
         if let Some(last) = batch.last() {
             state.changes.send_replace(last.revision);
+        }
+    }
+}
+
+/// Every few seconds, gives memory freed on the runtime thread back to the
+/// OS, so RSS follows what is in use after a burst of clients is gone.
+async fn release_free_memory(state: Arc<ServerState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = every.tick() => crate::metrics::alloc::release_free_memory(),
         }
     }
 }
