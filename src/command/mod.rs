@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 pub use error::CommandError;
 pub use paged::{Output, Paged};
 pub use session::Session;
-pub use spec::CommandSpec;
+pub use spec::{CommandSpec, Runs};
 pub use state::ServerState;
 
 use crate::protocol::Reply;
@@ -67,6 +67,10 @@ pub enum Action {
     Monitor,
     /// Answer with a reply too large to build whole, written page by page.
     Paged(Paged),
+    /// Run the queued transaction (`EXEC`).
+    Exec,
+    /// Wait for change-stream entries (`XREAD ... BLOCK`).
+    Block,
 }
 
 impl From<Reply> for Action {
@@ -174,7 +178,7 @@ async fn run(
     };
     session.last_cmd = spec.name;
     if let Some(multi) = session.multi.as_mut() {
-        if !transaction::runs_inside_multi(spec) {
+        if !spec.runs.has(Runs::INSIDE_MULTI) {
             let reply = match multi.queue(args, state.settings.client_query_buffer_limit) {
                 Ok(()) => Reply::Simple("QUEUED".into()),
                 Err(e) => e.into(),
@@ -182,35 +186,41 @@ async fn run(
             return (Some(reply.into()), Flow::Continue);
         }
     }
-    if spec.name == "exec" {
-        let reply = transaction::exec(session, state).await;
-        if let Output::Reply(Reply::Array(items)) = &reply {
-            let errors = items.iter().filter(|r| r.is_error()).count();
-            crate::metrics::add(&state.stats.error_replies, errors as u64);
-        }
-        // As Redis: the queued commands were shown as they ran, EXEC after them.
-        show_to_monitors(session, state, spec, args);
-        return (Some(reply), Flow::Continue);
-    }
-    // A command is shown once it has been accepted to run (refused ones are not).
-    show_to_monitors(session, state, spec, args);
-    if spec.name == "xread" && args.iter().any(|a| parse::is(a, "BLOCK")) {
-        session.publish();
-        session.client.set_blocked(true);
-        let output = stream::xread_blocking(session, state, args, hangup).await;
-        session.client.set_blocked(false);
-        return (Some(output), Flow::Continue);
-    }
-    if reads_storage(spec) {
+    if spec.runs.has(Runs::READS_STORAGE) {
         storage_caught_up(state).await;
     }
-    let action = (spec.handler)(&mut Ctx { session, state }, args);
+    let action = if spec.runs.has(Runs::BLOCKS) && args.iter().any(|a| parse::is(a, "BLOCK")) {
+        Ok(Action::Block)
+    } else {
+        (spec.handler)(&mut Ctx { session, state }, args)
+    };
+    // A command is shown once it has been accepted to run (refused ones are
+    // not); EXEC after the queued commands it ran, as Redis shows it.
+    if !matches!(action, Ok(Action::Exec)) {
+        show_to_monitors(session, state, spec, args);
+    }
     let reply = match action {
         Ok(Action::Reply(r)) => r,
         Ok(Action::Write(w)) => commit_one(state, w).await,
         Ok(Action::Close(r)) => return (Some(r.into()), Flow::Close),
         Ok(Action::Cluster(op)) => raft::run(state, op).await,
         Ok(Action::Paged(p)) => return (Some(Output::Paged(p)), Flow::Continue),
+        Ok(Action::Exec) => {
+            let output = transaction::exec(session, state).await;
+            if let Output::Reply(Reply::Array(items)) = &output {
+                let errors = items.iter().filter(|r| r.is_error()).count();
+                crate::metrics::add(&state.stats.error_replies, errors as u64);
+            }
+            show_to_monitors(session, state, spec, args);
+            return (Some(output), Flow::Continue);
+        }
+        Ok(Action::Block) => {
+            session.publish();
+            session.client.set_blocked(true);
+            let output = stream::xread_blocking(session, state, args, hangup).await;
+            session.client.set_blocked(false);
+            return (Some(output), Flow::Continue);
+        }
         Ok(Action::Monitor) => {
             if session.monitor.is_none() {
                 session.monitor = Some(state.monitors.add(session.client.clone()));
@@ -247,15 +257,6 @@ pub(crate) fn show_to_monitors(
     if state.monitors.any() && !spec.has_flag("admin") {
         monitor::feed(session, state, spec, args);
     }
-}
-
-/// Commands that read state storage (history, the change stream), which
-/// must first see every write applied here.
-fn reads_storage(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "flag.history" | "flag.rollback" | "xlen" | "xrange" | "xrevrange" | "xread"
-    )
 }
 
 /// Commits a single-operation write and renders its reply.
@@ -301,7 +302,7 @@ fn check(
     }
     if session.proto == crate::protocol::Protocol::Resp2
         && session.subscriptions() > 0
-        && !pubsub::allowed_while_subscribed(spec.name)
+        && !spec.runs.has(Runs::WHILE_SUBSCRIBED)
     {
         return Err(pubsub::subscribed_refusal(spec.name));
     }

@@ -177,14 +177,6 @@ pub fn pubsub_help(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError>
     Ok(super::connection::help_reply("PUBSUB", &table::PUBSUB))
 }
 
-/// Whether a RESP2 connection in subscribed state may run `name`.
-pub fn allowed_while_subscribed(name: &str) -> bool {
-    matches!(
-        name,
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
-    )
-}
-
 /// The RESP2 subscribed-state refusal, worded as Redis.
 pub fn subscribed_refusal(name: &str) -> CommandError {
     CommandError::err(format!(

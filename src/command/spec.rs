@@ -37,8 +37,40 @@ pub struct CommandSpec {
     pub subcommands: &'static [CommandSpec],
     /// Arguments `MONITOR` must not show.
     pub redact: Redact,
+    /// How dispatch treats it beyond Redis's flags.
+    pub runs: Runs,
     /// The handler.
     pub handler: Handler,
+}
+
+/// How the dispatcher treats a command, where Redis decides by command name
+/// (its `processCommand` lists them): a small set of traits the table carries,
+/// so dispatch never compares names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs(u8);
+
+impl Runs {
+    /// Nothing special.
+    pub const NORMALLY: Runs = Runs(0);
+    /// Runs at once inside `MULTI` instead of being queued (EXEC, DISCARD, ...).
+    pub const INSIDE_MULTI: Runs = Runs(1);
+    /// Allowed while a RESP2 connection is subscribed (SUBSCRIBE, PING, ...).
+    pub const WHILE_SUBSCRIBED: Runs = Runs(2);
+    /// Reads state storage (history, the change stream), which must first
+    /// hold every write applied on this node.
+    pub const READS_STORAGE: Runs = Runs(4);
+    /// Waits for new entries when given `BLOCK` (XREAD).
+    pub const BLOCKS: Runs = Runs(8);
+
+    /// Both sets of traits.
+    pub const fn and(self, other: Runs) -> Runs {
+        Runs(self.0 | other.0)
+    }
+
+    /// Whether every trait of `other` is in this set.
+    pub const fn has(self, other: Runs) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 /// Which arguments of a command `MONITOR` shows as `(redacted)`, as Redis does
@@ -211,6 +243,7 @@ pub const fn spec(
         args: &[],
         subcommands: &[],
         redact: Redact::Nothing,
+        runs: Runs::NORMALLY,
         handler,
     }
 }

@@ -2,7 +2,7 @@
 
 use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
-    Redact,
+    Redact, Runs,
 };
 use super::{
     connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
@@ -459,6 +459,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     // connection
     CommandSpec {
         args: &[optional(string("message"))],
+        runs: Runs::WHILE_SUBSCRIBED,
         ..spec("ping", -1, &["fast"], CONN, "connection", "Returns the server's liveliness response.", conn::ping)
     },
     CommandSpec { args: &[string("message")], ..spec("echo", 2, &["fast"], CONN, "connection", "Returns the given string.", conn::echo) },
@@ -477,8 +478,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..spec("auth", -2, &["loading", "fast", "no-auth"], CONN, "connection", "Authenticates the connection.", conn::auth)
     },
     CommandSpec { args: &[integer("index")], ..spec("select", 2, &["fast"], CONN, "connection", "Changes the selected database.", conn::select) },
-    spec("quit", -1, &["loading", "fast", "no-auth"], CONN, "connection", "Closes the connection.", conn::quit),
-    spec("reset", 1, &["loading", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset),
+    CommandSpec { runs: Runs::INSIDE_MULTI.and(Runs::WHILE_SUBSCRIBED), ..spec("quit", -1, &["loading", "fast", "no-auth"], CONN, "connection", "Closes the connection.", conn::quit) },
+    CommandSpec { runs: Runs::INSIDE_MULTI.and(Runs::WHILE_SUBSCRIBED), ..spec("reset", 1, &["loading", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset) },
     CLIENT,
     // server
     spec("monitor", 1, &["admin"], ADMIN, "server", "Listens for all requests received by the server in real time.", monitor::monitor),
@@ -497,18 +498,22 @@ pub static COMMANDS: &[CommandSpec] = &[
     // pub/sub
     CommandSpec {
         args: &[multiple(string("channel"))],
+        runs: Runs::WHILE_SUBSCRIBED,
         ..spec("subscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels.", ps::subscribe)
     },
     CommandSpec {
         args: &[optional(multiple(string("channel")))],
+        runs: Runs::WHILE_SUBSCRIBED,
         ..spec("unsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages posted to channels.", ps::unsubscribe)
     },
     CommandSpec {
         args: &[multiple(string("pattern"))],
+        runs: Runs::WHILE_SUBSCRIBED,
         ..spec("psubscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels that match patterns.", ps::psubscribe)
     },
     CommandSpec {
         args: &[optional(multiple(string("pattern")))],
+        runs: Runs::WHILE_SUBSCRIBED,
         ..spec("punsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages published to channels that match patterns.", ps::punsubscribe)
     },
     CommandSpec {
@@ -520,16 +525,19 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key")],
+        runs: Runs::READS_STORAGE,
         ..spec("xlen", 2, &["readonly", "fast"], &["@stream", "@read", "@fast"], "stream", "Returns the number of entries retained in flagstaff:changes.", stream::xlen)
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), string("start"), string("end"), optional(tagged("count", "integer", "COUNT"))],
+        runs: Runs::READS_STORAGE,
         ..spec("xrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range.", stream::xrange)
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), string("end"), string("start"), optional(tagged("count", "integer", "COUNT"))],
+        runs: Runs::READS_STORAGE,
         ..spec("xrevrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range, newest first.", stream::xrevrange)
     },
     CommandSpec {
@@ -539,15 +547,17 @@ pub static COMMANDS: &[CommandSpec] = &[
             optional(tagged("milliseconds", "integer", "BLOCK")),
             block("streams", &[token("streams", "STREAMS"), multiple(key("key")), multiple(string("id"))]),
         ],
+        runs: Runs::READS_STORAGE.and(Runs::BLOCKS),
         ..spec("xread", -4, &["readonly", "blocking", "movablekeys"], &["@stream", "@read", "@slow", "@blocking"], "stream", "Returns change-stream entries after an id, optionally waiting for them.", stream::xread)
     },
     // transactions
-    spec("multi", 1, &["fast"], TX, "transactions", "Starts a transaction.", tx::multi),
-    spec("exec", 1, &[], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler),
-    spec("discard", 1, &["fast"], TX, "transactions", "Discards a transaction.", tx::discard),
+    CommandSpec { runs: Runs::INSIDE_MULTI, ..spec("multi", 1, &["fast"], TX, "transactions", "Starts a transaction.", tx::multi) },
+    CommandSpec { runs: Runs::INSIDE_MULTI, ..spec("exec", 1, &[], &["@slow", "@transaction"], "transactions", "Executes all commands in a transaction.", tx::exec_handler) },
+    CommandSpec { runs: Runs::INSIDE_MULTI, ..spec("discard", 1, &["fast"], TX, "transactions", "Discards a transaction.", tx::discard) },
     CommandSpec {
         first_key: 1, last_key: -1, key_step: 1,
         args: &[multiple(key("key"))],
+        runs: Runs::INSIDE_MULTI,
         ..spec("watch", -2, &["fast"], TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch)
     },
     spec("unwatch", 1, &["fast"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
@@ -610,11 +620,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), optional(tagged("count", "integer", "COUNT"))],
+        runs: Runs::READS_STORAGE,
         ..spec("flag.history", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's audit entries, newest first.", flag::history)
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), integer("version"), REASON],
+        runs: Runs::READS_STORAGE,
         ..spec("flag.rollback", -3, &["write"], FLAG_WRITE, "flag", "Restores an earlier version's definition as a new version.", flag::rollback)
     },
     CommandSpec {

@@ -5,21 +5,14 @@ use bytes::Bytes;
 
 use super::paged::{Output, Paged, Part};
 use super::session::MultiState;
-use super::{lookup, Action, CommandError, CommandSpec, Ctx, Session};
+use super::spec::Runs;
+use super::{lookup, Action, CommandError, Ctx, Session};
 use crate::command::ServerState;
 use crate::protocol::Reply;
 use crate::store::{WriteError, WriteRequest};
 
 /// Redis's answer to a MONITOR queued in a transaction.
 const MONITOR_IN_EXEC: &str = "ERR MONITOR isn't allowed for DENY BLOCKING client";
-
-/// Whether a command runs at once inside `MULTI` instead of being queued.
-pub fn runs_inside_multi(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
-    )
-}
 
 /// `MULTI`.
 pub fn multi(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
@@ -61,10 +54,12 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
     Ok(Reply::Ok.into())
 }
 
-/// Placeholder handler for `EXEC`; the dispatcher runs [`exec`] instead
-/// because it awaits the store.
-pub fn exec_handler(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
-    Err(CommandError::err("EXEC without MULTI"))
+/// `EXEC`'s handler: the dispatcher runs [`exec`], which awaits the store.
+pub fn exec_handler(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    if ctx.session.multi.is_none() {
+        return Err(CommandError::err("EXEC without MULTI"));
+    }
+    Ok(Action::Exec)
 }
 
 /// `EXEC`: runs the queued commands. Reads queued before the first write see
@@ -89,7 +84,9 @@ async fn exec_replies(session: &mut Session, state: &ServerState) -> Replies {
     {
         return Reply::NilArray.into();
     }
-    let reads_storage = |i: &usize| lookup(&multi.queued[*i][0]).is_some_and(super::reads_storage);
+    let reads_storage = |i: &usize| {
+        lookup(&multi.queued[*i][0]).is_some_and(|spec| spec.runs.has(Runs::READS_STORAGE))
+    };
     if (0..multi.queued.len()).any(|i| reads_storage(&i)) {
         super::storage_caught_up(state).await;
     }
@@ -128,6 +125,10 @@ async fn exec_replies(session: &mut Session, state: &ServerState) -> Replies {
                 replies[i] = Some(Reply::Ok.into());
             }
             Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await.into()),
+            // Never queued: EXEC runs at once, and only the dispatcher blocks.
+            Ok(Action::Exec | Action::Block) => {
+                replies[i] = Some(Reply::error("ERR internal error: unexpected action").into())
+            }
             Err(e) => replies[i] = Some(Reply::from(e).into()),
         }
     }
