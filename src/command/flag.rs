@@ -370,10 +370,11 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
     let records = history_of(ctx, &key, usize::MAX)?;
+    // A delete record carries the last version too, without a definition.
     let Some(definition) = records
         .iter()
-        .find(|r| r.version == version)
-        .and_then(|r| r.after.as_ref())
+        .filter(|r| r.version == version)
+        .find_map(|r| r.after.as_ref())
     else {
         return Err(CommandError::err(format!(
             "flag {key} has no version {version} in its history"
