@@ -78,26 +78,41 @@ pub fn check_prerequisite_graph(
     if height + depth > MAX_PREREQUISITE_DEPTH {
         return Err(dependents_too_deep(key));
     }
-    let mut dependents: Vec<&str> = up.height.into_keys().filter(|k| *k != key).collect();
-    if dependents.is_empty() {
+    // Height 0: flags nothing depends on. Every other dependent is in the
+    // closure of one of these, so its closure is smaller; checking these is enough.
+    let mut tops: Vec<&str> = up
+        .height
+        .iter()
+        .filter(|(k, h)| **h == 0 && **k != key)
+        .map(|(k, _)| *k)
+        .collect();
+    if tops.is_empty() {
         return Ok(());
     }
     // A dependent's closure can only grow by flags the new definition reaches
     // and the old one did not.
-    let reached_before = old.map_or_else(HashSet::new, |old| closure(old, key, catalog, None));
-    if down.depth.keys().all(|k| reached_before.contains(k)) {
+    let reached_before = old.map_or_else(HashSet::new, |old| closure(old, key, catalog));
+    let reached_now = &down.depth;
+    if reached_now.keys().all(|k| reached_before.contains(k)) {
         return Ok(());
     }
-    dependents.sort_unstable();
-    for dependent in dependents {
-        let Some(d) = catalog.flag(dependent) else {
+    tops.sort_unstable();
+    for top in tops {
+        let Some(d) = catalog.flag(top) else {
             continue;
         };
-        if closure(d, key, catalog, Some(def)).len() > MAX_PREREQUISITE_CLOSURE {
+        // What `top` reaches without going through the written flag, then
+        // the written flag and what it now reaches.
+        let around = closure(d, key, catalog);
+        let shared = around
+            .iter()
+            .filter(|k| reached_now.contains_key(*k))
+            .count();
+        if around.len() + 1 + reached_now.len() - shared > MAX_PREREQUISITE_CLOSURE {
             return Err(Invalid::new(
                 "prerequisites",
                 format!(
-                    "flag {dependent} depends on this flag and would then reach more than \
+                    "flag {top} depends on this flag and would then reach more than \
                      {MAX_PREREQUISITE_CLOSURE} flags through its prerequisites"
                 ),
             ));
@@ -204,14 +219,9 @@ impl<'a> Up<'a> {
     }
 }
 
-/// The flags `def` reaches through prerequisites, stopping one past the
-/// limit. With `replace`, the flag `key` is taken as having that definition.
-fn closure<'a>(
-    def: &'a FlagDef,
-    key: &str,
-    catalog: &'a dyn Catalog,
-    replace: Option<&'a FlagDef>,
-) -> HashSet<&'a str> {
+/// The flags `def` reaches through prerequisites without going through flag
+/// `key` (not counted either), stopping one past the limit.
+fn closure<'a>(def: &'a FlagDef, key: &str, catalog: &'a dyn Catalog) -> HashSet<&'a str> {
     let mut seen = HashSet::new();
     let mut stack: Vec<&'a FlagDef> = vec![def];
     while let Some(d) = stack.pop() {
@@ -219,14 +229,10 @@ fn closure<'a>(
             if seen.len() > MAX_PREREQUISITE_CLOSURE {
                 return seen;
             }
-            if !seen.insert(p.flag.as_str()) {
+            if p.flag == key || !seen.insert(p.flag.as_str()) {
                 continue;
             }
-            let next = match replace {
-                Some(new) if p.flag == key => Some(new),
-                _ => catalog.flag(&p.flag),
-            };
-            stack.extend(next);
+            stack.extend(catalog.flag(&p.flag));
         }
     }
     seen

@@ -439,6 +439,23 @@ fn regex_size_is_limited() {
 struct Counting<'a> {
     world: &'a World,
     lookups: std::cell::Cell<usize>,
+    users: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Counting<'a> {
+    fn new(world: &'a World) -> Self {
+        let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (k, d) in &world.defs {
+            for p in &d.prerequisites {
+                users.entry(p.flag.as_str()).or_default().push(k.as_str());
+            }
+        }
+        Counting {
+            world,
+            lookups: Default::default(),
+            users,
+        }
+    }
 }
 
 impl FlagSource for Counting<'_> {
@@ -460,7 +477,7 @@ impl Catalog for Counting<'_> {
         self.world.has_segment(key)
     }
     fn dependents(&self, key: &str) -> Vec<&str> {
-        self.world.dependents(key)
+        self.users.get(key).cloned().unwrap_or_default()
     }
 }
 
@@ -494,10 +511,7 @@ fn a_shared_prerequisite_graph_is_checked_and_evaluated_once_per_flag() {
     let mut w = World::default();
     // Every path from the top to the bottom: 4^8 = 65,536 of them.
     let top = lattice(&mut w, 8);
-    let counting = Counting {
-        world: &w,
-        lookups: Default::default(),
-    };
+    let counting = Counting::new(&w);
     let def = parse_flag("top", requiring(&top).to_string().as_bytes()).unwrap();
     check_references("top", &def, &counting).unwrap();
     let edges = 4 + 4 * 4 * 7;
@@ -507,10 +521,7 @@ fn a_shared_prerequisite_graph_is_checked_and_evaluated_once_per_flag() {
         counting.lookups.get()
     );
     w.set("top", requiring(&top));
-    let counting = Counting {
-        world: &w,
-        lookups: Default::default(),
-    };
+    let counting = Counting::new(&w);
     let ctx = Context::parse(b"{\"key\":\"u\"}").unwrap();
     let e = evaluate(&w.flags["top"], &ctx, &counting, 0.0);
     assert_eq!(e.reason, Reason::Fallthrough);
@@ -587,4 +598,34 @@ fn a_flag_may_reach_at_most_the_closure_limit_through_prerequisites() {
     );
     w.set("above", requiring(&[]));
     w.set("hub0", requiring(&hub0));
+}
+
+#[test]
+fn a_flag_with_many_dependents_is_rewritten_without_walking_its_graph_per_dependent() {
+    let mut w = World::default();
+    let leaves: Vec<String> = (0..900).map(|i| format!("leaf{i}")).collect();
+    let hubs: Vec<String> = (0..18).map(|i| format!("hub{i}")).collect();
+    for k in &leaves {
+        w.set(k, requiring(&[]));
+    }
+    for (i, h) in hubs.iter().enumerate() {
+        w.set(h, requiring(&leaves[i * 50..(i + 1) * 50]));
+    }
+    w.set("core", requiring(&[]));
+    // Stored directly: what matters is the check of the next write.
+    for i in 0..2000 {
+        let key = format!("user{i}");
+        let def = parse_flag(&key, requiring(&["core".into()]).to_string().as_bytes()).unwrap();
+        w.defs.insert(key, def);
+    }
+    // "core" now reaches 918 flags, so each of its 2,000 dependents 919.
+    let def = parse_flag("core", requiring(&hubs).to_string().as_bytes()).unwrap();
+    let counting = Counting::new(&w);
+    check_references("core", &def, &counting).unwrap();
+    let size = 900 + 18 + 1 + 2000 + 900 + 2000;
+    assert!(
+        counting.lookups.get() <= 2 * size,
+        "{} lookups for {size} flags and edges",
+        counting.lookups.get()
+    );
 }
