@@ -79,11 +79,12 @@ pub fn evaluate(
 
 /// Variations already served by prerequisite flags during one evaluation,
 /// keyed by the compiled flag's address (stable while `source` is borrowed).
-/// A short list is scanned; a long one moves to a hash map.
+/// A short list is scanned; a long one moves to a hash map. Empty, it costs
+/// nothing to make (no allocation, no hasher seed).
 #[derive(Default)]
 struct Served {
     few: Vec<(usize, usize)>,
-    many: HashMap<usize, usize>,
+    many: Option<HashMap<usize, usize>>,
 }
 
 impl Served {
@@ -91,19 +92,23 @@ impl Served {
     const FEW: usize = 16;
 
     fn get(&self, flag: usize) -> Option<usize> {
-        if self.many.is_empty() {
-            self.few.iter().find(|(f, _)| *f == flag).map(|(_, v)| *v)
-        } else {
-            self.many.get(&flag).copied()
+        match &self.many {
+            None => self.few.iter().find(|(f, _)| *f == flag).map(|(_, v)| *v),
+            Some(many) => many.get(&flag).copied(),
         }
     }
 
     fn insert(&mut self, flag: usize, variation: usize) {
-        if self.many.is_empty() && self.few.len() < Self::FEW {
-            self.few.push((flag, variation));
-        } else {
-            self.many.extend(self.few.drain(..));
-            self.many.insert(flag, variation);
+        match &mut self.many {
+            None if self.few.len() < Self::FEW => self.few.push((flag, variation)),
+            None => {
+                let mut many: HashMap<usize, usize> = self.few.drain(..).collect();
+                many.insert(flag, variation);
+                self.many = Some(many);
+            }
+            Some(many) => {
+                many.insert(flag, variation);
+            }
         }
     }
 }
