@@ -4,13 +4,18 @@ use flagstaff::flag::allocation::{allocate, Allocation};
 use flagstaff::flag::compile::allocations_for;
 use flagstaff::flag::context::AttrValue;
 use flagstaff::flag::model::WeightedVariation;
-use flagstaff::flag::{compile_flag, evaluate, parse_flag, CompiledFlag, Context, FlagSource};
+use flagstaff::flag::{
+    compile_flag, evaluate, parse_flag, CompiledFlag, CompiledSegment, Context, FlagSource,
+};
 use proptest::prelude::*;
 use serde_json::json;
 
 struct NoFlags;
 impl FlagSource for NoFlags {
     fn flag(&self, _: &str) -> Option<&CompiledFlag> {
+        None
+    }
+    fn segment(&self, _: &str) -> Option<&CompiledSegment> {
         None
     }
 }
@@ -28,7 +33,7 @@ fn rollout_flag(key: &str, salt: &str, weights: &[u32]) -> CompiledFlag {
                      "fallthrough": {"rollout": rollout}, "salt": salt});
     let def = parse_flag(key, def.to_string().as_bytes()).unwrap();
     let alloc = allocations_for(key, &def, &Default::default());
-    compile_flag(key, &def, &alloc, &|_| None).unwrap()
+    compile_flag(key, &def, &alloc, &|_| false).unwrap()
 }
 
 fn variation_for(flag: &CompiledFlag, key: &str) -> usize {

@@ -1,7 +1,8 @@
 //! Compilation of validated definitions into their evaluation form: regexes
 //! compiled once, long `in` lists as hash sets, versions and times parsed,
-//! segment references resolved to shared compiled segments, and each
-//! variation's value rendered to JSON text once.
+//! and each variation's value rendered to JSON text once. Segments and
+//! prerequisites are referenced by key and looked up in the evaluated state,
+//! so replacing a segment or a prerequisite recompiles nothing else.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -95,8 +96,8 @@ pub enum Matcher {
     Semver(Cmp, Vec<semver::Version>),
     /// Time comparison in epoch milliseconds.
     Time(Cmp, Vec<f64>),
-    /// Segment membership.
-    InSegment(Vec<Arc<CompiledSegment>>),
+    /// Segment membership, by segment key.
+    InSegment(Vec<Arc<str>>),
     /// Presence.
     Exists,
 }
@@ -188,8 +189,8 @@ pub struct CompiledFlag {
     pub rules: Vec<CompiledRule>,
     /// Fallthrough.
     pub fallthrough: CompiledServe,
-    /// Whether evaluation may read server time (`$now` here, in a segment,
-    /// or possibly in a prerequisite), so callers read the clock only then.
+    /// Whether evaluation may read server time (`$now` here, or possibly in a
+    /// segment or a prerequisite), so callers read the clock only then.
     pub uses_now: bool,
 }
 
@@ -225,7 +226,7 @@ fn strs(values: &[Value]) -> Vec<Box<str>> {
 fn compile_clause(
     path: &str,
     c: &Clause,
-    segments: &dyn Fn(&str) -> Option<Arc<CompiledSegment>>,
+    segment_exists: &dyn Fn(&str) -> bool,
 ) -> Result<CompiledClause, Invalid> {
     let nums = || {
         c.values
@@ -277,12 +278,14 @@ fn compile_clause(
                 .enumerate()
                 .map(|(i, v)| {
                     let key = v.as_str().unwrap_or_default();
-                    segments(key).ok_or_else(|| {
-                        Invalid::new(
+                    if segment_exists(key) {
+                        Ok(Arc::from(key))
+                    } else {
+                        Err(Invalid::new(
                             format!("{path}.values[{i}]"),
                             format!("unknown segment {key:?}"),
-                        )
-                    })
+                        ))
+                    }
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -297,7 +300,7 @@ fn compile_clause(
 
 /// Compiles a segment (which has been validated).
 pub fn compile_segment(key: &str, def: &SegmentDef) -> Result<CompiledSegment, Invalid> {
-    let no_segments = |_: &str| None;
+    let no_segments = |_: &str| false;
     let rules = def
         .rules
         .iter()
@@ -334,13 +337,13 @@ pub fn allocations_for(key: &str, def: &FlagDef, prev: &Allocations) -> Allocati
         .collect()
 }
 
-/// Compiles a validated flag with its allocations; `segments` resolves
-/// segment keys to their compiled form.
+/// Compiles a validated flag with its allocations; `segment_exists` says
+/// whether a segment key is stored.
 pub fn compile_flag(
     key: &str,
     def: &FlagDef,
     allocations: &Allocations,
-    segments: &dyn Fn(&str) -> Option<Arc<CompiledSegment>>,
+    segment_exists: &dyn Fn(&str) -> bool,
 ) -> Result<CompiledFlag, Invalid> {
     let index: HashMap<&str, usize> = def
         .variations
@@ -404,7 +407,9 @@ pub fn compile_flag(
                 .clauses
                 .iter()
                 .enumerate()
-                .map(|(j, c)| compile_clause(&format!("rules[{i}].clauses[{j}]"), c, segments))
+                .map(|(j, c)| {
+                    compile_clause(&format!("rules[{i}].clauses[{j}]"), c, segment_exists)
+                })
                 .collect::<Result<_, _>>()?;
             Ok(CompiledRule {
                 id: r.id.as_deref().map(Arc::from),
@@ -417,12 +422,9 @@ pub fn compile_flag(
             })
         })
         .collect::<Result<_, Invalid>>()?;
-    let clause_uses_now = |c: &CompiledClause| match &c.matcher {
-        Matcher::InSegment(segs) => segs
-            .iter()
-            .any(|s| s.rules.iter().flatten().any(|c| c.attr == Attr::Now)),
-        _ => c.attr == Attr::Now,
-    };
+    // A segment may start reading `$now` without the flag being recompiled.
+    let clause_uses_now =
+        |c: &CompiledClause| matches!(c.matcher, Matcher::InSegment(_)) || c.attr == Attr::Now;
     let uses_now = !def.prerequisites.is_empty()
         || rules
             .iter()

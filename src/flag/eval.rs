@@ -1,6 +1,9 @@
 //! Evaluation: OFF → prerequisites → targets → rules in order → fallthrough,
-//! as DESIGN.md orders them. It never fails and allocates nothing.
+//! as DESIGN.md orders them. It never fails. A flag without prerequisites
+//! allocates nothing; one with prerequisites evaluates each flag it reaches
+//! once, however many paths lead there.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compile::{Attr, CompiledClause, CompiledFlag, CompiledSegment, CompiledServe, Matcher};
@@ -8,10 +11,12 @@ use super::context::{AttrValue, Context, Num, NumText};
 use super::limits::MAX_PREREQUISITE_DEPTH;
 use super::validate::{parse_semver, rfc3339_ms};
 
-/// Looks up other flags, for prerequisites.
+/// Looks up other flags (prerequisites) and segments, as stored now.
 pub trait FlagSource {
     /// The compiled flag stored under `key`.
     fn flag(&self, key: &str) -> Option<&CompiledFlag>;
+    /// The compiled segment stored under `key`.
+    fn segment(&self, key: &str) -> Option<&CompiledSegment>;
 }
 
 /// Why a variation was served.
@@ -63,58 +68,118 @@ pub fn evaluate(
     source: &dyn FlagSource,
     now_ms: f64,
 ) -> Evaluation {
-    evaluate_at(flag, ctx, source, now_ms, 0)
+    let mut eval = Evaluator {
+        ctx,
+        source,
+        now: now_ms,
+        served: Served::default(),
+    };
+    eval.flag(flag, 0)
 }
 
-fn evaluate_at(
-    flag: &CompiledFlag,
-    ctx: &Context<'_>,
-    source: &dyn FlagSource,
-    now: f64,
-    depth: usize,
-) -> Evaluation {
-    if !flag.on {
-        return Evaluation {
-            variation: flag.off_variation,
-            reason: Reason::Off,
-        };
+/// Variations already served by prerequisite flags during one evaluation,
+/// keyed by the compiled flag's address (stable while `source` is borrowed).
+/// A short list is scanned; a long one moves to a hash map. Empty, it costs
+/// nothing to make (no allocation, no hasher seed).
+#[derive(Default)]
+struct Served {
+    few: Vec<(usize, usize)>,
+    many: Option<HashMap<usize, usize>>,
+}
+
+impl Served {
+    /// Entries kept in the scanned list.
+    const FEW: usize = 16;
+
+    fn get(&self, flag: usize) -> Option<usize> {
+        match &self.many {
+            None => self.few.iter().find(|(f, _)| *f == flag).map(|(_, v)| *v),
+            Some(many) => many.get(&flag).copied(),
+        }
     }
-    for p in &flag.prerequisites {
-        let served = (depth < MAX_PREREQUISITE_DEPTH)
-            .then(|| source.flag(&p.flag))
-            .flatten()
-            .map(|pf| {
-                let e = evaluate_at(pf, ctx, source, now, depth + 1);
-                *pf.variations[e.variation].name == *p.variation
-            })
-            .unwrap_or(false);
-        if !served {
+
+    fn insert(&mut self, flag: usize, variation: usize) {
+        match &mut self.many {
+            None if self.few.len() < Self::FEW => self.few.push((flag, variation)),
+            None => {
+                let mut many: HashMap<usize, usize> = self.few.drain(..).collect();
+                many.insert(flag, variation);
+                self.many = Some(many);
+            }
+            Some(many) => {
+                many.insert(flag, variation);
+            }
+        }
+    }
+}
+
+struct Evaluator<'s, 'c> {
+    ctx: &'s Context<'c>,
+    source: &'s dyn FlagSource,
+    now: f64,
+    served: Served,
+}
+
+impl Evaluator<'_, '_> {
+    fn flag(&mut self, flag: &CompiledFlag, depth: usize) -> Evaluation {
+        if !flag.on {
             return Evaluation {
                 variation: flag.off_variation,
-                reason: Reason::PrerequisiteFailed(p.flag.clone()),
+                reason: Reason::Off,
             };
         }
-    }
-    if let Some(v) = ctx.key().and_then(|k| flag.targets.get(k)) {
-        return Evaluation {
-            variation: *v,
-            reason: Reason::TargetMatch,
-        };
-    }
-    for (index, rule) in flag.rules.iter().enumerate() {
-        if rule.clauses.iter().all(|c| clause_matches(c, ctx, now)) {
+        for p in &flag.prerequisites {
+            let passed = match self.source.flag(&p.flag) {
+                // Stored graphs are never deeper than the limit; this bounds a walk regardless.
+                Some(pf) if depth < MAX_PREREQUISITE_DEPTH => {
+                    *pf.variations[self.prerequisite(pf, depth + 1)].name == *p.variation
+                }
+                _ => false,
+            };
+            if !passed {
+                return Evaluation {
+                    variation: flag.off_variation,
+                    reason: Reason::PrerequisiteFailed(p.flag.clone()),
+                };
+            }
+        }
+        let ctx = self.ctx;
+        if let Some(v) = ctx.key().and_then(|k| flag.targets.get(k)) {
             return Evaluation {
-                variation: serve(&rule.serve, ctx),
-                reason: Reason::RuleMatch {
-                    index,
-                    id: rule.id.clone(),
-                },
+                variation: *v,
+                reason: Reason::TargetMatch,
             };
         }
+        for (index, rule) in flag.rules.iter().enumerate() {
+            if rule
+                .clauses
+                .iter()
+                .all(|c| clause_matches(c, ctx, self.source, self.now))
+            {
+                return Evaluation {
+                    variation: serve(&rule.serve, ctx),
+                    reason: Reason::RuleMatch {
+                        index,
+                        id: rule.id.clone(),
+                    },
+                };
+            }
+        }
+        Evaluation {
+            variation: serve(&flag.fallthrough, ctx),
+            reason: Reason::Fallthrough,
+        }
     }
-    Evaluation {
-        variation: serve(&flag.fallthrough, ctx),
-        reason: Reason::Fallthrough,
+
+    /// The variation prerequisite `pf` serves, evaluated once per evaluation.
+    fn prerequisite(&mut self, pf: &CompiledFlag, depth: usize) -> usize {
+        let id = pf as *const CompiledFlag as usize;
+        if let Some(v) = self.served.get(id) {
+            return v;
+        }
+        let v = self.flag(pf, depth).variation;
+        self.served.insert(id, v);
+        v
     }
 }
 
@@ -141,9 +206,20 @@ pub fn serve(s: &CompiledServe, ctx: &Context<'_>) -> usize {
     }
 }
 
-fn clause_matches(c: &CompiledClause, ctx: &Context<'_>, now: f64) -> bool {
+fn clause_matches(
+    c: &CompiledClause,
+    ctx: &Context<'_>,
+    source: &dyn FlagSource,
+    now: f64,
+) -> bool {
     if let Matcher::InSegment(segments) = &c.matcher {
-        return segments.iter().any(|s| in_segment(s, ctx, now)) != c.negate;
+        // A segment cannot be deleted while a flag uses it; a missing one holds no one.
+        let member = segments.iter().any(|key| {
+            source
+                .segment(key)
+                .is_some_and(|s| in_segment(s, ctx, source, now))
+        });
+        return member != c.negate;
     }
     let now_value;
     let value = match &c.attr {
@@ -195,7 +271,12 @@ fn scalar_matches(m: &Matcher, v: &AttrValue<'_>) -> bool {
 }
 
 /// Whether `ctx` is in `segment`: excluded beats included, included beats rules.
-pub fn in_segment(segment: &CompiledSegment, ctx: &Context<'_>, now: f64) -> bool {
+pub fn in_segment(
+    segment: &CompiledSegment,
+    ctx: &Context<'_>,
+    source: &dyn FlagSource,
+    now: f64,
+) -> bool {
     if let Some(key) = ctx.key() {
         if segment.excluded.contains(key) {
             return false;
@@ -207,7 +288,7 @@ pub fn in_segment(segment: &CompiledSegment, ctx: &Context<'_>, now: f64) -> boo
     segment
         .rules
         .iter()
-        .any(|clauses| clauses.iter().all(|c| clause_matches(c, ctx, now)))
+        .any(|clauses| clauses.iter().all(|c| clause_matches(c, ctx, source, now)))
 }
 
 impl super::compile::Cmp {

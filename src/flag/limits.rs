@@ -31,5 +31,8 @@ pub const MAX_DESCRIPTION_LEN: usize = 4096;
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Largest compiled regex program, in bytes.
 pub const MAX_REGEX_SIZE: usize = 256 * 1024;
-/// Deepest chain of prerequisites.
+/// Most flags in one chain of prerequisites, the flag itself included.
 pub const MAX_PREREQUISITE_DEPTH: usize = 16;
+/// Most distinct flags a flag reaches through its prerequisites, directly or
+/// not; it bounds the flags one evaluation may visit.
+pub const MAX_PREREQUISITE_CLOSURE: usize = 1000;

@@ -11,6 +11,7 @@ pub mod bucket;
 pub mod compile;
 pub mod context;
 pub mod eval;
+pub mod graph;
 pub mod key;
 pub mod limits;
 pub mod model;

@@ -21,6 +21,9 @@ impl FlagSource for World {
     fn flag(&self, key: &str) -> Option<&CompiledFlag> {
         self.flags.get(key)
     }
+    fn segment(&self, key: &str) -> Option<&CompiledSegment> {
+        self.segments.get(key).map(|s| &**s)
+    }
 }
 
 impl Catalog for World {
@@ -30,10 +33,20 @@ impl Catalog for World {
     fn has_segment(&self, key: &str) -> bool {
         self.segments.contains_key(key)
     }
+    fn dependents(&self, key: &str) -> Vec<&str> {
+        let mut users: Vec<&str> = self
+            .defs
+            .iter()
+            .filter(|(_, d)| d.prerequisites.iter().any(|p| p.flag == key))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        users.sort_unstable();
+        users
+    }
 }
 
 impl World {
-    fn segment(&mut self, key: &str, def: serde_json::Value) {
+    fn put_segment(&mut self, key: &str, def: serde_json::Value) {
         let def = parse_segment(key, def.to_string().as_bytes()).unwrap();
         self.segments
             .insert(key.into(), Arc::new(compile_segment(key, &def).unwrap()));
@@ -43,7 +56,7 @@ impl World {
         let def = parse_flag(key, def.to_string().as_bytes())?;
         check_references(key, &def, self)?;
         let alloc = allocations_for(key, &def, &Allocations::new());
-        let segs = |s: &str| self.segments.get(s).cloned();
+        let segs = |s: &str| self.segments.contains_key(s);
         let compiled = compile_flag(key, &def, &alloc, &segs)?;
         self.flags.insert(key.into(), compiled);
         self.defs.insert(key.into(), def);
@@ -293,7 +306,7 @@ fn prerequisite_cycles_and_unknown_references_are_refused() {
 #[test]
 fn segments_exclude_before_include_before_rules() {
     let mut w = World::default();
-    w.segment(
+    w.put_segment(
         "beta",
         json!({"included": ["alice", "both"], "excluded": ["bob", "both"],
                "rules": [{"clauses": [{"attribute": "email", "op": "ends_with", "values": ["@acme.com"]}]}]}),
@@ -419,4 +432,200 @@ fn regex_size_is_limited() {
     let mut d = bool_flag(json!([]));
     d["rules"] = json!([{"clauses": [{"attribute": "a", "op": "matches", "values": ["(a{1000}){1000}"]}], "serve": {"variation": "on"}}]);
     assert!(invalid(d).why.contains("regex"));
+}
+
+/// A view of a [`World`] that counts lookups of flags, to see how much of the
+/// graph a walk touches.
+struct Counting<'a> {
+    world: &'a World,
+    lookups: std::cell::Cell<usize>,
+    users: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Counting<'a> {
+    fn new(world: &'a World) -> Self {
+        let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (k, d) in &world.defs {
+            for p in &d.prerequisites {
+                users.entry(p.flag.as_str()).or_default().push(k.as_str());
+            }
+        }
+        Counting {
+            world,
+            lookups: Default::default(),
+            users,
+        }
+    }
+}
+
+impl FlagSource for Counting<'_> {
+    fn flag(&self, key: &str) -> Option<&CompiledFlag> {
+        self.lookups.set(self.lookups.get() + 1);
+        self.world.flags.get(key)
+    }
+    fn segment(&self, key: &str) -> Option<&CompiledSegment> {
+        FlagSource::segment(self.world, key)
+    }
+}
+
+impl Catalog for Counting<'_> {
+    fn flag(&self, key: &str) -> Option<&FlagDef> {
+        self.lookups.set(self.lookups.get() + 1);
+        self.world.defs.get(key)
+    }
+    fn has_segment(&self, key: &str) -> bool {
+        self.world.has_segment(key)
+    }
+    fn dependents(&self, key: &str) -> Vec<&str> {
+        self.users.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// A flag that serves "on" to everyone and requires "on" of `prerequisites`.
+fn requiring(prerequisites: &[String]) -> serde_json::Value {
+    let mut d = bool_flag(json!([]));
+    d["fallthrough"] = json!({"variation": "on"});
+    d["prerequisites"] = prerequisites
+        .iter()
+        .map(|p| json!({"flag": p, "variation": "on"}))
+        .collect();
+    d
+}
+
+/// Four flags per level, each requiring all four of the level below; returns
+/// the keys of the top level.
+fn lattice(w: &mut World, levels: usize) -> Vec<String> {
+    let mut below: Vec<String> = Vec::new();
+    for level in 1..=levels {
+        let keys: Vec<String> = (0..4).map(|i| format!("l{level}-{i}")).collect();
+        for k in &keys {
+            w.set(k, requiring(&below));
+        }
+        below = keys;
+    }
+    below
+}
+
+#[test]
+fn a_shared_prerequisite_graph_is_checked_and_evaluated_once_per_flag() {
+    let mut w = World::default();
+    // Every path from the top to the bottom: 4^8 = 65,536 of them.
+    let top = lattice(&mut w, 8);
+    let counting = Counting::new(&w);
+    let def = parse_flag("top", requiring(&top).to_string().as_bytes()).unwrap();
+    check_references("top", &def, &counting).unwrap();
+    let edges = 4 + 4 * 4 * 7;
+    assert!(
+        counting.lookups.get() <= edges + 4,
+        "validation looked flags up {} times for {edges} edges",
+        counting.lookups.get()
+    );
+    w.set("top", requiring(&top));
+    let counting = Counting::new(&w);
+    let ctx = Context::parse(b"{\"key\":\"u\"}").unwrap();
+    let e = evaluate(&w.flags["top"], &ctx, &counting, 0.0);
+    assert_eq!(e.reason, Reason::Fallthrough);
+    assert!(
+        counting.lookups.get() <= edges + 4,
+        "evaluation looked flags up {} times for {edges} edges",
+        counting.lookups.get()
+    );
+    // A failing flag at the bottom still fails the top, through the memo.
+    let mut bottom = requiring(&[]);
+    bottom["on"] = json!(false);
+    w.set("l1-3", bottom);
+    assert_eq!(w.served("top", json!({"key": "u"})), "off");
+}
+
+#[test]
+fn prerequisite_chains_deeper_than_the_limit_are_refused() {
+    let mut w = World::default();
+    let chain = |w: &mut World, name: &str, len: usize| {
+        for i in 0..len {
+            let below: Vec<String> = (i > 0)
+                .then(|| format!("{name}{}", i - 1))
+                .into_iter()
+                .collect();
+            w.set(&format!("{name}{i}"), requiring(&below));
+        }
+    };
+    // 16 flags in a chain are accepted; the 17th is not.
+    chain(&mut w, "c", limits::MAX_PREREQUISITE_DEPTH);
+    let err = w.try_flag("c16", requiring(&["c15".into()])).unwrap_err();
+    assert!(err.path.starts_with("prerequisites"), "{err}");
+    assert!(err.why.contains("at most 16 flags deep"), "{err}");
+    // Deepening a flag is refused when a flag above it would get too deep.
+    chain(&mut w, "a", 8);
+    chain(&mut w, "b", 9);
+    let err = w.try_flag("a0", requiring(&["b8".into()])).unwrap_err();
+    assert_eq!(err.path, "prerequisites");
+    assert!(
+        err.why.contains("flags that depend on a0") && err.why.contains("deeper than 16"),
+        "{err}"
+    );
+    w.set("a0", requiring(&["b7".into()]));
+}
+
+#[test]
+fn a_flag_may_reach_at_most_the_closure_limit_through_prerequisites() {
+    let mut w = World::default();
+    let leaves: Vec<String> = (0..981).map(|i| format!("leaf{i}")).collect();
+    for k in &leaves {
+        w.set(k, requiring(&[]));
+    }
+    let hubs: Vec<String> = (0..20).map(|i| format!("hub{i}")).collect();
+    for (i, h) in hubs.iter().enumerate() {
+        w.set(h, requiring(&leaves[i * 49..(i + 1) * 49]));
+    }
+    // 20 hubs and 980 leaves: exactly the limit.
+    w.set("all", requiring(&hubs));
+    let err = w
+        .try_flag("more", requiring(&["all".into(), "leaf980".into()]))
+        .unwrap_err();
+    assert_eq!(err.path, "prerequisites[0].flag");
+    assert!(err.why.contains("at most 1000 flags"), "{err}");
+    // A flag above: "most" reaches 19 hubs and 931 leaves, "above" one more.
+    w.set("most", requiring(&hubs[..19]));
+    w.set("above", requiring(&["most".into()]));
+    // hub0 reaching hub19 brings "most" to 1000 and "above" to 1001.
+    let mut hub0: Vec<String> = leaves[..49].to_vec();
+    hub0.push("hub19".into());
+    let err = w.try_flag("hub0", requiring(&hub0)).unwrap_err();
+    assert_eq!(err.path, "prerequisites");
+    assert!(
+        err.why.contains("flag above depends on this flag") && err.why.contains("1000"),
+        "{err}"
+    );
+    w.set("above", requiring(&[]));
+    w.set("hub0", requiring(&hub0));
+}
+
+#[test]
+fn a_flag_with_many_dependents_is_rewritten_without_walking_its_graph_per_dependent() {
+    let mut w = World::default();
+    let leaves: Vec<String> = (0..900).map(|i| format!("leaf{i}")).collect();
+    let hubs: Vec<String> = (0..18).map(|i| format!("hub{i}")).collect();
+    for k in &leaves {
+        w.set(k, requiring(&[]));
+    }
+    for (i, h) in hubs.iter().enumerate() {
+        w.set(h, requiring(&leaves[i * 50..(i + 1) * 50]));
+    }
+    w.set("core", requiring(&[]));
+    // Stored directly: what matters is the check of the next write.
+    for i in 0..2000 {
+        let key = format!("user{i}");
+        let def = parse_flag(&key, requiring(&["core".into()]).to_string().as_bytes()).unwrap();
+        w.defs.insert(key, def);
+    }
+    // "core" now reaches 918 flags, so each of its 2,000 dependents 919.
+    let def = parse_flag("core", requiring(&hubs).to_string().as_bytes()).unwrap();
+    let counting = Counting::new(&w);
+    check_references("core", &def, &counting).unwrap();
+    let size = 900 + 18 + 1 + 2000 + 900 + 2000;
+    assert!(
+        counting.lookups.get() <= 2 * size,
+        "{} lookups for {size} flags and edges",
+        counting.lookups.get()
+    );
 }

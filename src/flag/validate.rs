@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use super::graph::check_prerequisite_graph;
 use super::key::key_problem;
 use super::limits::*;
 use super::model::{Clause, FlagDef, Op, SegmentDef, Serve};
@@ -41,6 +42,8 @@ pub trait Catalog {
     fn flag(&self, key: &str) -> Option<&FlagDef>;
     /// Whether a segment exists.
     fn has_segment(&self, key: &str) -> bool;
+    /// The stored flags that list `key` as a prerequisite.
+    fn dependents(&self, key: &str) -> Vec<&str>;
 }
 
 /// Deserialises `json` as `T`, turning serde's error into a path-precise one.
@@ -555,7 +558,8 @@ pub fn validate_segment(def: &SegmentDef) -> Result<(), Invalid> {
 }
 
 /// Checks a flag's references against what is stored: prerequisite flags and
-/// their variations exist, segments exist, and no prerequisite cycle forms.
+/// their variations exist, segments exist, and the prerequisite graph stays
+/// acyclic and within its limits (see [`check_prerequisite_graph`]).
 pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Result<(), Invalid> {
     for (i, p) in def.prerequisites.iter().enumerate() {
         let Some(other) = catalog.flag(&p.flag) else {
@@ -570,19 +574,8 @@ pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Resu
                 format!("flag {:?} has no variation {:?}", p.flag, p.variation),
             );
         }
-        if let Some(chain) = prerequisite_path(&p.flag, key, catalog, 0) {
-            return fail(
-                format!("prerequisites[{i}].flag"),
-                format!("prerequisite cycle: {key} -> {}", chain.join(" -> ")),
-            );
-        }
-        if prerequisite_depth(&p.flag, catalog, 0) + 1 > MAX_PREREQUISITE_DEPTH {
-            return fail(
-                format!("prerequisites[{i}].flag"),
-                format!("prerequisite chains may be at most {MAX_PREREQUISITE_DEPTH} flags deep"),
-            );
-        }
     }
+    check_prerequisite_graph(key, def, catalog)?;
     for (i, r) in def.rules.iter().enumerate() {
         for (j, c) in r.clauses.iter().enumerate() {
             if c.op != Op::InSegment {
@@ -600,43 +593,4 @@ pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Resu
         }
     }
     Ok(())
-}
-
-/// The chain of prerequisites from `from` that reaches `target`, if any.
-fn prerequisite_path(
-    from: &str,
-    target: &str,
-    catalog: &dyn Catalog,
-    depth: usize,
-) -> Option<Vec<String>> {
-    if from == target {
-        return Some(vec![from.to_string()]);
-    }
-    if depth > MAX_PREREQUISITE_DEPTH * 2 {
-        return None;
-    }
-    let def = catalog.flag(from)?;
-    def.prerequisites.iter().find_map(|p| {
-        prerequisite_path(&p.flag, target, catalog, depth + 1).map(|mut chain| {
-            chain.insert(0, from.to_string());
-            chain
-        })
-    })
-}
-
-fn prerequisite_depth(from: &str, catalog: &dyn Catalog, depth: usize) -> usize {
-    if depth > MAX_PREREQUISITE_DEPTH {
-        return depth;
-    }
-    match catalog.flag(from) {
-        Some(def) => {
-            1 + def
-                .prerequisites
-                .iter()
-                .map(|p| prerequisite_depth(&p.flag, catalog, depth + 1))
-                .max()
-                .unwrap_or(0)
-        }
-        None => 0,
-    }
 }

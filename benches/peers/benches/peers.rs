@@ -19,11 +19,14 @@ use unleash_types::client_features::{ClientFeatures, Context as UnleashContext};
 use unleash_yggdrasil::{EngineState, UpdateMessage};
 
 #[derive(Default)]
-struct Flags(HashMap<String, CompiledFlag>);
+struct Flags(HashMap<String, CompiledFlag>, HashMap<String, Arc<CompiledSegment>>);
 
 impl FlagSource for Flags {
     fn flag(&self, key: &str) -> Option<&CompiledFlag> {
         self.0.get(key)
+    }
+    fn segment(&self, key: &str) -> Option<&CompiledSegment> {
+        self.1.get(key).map(|s| &**s)
     }
 }
 
@@ -58,8 +61,9 @@ fn ours() -> Flags {
     for (key, def) in defs {
         let def = parse_flag(key, def.to_string().as_bytes()).unwrap();
         let alloc = allocations_for(key, &def, &Default::default());
-        flags.0.insert(key.into(), compile_flag(key, &def, &alloc, &|s| segments.get(s).cloned()).unwrap());
+        flags.0.insert(key.into(), compile_flag(key, &def, &alloc, &|s| segments.contains_key(s)).unwrap());
     }
+    flags.1 = segments;
     flags
 }
 
