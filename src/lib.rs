@@ -8,6 +8,8 @@ pub mod backup;
 pub mod command;
 pub mod config;
 pub mod flag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;
