@@ -340,9 +340,12 @@ impl Catalog for World {
     }
 }
 
-/// Fuzzes write-ahead-log replay. Byte 0 says how many segment files (1–3)
-/// the rest is cut into, the next two bytes per sealed segment its length;
-/// the files are written to a fresh directory and the log is opened on it.
+/// Fuzzes write-ahead-log replay. Byte 0 says how many segment files (1–3,
+/// low bits) the rest is cut into, and (bit 7) whether to give each framed
+/// record in them its correct checksum, so the fuzzer also reaches what
+/// replay does with records that pass it; the next two bytes per sealed
+/// segment are its length. The files are written to a fresh directory and
+/// the log is opened on it.
 ///
 /// Properties: no panic; the log opens unless a sealed (not the last)
 /// segment is corrupt; every replayed entry body is bytes of the input; once
@@ -352,7 +355,8 @@ pub fn wal_replay(data: &[u8]) {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let count = usize::from(mode % 3) + 1;
+    let count = usize::from((mode & 0x7f) % 3) + 1;
+    let fix_checksums = mode & 0x80 != 0;
     let mut files = Vec::with_capacity(count);
     for _ in 1..count {
         let len = match rest {
@@ -371,6 +375,10 @@ pub fn wal_replay(data: &[u8]) {
     let dir = ScratchDir::new();
     for (i, bytes) in files.iter().enumerate() {
         let path = dir.0.join(format!("{:020}.wal", i + 1));
+        let mut bytes = bytes.to_vec();
+        if fix_checksums {
+            frame_checksums(&mut bytes);
+        }
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
     }
     let open = |dir: &Path| wal::open(dir, FsyncPolicy::EverySec, 1 << 20, false);
@@ -412,6 +420,21 @@ pub fn wal_replay(data: &[u8]) {
     let mut without = third.entries.clone();
     without.remove(&next);
     assert_eq!(without, first.entries, "appending changed earlier entries");
+}
+
+/// Overwrites the checksum of each whole record (`len | crc | len bytes`)
+/// from the start of a segment with the right one.
+fn frame_checksums(segment: &mut [u8]) {
+    let mut off = 0;
+    while let Some(header) = segment.get(off..off + 8) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(record) = segment.get(off + 8..).and_then(|r| r.get(..len)) else {
+            return;
+        };
+        let crc = crc32fast::hash(record).to_le_bytes();
+        segment[off + 4..off + 8].copy_from_slice(&crc);
+        off += 8 + len;
+    }
 }
 
 fn assert_same(a: &Replayed, b: &Replayed) {
