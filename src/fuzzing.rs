@@ -287,10 +287,16 @@ fn check_allocations(def: &FlagDef, allocations: &Allocations) {
         all.sort_unstable();
         let mut next = 0;
         for r in &all {
-            assert_eq!(r[0], next, "rollout {id:?}: ranges {all:?} overlap or leave a gap");
+            assert_eq!(
+                r[0], next,
+                "rollout {id:?}: ranges {all:?} overlap or leave a gap"
+            );
             next = r[1];
         }
-        assert_eq!(next, BUCKETS, "rollout {id:?}: ranges {all:?} do not cover every bucket");
+        assert_eq!(
+            next, BUCKETS,
+            "rollout {id:?}: ranges {all:?} do not cover every bucket"
+        );
     }
 }
 
