@@ -9,6 +9,8 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod flag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;

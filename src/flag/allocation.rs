@@ -31,6 +31,43 @@ pub struct Allocation {
 /// A flag's allocations, by rollout id (`fallthrough` or a rule id).
 pub type Allocations = BTreeMap<String, Allocation>;
 
+impl Allocation {
+    /// What makes this allocation unusable, if anything: every variation's
+    /// ranges must be non-empty, sorted and within the buckets, and together
+    /// they must hold each bucket exactly once. Allocations computed here
+    /// always are; one brought by `FLAG.IMPORT` may not be.
+    pub fn problem(&self) -> Option<String> {
+        let mut all: Vec<BucketRange> = Vec::new();
+        for (name, ranges) in &self.ranges {
+            if let Some(r) = ranges.iter().find(|r| r[0] >= r[1] || r[1] > BUCKETS) {
+                return Some(format!(
+                    "{name:?} has range [{}, {}]; a range is [start, end) with start < end <= {BUCKETS}",
+                    r[0], r[1]
+                ));
+            }
+            if ranges.windows(2).any(|w| w[0][1] > w[1][0]) {
+                return Some(format!(
+                    "the ranges of {name:?} are not sorted and disjoint"
+                ));
+            }
+            all.extend_from_slice(ranges);
+        }
+        all.sort_unstable();
+        let mut next = 0;
+        for r in &all {
+            if r[0] != next {
+                return Some(if r[0] < next {
+                    format!("bucket {} is in two ranges", r[0])
+                } else {
+                    format!("bucket {next} is in no range")
+                });
+            }
+            next = r[1];
+        }
+        (next != BUCKETS).then(|| format!("bucket {next} is in no range"))
+    }
+}
+
 fn size(ranges: &[BucketRange]) -> u32 {
     ranges.iter().map(|r| u32::from(r[1] - r[0])).sum()
 }
@@ -116,12 +153,13 @@ pub fn allocate(
             ranges,
         }
     };
-    let Some(prev) = prev.filter(|p| p.salt == salt && p.bucket_by == bucket_by) else {
+    // Only a previous allocation that splits the buckets exactly is kept from;
+    // any other (an imported one) would make the result overlap or underflow.
+    let Some(prev) =
+        prev.filter(|p| p.salt == salt && p.bucket_by == bucket_by && p.problem().is_none())
+    else {
         return fresh();
     };
-    if prev.ranges.values().map(|r| size(r)).sum::<u32>() != u32::from(BUCKETS) {
-        return fresh();
-    }
     let mut ranges: BTreeMap<String, Vec<BucketRange>> = BTreeMap::new();
     let mut freed = Vec::new();
     // Variations no longer in the rollout give up everything.

@@ -320,8 +320,11 @@ fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
             out.entries.split_off(&from);
         }
         (KIND_PURGE, Some(upto)) => {
-            let keep = out.entries.split_off(&(upto + 1));
-            out.entries = keep;
+            // A purge up to the last possible index leaves nothing (found by fuzzing).
+            out.entries = match upto.checked_add(1) {
+                Some(first_kept) => out.entries.split_off(&first_kept),
+                None => BTreeMap::new(),
+            };
             out.purged = Some(body[8..].to_vec());
         }
         _ => {}

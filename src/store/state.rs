@@ -829,6 +829,11 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
                 .map_err(|e| invalid(&format!("flags[{key:?}].allocations"), e.to_string()))?,
             None => Allocations::new(),
         };
+        for (id, a) in &allocations {
+            if let Some(why) = a.problem() {
+                return Err(invalid(&format!("flags[{key:?}].allocations.{id}"), why));
+            }
+        }
         let parsed = parse_flag(&key, def.to_string().as_bytes())
             .map_err(|e| invalid(&format!("flags[{key:?}].{}", e.path), e.why))?;
         flags.push((key, parsed, allocations));
