@@ -223,23 +223,22 @@ pub fn flag_definition(data: &[u8]) {
         .filter_map(Result::ok)
         .collect();
 
+    let world = World::new(segment);
     if let Some(seg) = compiled_segment(definition, "segment") {
         for ctx in &contexts {
-            let _ = in_segment(&seg, ctx, 1.7e12);
+            let _ = in_segment(&seg, ctx, &world, 1.7e12);
         }
     }
 
     let Ok(def) = parse_flag(FUZZ_KEY, definition) else {
         return;
     };
-    let world = World::new(segment);
     // References resolve to the one prerequisite flag and segment; a refusal
     // here is a normal answer, but it must not panic.
     let _ = check_references(FUZZ_KEY, &def, &world);
     let allocations = allocations_for(FUZZ_KEY, &def, &previous);
     check_allocations(&def, &allocations);
-    let segments = |_: &str| Some(world.segment.clone());
-    let compiled = compile_flag(FUZZ_KEY, &def, &allocations, &segments)
+    let compiled = compile_flag(FUZZ_KEY, &def, &allocations, &|_| true)
         .unwrap_or_else(|e| panic!("a flag that validated does not compile: {e}"));
     // Recompiling from its own allocations (the next FLAG.SET of the same
     // definition) keeps every user where they were.
@@ -321,7 +320,7 @@ impl World {
         let def = parse_flag("prerequisite", PREREQUISITE_FLAG.as_bytes())
             .unwrap_or_else(|e| unreachable!("the prerequisite flag is valid: {e}"));
         let alloc = allocations_for("prerequisite", &def, &Allocations::new());
-        let prerequisite = compile_flag("prerequisite", &def, &alloc, &|_| None)
+        let prerequisite = compile_flag("prerequisite", &def, &alloc, &|_| false)
             .unwrap_or_else(|e| unreachable!("the prerequisite flag compiles: {e}"));
         World {
             prerequisite_def: def,
@@ -335,6 +334,9 @@ impl FlagSource for World {
     fn flag(&self, key: &str) -> Option<&CompiledFlag> {
         (key != FUZZ_KEY).then_some(&self.prerequisite)
     }
+    fn segment(&self, _: &str) -> Option<&CompiledSegment> {
+        Some(&self.segment)
+    }
 }
 
 impl Catalog for World {
@@ -343,6 +345,9 @@ impl Catalog for World {
     }
     fn has_segment(&self, _: &str) -> bool {
         true
+    }
+    fn dependents(&self, _: &str) -> Vec<&str> {
+        Vec::new()
     }
 }
 
@@ -387,7 +392,7 @@ pub fn wal_replay(data: &[u8]) {
         }
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
     }
-    let open = |dir: &Path| wal::open(dir, FsyncPolicy::EverySec, 1 << 20, false);
+    let open = |dir: &Path| wal::open(dir, FsyncPolicy::EverySec, 1 << 20);
     let first = match open(&dir.0) {
         Ok((log, replayed)) => {
             drop(log);
@@ -413,7 +418,8 @@ pub fn wal_replay(data: &[u8]) {
         return;
     };
     let mut record = Vec::new();
-    wal::entry_record(next, b"appended after replay", &mut record);
+    wal::entry_record(next, b"appended after replay", &mut record)
+        .unwrap_or_else(|e| panic!("a small record always frames: {e}"));
     log.write_sync(record, Some(next))
         .unwrap_or_else(|e| panic!("append failed: {e}"));
     drop(log);
