@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod flag;
 pub mod glob;
+pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;

@@ -109,6 +109,20 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             addr: addr.clone(),
             source,
         })?;
+    let http_listener = match settings.http_port {
+        0 => None,
+        port => {
+            let http_addr = format!("{}:{port}", settings.bind);
+            Some(
+                TcpListener::bind(&http_addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: http_addr,
+                        source,
+                    })?,
+            )
+        }
+    };
     let grace = Duration::from_secs(settings.shutdown_timeout);
     let node_settings = node_settings(&settings);
     if node_settings.unsafe_ack_before_log {
@@ -118,7 +132,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tokio::spawn(watch_signals(state.clone()));
     let tracker = TaskTracker::new();
     let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
+    let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, state.clone())));
+    tracing::info!(%addr, http_port = state.settings.http_port, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
 
     let loaded = tokio::select! {
         node = RaftNode::start(node_settings, &state.store) => Some(node),
@@ -151,6 +166,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         None => Ok(()),
     };
     let _ = acceptor.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     tracker.close();
     tracing::info!(
         clients = state.clients.count(),
