@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
@@ -134,8 +135,10 @@ async fn not_found() -> Response<Body> {
     )
 }
 
-/// Serves the HTTP port until shutdown, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
+/// Serves the HTTP port until `stop`, then lets in-flight requests finish.
+/// The server cancels `stop` only after the RESP side has drained, so during
+/// a graceful shutdown `/readyz` answers 503 (`shutting down`) first.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
     let http = Arc::new(Http {
         limiter: auth::RateLimiter::new(state.settings.http_rate_limit),
         stats: HttpStats::default(),
@@ -145,7 +148,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -159,7 +162,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let http = http.clone();
-        let shutdown = state.shutdown.clone();
+        let shutdown = stop.clone();
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 handle(http.clone(), app.clone(), peer, req)

@@ -132,7 +132,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tokio::spawn(watch_signals(state.clone()));
     let tracker = TaskTracker::new();
     let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
-    let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, state.clone())));
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http = http_listener
+        .map(|l| tokio::spawn(crate::http::serve(l, state.clone(), http_stop.clone())));
     tracing::info!(%addr, http_port = state.settings.http_port, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
 
     let loaded = tokio::select! {
@@ -166,9 +168,6 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         None => Ok(()),
     };
     let _ = acceptor.await;
-    if let Some(http) = http {
-        let _ = http.await;
-    }
     tracker.close();
     tracing::info!(
         clients = state.clients.count(),
@@ -179,6 +178,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             grace_secs = grace.as_secs(),
             "grace period over; closing remaining connections"
         );
+    }
+    // HTTP goes last: until here /readyz answers 503 (shutting down).
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
     }
     if let Some(node) = state.raft.get() {
         node.shutdown().await;
