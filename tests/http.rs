@@ -910,6 +910,18 @@ fn an_http_port_that_cannot_be_bound_stops_start_up_with_one_line() {
         err.contains(&format!("cannot listen on 127.0.0.1:{hp}")),
         "{err}"
     );
+    // A default past 65535 is named, like the cluster port's.
+    let out = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(["--port", "65000", "--data-dir"])
+        .arg(temp_dir("highport"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid setting http-port") && err.contains("66000"),
+        "{err}"
+    );
     // The default is the RESP port + 1000, and 0 turns HTTP off.
     let port = loop {
         let p = free_port();
