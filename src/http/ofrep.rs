@@ -89,7 +89,7 @@ fn admit(
     Ok(identity)
 }
 
-/// Reads the body (413 over [`MAX_BODY`]) and finds its context (400 `PARSE_ERROR`).
+/// Reads the body; 413 over [`MAX_BODY`].
 async fn read_body(body: Body, key: Option<&str>) -> Result<bytes::Bytes, Response<Body>> {
     axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         failure(
