@@ -403,6 +403,25 @@ fn ofrep_bulk_etag_round_trip() {
     let new_tag = changed.header("etag").unwrap().to_string();
     assert_ne!(new_tag, tag);
     assert_eq!(with(&new_tag, ctx).status, 304);
+    // A flag reading $now can change its answer without a new revision: its
+    // tag moves with the clock, so a client is never kept on a stale answer.
+    let timed = json!({"on": true, "variations": [{"name": "a", "value": 1}, {"name": "b", "value": 2}],
+        "off_variation": "a",
+        "rules": [{"clauses": [{"attribute": "$now", "op": "after", "values": ["2020-01-01T00:00:00Z"]}],
+                   "serve": {"variation": "b"}}],
+        "fallthrough": {"variation": "a"}});
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:timed")
+        .arg(timed.to_string())
+        .query(&mut con)
+        .unwrap();
+    let first = post(hp, bulk, ctx).header("etag").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        with(&first, ctx).status,
+        200,
+        "a $now flag's tag moves with the clock"
+    );
     // The single-flag endpoint has tags too.
     let one = post(hp, &format!("{FLAG}prod:limit"), ctx);
     let t = one.header("etag").unwrap().to_string();

@@ -176,6 +176,21 @@ mod tests {
     }
 
     #[test]
+    fn a_scoped_identity_reads_only_its_keys() {
+        let prod = Identity {
+            user: "app".into(),
+            keys: KeyScope::Patterns(vec!["prod:*".into()]),
+        };
+        assert!(prod.may_read("prod:checkout"));
+        assert!(!prod.may_read("staging:checkout"));
+        let all = Identity {
+            user: "default".into(),
+            keys: KeyScope::All,
+        };
+        assert!(all.may_read("staging:checkout"));
+    }
+
+    #[test]
     fn the_bucket_refills_at_the_rate() {
         let l = RateLimiter::new(2);
         assert!(l.take("a").is_ok());

@@ -141,18 +141,39 @@ fn parse_context(text: &str) -> Result<Context<'_>, String> {
     Ok(ctx)
 }
 
-/// `"<revision>-<hash of user, key and context>"`: a new flag set or a
-/// different context gives a different tag.
-fn etag(revision: u64, user: &str, key: &str, context: &str) -> String {
+/// `"<revision>-<hash of user, key, context and what else moves an answer>"`:
+/// a new flag set or a different context gives a different tag. `volatile`
+/// carries what changes answers without a new revision: staleness (in the
+/// metadata) and, for flags that read `$now`, the current second.
+fn etag(revision: u64, user: &str, key: &str, context: &str, volatile: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [user, key, context] {
+    for part in [user, key, context, volatile] {
         h.update(part.as_bytes());
         h.update([0]);
     }
     let digest = h.finalize();
     let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
     format!("\"{revision}-{hex}\"")
+}
+
+/// The `volatile` part of [`etag`] for answers from these flags.
+fn volatile<'a>(
+    http: &Http,
+    view: &crate::store::StateView,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let uses_now = keys
+        .into_iter()
+        .any(|k| view.flags.get(k).is_some_and(|e| e.compiled.uses_now));
+    let now = if uses_now {
+        (crate::command::flag::now_ms() / 1000.0)
+            .floor()
+            .to_string()
+    } else {
+        String::new()
+    };
+    format!("{}:{now}", http.state.is_stale())
 }
 
 /// Whether `If-None-Match` names `tag` (weak tags and `*` included).
@@ -291,7 +312,13 @@ pub async fn single(
     if status != StatusCode::OK {
         return json(status, out);
     }
-    let tag = etag(view.revision, &identity.user, key, text);
+    let tag = etag(
+        view.revision,
+        &identity.user,
+        key,
+        text,
+        &volatile(&http, &view, [key]),
+    );
     if matches(&headers, &tag) {
         return not_modified(&tag);
     }
@@ -322,10 +349,6 @@ pub async fn bulk(
         Err(why) => return failure(StatusCode::BAD_REQUEST, None, "INVALID_CONTEXT", &why),
     };
     let view = http.state.store.view();
-    let tag = etag(view.revision, &identity.user, "", text);
-    if matches(&headers, &tag) {
-        return not_modified(&tag);
-    }
     let mut keys: Vec<&str> = view
         .flags
         .keys()
@@ -333,6 +356,16 @@ pub async fn bulk(
         .filter(|k| identity.may_read(k))
         .collect();
     keys.sort_unstable();
+    let tag = etag(
+        view.revision,
+        &identity.user,
+        "",
+        text,
+        &volatile(&http, &view, keys.iter().copied()),
+    );
+    if matches(&headers, &tag) {
+        return not_modified(&tag);
+    }
     let mut out = String::from("{\"flags\":[");
     for (i, key) in keys.iter().enumerate() {
         if i > 0 {
@@ -361,7 +394,7 @@ mod tests {
 
     #[test]
     fn if_none_match_accepts_weak_tags_lists_and_star() {
-        let tag = etag(7, "default", "", "{}");
+        let tag = etag(7, "default", "", "{}", "false:");
         let mut h = HeaderMap::new();
         h.insert(
             header::IF_NONE_MATCH,
@@ -372,7 +405,9 @@ mod tests {
         assert!(matches(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"7-00\""));
         assert!(!matches(&h, &tag));
-        assert_ne!(tag, etag(7, "default", "", "{\"a\":1}"));
-        assert_ne!(tag, etag(8, "default", "", "{}"));
+        assert_ne!(tag, etag(7, "default", "", "{\"a\":1}", "false:"));
+        assert_ne!(tag, etag(8, "default", "", "{}", "false:"));
+        assert_ne!(tag, etag(7, "default", "", "{}", "true:"));
+        assert_ne!(tag, etag(7, "default", "", "{}", "false:1764633600"));
     }
 }
