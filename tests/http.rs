@@ -1001,3 +1001,28 @@ fn slowloris_does_not_block_other_requests() {
     }
     assert_eq!(closed, 50, "every stalled connection was closed");
 }
+
+#[test]
+fn sigterm_is_not_held_up_by_http_clients() {
+    let _g = serial();
+    let (mut s, hp) = start(&[]);
+    // An idle keep-alive connection and one stalled inside its headers.
+    let mut idle = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+    idle.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let _ = read_one(&mut idle);
+    let mut slow = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success());
+    // The default grace is 10 s; a stalled HTTP client gets at most a short drain.
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+}

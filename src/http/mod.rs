@@ -32,6 +32,9 @@ use crate::command::ServerState;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// A client that has not sent its request headers within this is disconnected (slowloris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, how long answers in progress may take (every handler answers
+/// in microseconds; what remains is a client still sending, not worth waiting for).
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// What every handler reaches: the server's state and the HTTP-only parts.
 #[derive(Debug)]
@@ -182,7 +185,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, stop: Cancell
         });
     }
     tracker.close();
-    let grace = Duration::from_secs(state.settings.shutdown_timeout);
+    let grace = Duration::from_secs(state.settings.shutdown_timeout).min(DRAIN);
     let _ = tokio::time::timeout(grace, tracker.wait()).await;
 }
 
