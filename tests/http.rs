@@ -779,6 +779,9 @@ fn metrics_parse_line_by_line_and_counters_move() {
         );
     }
     assert_eq!(value(&after, "flagstaff_flags"), flag_set().len() as f64);
+    // prod:banner is a fixed fallthrough; evaluated 5 times over RESP and once over HTTP.
+    let fallthrough = "flagstaff_flag_evaluation_reasons_total{reason=\"FALLTHROUGH\"}";
+    assert!(value(&after, fallthrough) - value(&before, fallthrough) >= 6.0);
     assert!(
         value(&after, "flagstaff_raft_last_applied_index")
             > value(&before, "flagstaff_raft_last_applied_index")

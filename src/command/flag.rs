@@ -202,6 +202,7 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     };
     let e = evaluate(&entry.compiled, &context, &**view, now);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    crate::metrics::count_reason(&ctx.state.stats, &e.reason);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
 }
 
@@ -284,6 +285,7 @@ pub fn detail_of(
     };
     let e = evaluate(&entry.compiled, &context, view, now);
     crate::metrics::add(&state.stats.evaluations, 1);
+    crate::metrics::count_reason(&state.stats, &e.reason);
     let variation = &entry.compiled.variations[e.variation];
     detail.result = Ok(Served {
         value: variation.json.clone(),
@@ -357,6 +359,7 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         .map(|k| match read_key(k).and_then(|k| view.flags.get(k)) {
             Some(entry) => {
                 let e = evaluate(&entry.compiled, &context, &**view, now);
+                crate::metrics::count_reason(&ctx.state.stats, &e.reason);
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
             }
             None => Reply::Nil,
@@ -383,6 +386,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .into_iter()
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
+            crate::metrics::count_reason(&ctx.state.stats, &e.reason);
             (
                 Reply::bulk(&**k),
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone()),

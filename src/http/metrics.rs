@@ -90,6 +90,17 @@ pub fn render(http: &Http) -> String {
         "Flag evaluations answered (RESP and HTTP)",
         get(&s.evaluations),
     );
+    let reasons = Family::<Labels, Counter<u64>>::default();
+    for (name, n) in crate::metrics::REASONS.iter().zip(&s.evaluation_reasons) {
+        reasons
+            .get_or_create(&vec![("reason", name.to_string())])
+            .inc_by(get(n));
+    }
+    r.register(
+        "flag_evaluation_reasons",
+        "Flag evaluations by reason (FLAG.DETAIL's names)",
+        reasons,
+    );
     counter(
         &mut r,
         "writes_applied",

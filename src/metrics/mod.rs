@@ -21,6 +21,30 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     /// Connections closed for a protocol error.
     pub protocol_errors: AtomicU64,
+    /// Flag evaluations by reason, in [`REASONS`] order.
+    pub evaluation_reasons: [AtomicU64; 5],
+}
+
+/// The evaluation reasons counted apart, as `FLAG.DETAIL` names them.
+pub const REASONS: [&str; 5] = [
+    "OFF",
+    "PREREQUISITE_FAILED",
+    "TARGET_MATCH",
+    "RULE_MATCH",
+    "FALLTHROUGH",
+];
+
+/// Counts the reason of one flag evaluation (the total is counted apart).
+pub fn count_reason(stats: &Stats, reason: &crate::flag::Reason) {
+    use crate::flag::Reason;
+    let i = match reason {
+        Reason::Off => 0,
+        Reason::PrerequisiteFailed(_) => 1,
+        Reason::TargetMatch => 2,
+        Reason::RuleMatch { .. } => 3,
+        Reason::Fallthrough => 4,
+    };
+    add(&stats.evaluation_reasons[i], 1);
 }
 
 /// Cluster counters, read by `RAFT.INFO`.
