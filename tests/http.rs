@@ -320,6 +320,13 @@ fn ofrep_errors_have_status_key_and_error_code() {
         400,
         "INVALID_CONTEXT",
     );
+    // As FLAG.DETAIL: a malformed context is named even when the flag is missing.
+    fail(
+        &format!("{FLAG}prod:ghost"),
+        b"{\"context\":[1]}",
+        400,
+        "INVALID_CONTEXT",
+    );
     // 10,000-deep nesting: refused, not a stack overflow.
     let deep = format!(
         "{{\"context\":{{\"a\":{}{}}}}}",

@@ -267,16 +267,19 @@ pub fn detail_of(
         revision: view.revision,
         stale,
     };
-    let Some(entry) = key.and_then(|k| view.flags.get(k)) else {
-        return detail;
-    };
-    detail.version = Some(entry.version);
+    let entry = key.and_then(|k| view.flags.get(k));
+    detail.version = entry.map(|e| e.version);
+    // A malformed context is reported before a missing flag: it is the
+    // caller's bug either way, and the more specific one to fix.
     let context = match context {
         Ok(c) => c,
         Err(why) => {
             detail.result = Err(DetailError::MalformedContext(why));
             return detail;
         }
+    };
+    let Some(entry) = entry else {
+        return detail;
     };
     let now = if entry.compiled.uses_now {
         now_ms()
