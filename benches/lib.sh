@@ -27,7 +27,10 @@ build_release() { (cd "$ROOT" && cargo build --release -q); }
 
 start_flagstaff() { # port datadir [args...]
     local port=$1 dir=$2; shift 2
-    "$BIN" --port "$port" --data-dir "$dir" --log-level warn "$@" &
+    # HTTP off unless the caller gives --http-port: bench servers must not race for port + 1000.
+    local http=(--http-port 0)
+    if [[ " $* " == *" --http-port "* ]]; then http=(); fi
+    "$BIN" --port "$port" --data-dir "$dir" --log-level warn "${http[@]}" "$@" &
     PIDS+=($!)
     wait_pong "$port"
 }

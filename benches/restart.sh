@@ -31,7 +31,7 @@ echo "RSS with $FLAGS flags: $(( $(awk '/VmRSS/ {print $2}' /proc/$pid/status) /
 redis-cli -p "$P" SHUTDOWN >/dev/null 2>&1 || true
 wait "$pid" 2>/dev/null || true
 start=$(date +%s.%N)
-"$BIN" --port "$P" --data-dir "$DIR" --log-level warn &
+"$BIN" --port "$P" --data-dir "$DIR" --log-level warn --http-port 0 &
 PIDS+=($!)
 wait_pong "$P"
 end=$(date +%s.%N)

@@ -4,7 +4,7 @@
 #
 #   FLAGSTAFF_CLUSTER_DIR  data, logs and pid files      [./cluster-data]
 #   FLAGSTAFF_BIN          the flagstaff binary           [target/release/flagstaff, built if missing]
-#   FLAGSTAFF_BASE_PORT    client port of node 1 (node N: base+N-1; bus: +10000) [7001]
+#   FLAGSTAFF_BASE_PORT    client port of node 1 (node N: base+N-1; bus: +10000; HTTP: +1000) [7001]
 #   FLAGSTAFF_NODES        voters                         [3]
 #   FLAGSTAFF_LEARNERS     learners after the voters      [1]
 #   FLAGSTAFF_EXTRA_ARGS   extra flags for every node     []
@@ -20,6 +20,7 @@ BIN=${FLAGSTAFF_BIN:-$ROOT/target/release/flagstaff}
 
 port() { echo $((BASE + $1 - 1)); }
 bus_port() { echo $((BASE + $1 - 1 + 10000)); }
+http_port() { echo $((BASE + $1 - 1 + 1000)); }
 pidfile() { echo "$DIR/n$1.pid"; }
 # Running and not a zombie (a killed node may wait a while to be reaped).
 alive() {
@@ -61,6 +62,7 @@ start_node() {
   local n=$1
   if alive "$n"; then echo "node $n already running"; return 0; fi
   local args=(--node-id "$n" --port "$(port "$n")" --cluster-port "$(bus_port "$n")"
+    --http-port "$(http_port "$n")"
     --cluster-secret "$(secret)" --data-dir "$DIR/n$n")
   # --join matters only while a node's data dir is empty.
   if ((n > 1)); then args+=(--join "127.0.0.1:$(port 1)"); fi

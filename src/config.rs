@@ -152,6 +152,18 @@ pub struct Cli {
     /// Milliseconds without leader contact (or, for a leader, without a majority) before the node reports itself stale [default: 1000]
     #[arg(long, env = "FLAGSTAFF_STALE_AFTER_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub stale_after_ms: Option<u64>,
+    /// HTTP port (OFREP, /metrics, /livez, /readyz) on the same bind address; 0 turns HTTP off [default: port + 1000]
+    #[arg(long, env = "FLAGSTAFF_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Whether GET /metrics needs the same credentials as OFREP (yes or no) [default: no]
+    #[arg(long, env = "FLAGSTAFF_METRICS_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_auth: Option<bool>,
+    /// Origins browsers may call the HTTP port from (comma-separated, `*` for any); empty: no cross-origin access
+    #[arg(long, env = "FLAGSTAFF_HTTP_CORS_ORIGINS", value_delimiter = ',')]
+    pub http_cors_origins: Option<Vec<String>>,
+    /// HTTP requests per second each user may make (token bucket, bursts up to one second's worth); 0: no limit [default: 0]
+    #[arg(long, env = "FLAGSTAFF_HTTP_RATE_LIMIT")]
+    pub http_rate_limit: Option<u32>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -219,6 +231,10 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     stale_after_ms: Option<u64>,
+    http_port: Option<u16>,
+    metrics_auth: Option<bool>,
+    http_cors_origins: Option<Vec<String>>,
+    http_rate_limit: Option<u32>,
 }
 
 /// A configuration problem, worded as one line.
@@ -321,6 +337,14 @@ pub struct Settings {
     pub election_timeout_ms: u64,
     /// Staleness bound in ms.
     pub stale_after_ms: u64,
+    /// HTTP port; 0 when HTTP is off.
+    pub http_port: u16,
+    /// Whether /metrics needs credentials.
+    pub metrics_auth: bool,
+    /// Origins allowed cross-origin access to the HTTP port (`*`: any).
+    pub http_cors_origins: Vec<String>,
+    /// HTTP requests per second per user; 0: unlimited.
+    pub http_rate_limit: u32,
 }
 
 impl Default for Settings {
@@ -360,6 +384,10 @@ impl Default for Settings {
             heartbeat_ms: 100,
             election_timeout_ms: 200,
             stale_after_ms: 1000,
+            http_port: 7390,
+            metrics_auth: false,
+            http_cors_origins: Vec::new(),
+            http_rate_limit: 0,
         }
     }
 }
@@ -464,8 +492,26 @@ impl Settings {
                 .stale_after_ms
                 .or(file.stale_after_ms)
                 .unwrap_or(d.stale_after_ms),
+            http_port: 0,
+            metrics_auth: cli
+                .metrics_auth
+                .or(file.metrics_auth)
+                .unwrap_or(d.metrics_auth),
+            http_cors_origins: cli
+                .http_cors_origins
+                .or(file.http_cors_origins)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            http_rate_limit: cli
+                .http_rate_limit
+                .or(file.http_rate_limit)
+                .unwrap_or(d.http_rate_limit),
         };
         let mut s = s;
+        s.http_port = http_port(cli.http_port.or(file.http_port), s.port)?;
         s.cluster_port = cluster_port(cli.cluster_port.or(file.cluster_port), &s)?;
         s.check()?;
         Ok(s)
@@ -540,6 +586,11 @@ impl Settings {
                 "peers cannot reach a node at 0.0.0.0; give --advertise-addr with this node's reachable host",
             );
         }
+        if self.http_port != 0
+            && (self.http_port == self.port || self.cluster_port == Some(self.http_port))
+        {
+            return invalid("http-port", "must differ from --port and --cluster-port");
+        }
         if self.cluster_port == Some(self.port) {
             return invalid("cluster-port", "must differ from --port");
         }
@@ -612,6 +663,20 @@ fn cluster_port(given: Option<u16>, s: &Settings) -> Result<Option<u16>, ConfigE
                 ),
             }),
         (None, None) => Ok(None),
+    }
+}
+
+/// The HTTP port: as given (0: off), or port + 1000.
+fn http_port(given: Option<u16>, port: u16) -> Result<u16, ConfigError> {
+    match given {
+        Some(p) => Ok(p),
+        None => u16::try_from(u32::from(port) + 1000).map_err(|_| ConfigError::Invalid {
+            name: "http-port",
+            why: format!(
+                "the default (port + 1000 = {}) exceeds 65535; give --http-port (0 turns HTTP off)",
+                u32::from(port) + 1000
+            ),
+        }),
     }
 }
 

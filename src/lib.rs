@@ -12,6 +12,7 @@ pub mod flag;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
+pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;

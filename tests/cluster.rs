@@ -62,6 +62,8 @@ fn node_args(
         free_port().to_string(),
         "--cluster-secret".into(),
         secret.into(),
+        "--http-port".into(),
+        "0".into(),
     ];
     if let Some(port) = join {
         args.push("--join".into());

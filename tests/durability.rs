@@ -292,6 +292,8 @@ fn a_data_dir_of_another_node_is_refused() {
         .args([
             "--node-id",
             "2",
+            "--http-port",
+            "0",
             "--port",
             &common::free_port().to_string(),
             "--data-dir",

@@ -143,7 +143,9 @@ fn the_design_example_evaluates_by_targets_rules_and_prerequisites() {
             "revision",
             &(base + 3).to_string(),
             "stale",
-            "0"
+            "0",
+            "openfeature_reason",
+            "DISABLED"
         ]
     );
 }
@@ -180,6 +182,11 @@ fn detail_explains_rules_and_missing_flags_in_resp3_maps() {
     assert_eq!(get("rule_index"), Value::Int(1));
     assert_eq!(get("stale"), Value::Boolean(false));
     assert_eq!(get("revision"), Value::Int(base + 2));
+    assert_eq!(
+        get("openfeature_reason"),
+        Value::BulkString(b"SPLIT".to_vec()),
+        "the beta rule serves a rollout"
+    );
     let missing = cmd_value(&mut c3, &["FLAG.DETAIL", "prod:ghost"]).unwrap();
     let Value::Map(pairs) = missing else { panic!() };
     let get = |name: &str| {

@@ -534,6 +534,8 @@ fn settings_come_from_flags_then_env_then_file() {
             data.to_str().unwrap(),
             "--log-level",
             "warn",
+            "--http-port",
+            "0",
         ])
         .env("FLAGSTAFF_PORT", env_port.to_string())
         .spawn()
@@ -572,6 +574,7 @@ fn a_fresh_node_takes_a_write_right_after_its_first_pong() {
         let data_dir = common::temp_dir("fresh");
         let child = Command::new(env!("CARGO_BIN_EXE_flagstaff"))
             .args(["--port", &port.to_string(), "--log-level", "error"])
+            .args(["--http-port", "0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .stdout(std::process::Stdio::null())

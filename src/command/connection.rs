@@ -50,7 +50,8 @@ fn wrongpass() -> CommandError {
     CommandError::Coded("WRONGPASS invalid username-password pair or user is disabled.".into())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
     ha.iter()

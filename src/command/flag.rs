@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::paged::{PageSource, Paged, PAGE_BYTES, PAGE_ITEMS};
 use super::{parse, Action, CommandError, Ctx, PendingWrite};
 use crate::flag::key::key_problem;
-use crate::flag::{evaluate, parse_flag, Context, Reason};
+use crate::flag::{evaluate, openfeature_reason, parse_flag, Context, Reason};
 use crate::protocol::Reply;
 use crate::store::storage::{StateStorage, StreamId};
 use crate::store::{AuditRecord, Kind, OpOutcome, OpResult, WriteOp, WriteRequest};
@@ -207,65 +207,152 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     };
     let e = evaluate(&entry.compiled, &context, &**view, now);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    crate::metrics::count_reason(&ctx.state.stats, &e.reason);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
 }
 
+/// A flag evaluation served with its explanation.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The variation's value as JSON text.
+    pub value: Bytes,
+    /// The variation's name.
+    pub variation: std::sync::Arc<str>,
+    /// Why it was served, in flagstaff's terms.
+    pub reason: Reason,
+    /// Why it was served, in OpenFeature's terms ([`openfeature_reason`]).
+    pub openfeature_reason: &'static str,
+}
+
+/// Why a flag could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetailError {
+    /// No flag has this key.
+    FlagNotFound,
+    /// The context is not a valid JSON object.
+    MalformedContext(String),
+}
+
+impl DetailError {
+    /// The error's name as `FLAG.DETAIL` replies it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DetailError::FlagNotFound => "FLAG_NOT_FOUND",
+            DetailError::MalformedContext(_) => "MALFORMED_CONTEXT",
+        }
+    }
+}
+
+/// What `FLAG.DETAIL` computes; the RESP command and the HTTP (OFREP)
+/// handler both encode this, so their answers never differ.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    /// The served variation, or why there is none.
+    pub result: Result<Served, DetailError>,
+    /// The flag's version, when it exists.
+    pub version: Option<u64>,
+    /// The revision of the view evaluated.
+    pub revision: u64,
+    /// Whether this node's answers may be out of date.
+    pub stale: bool,
+}
+
+/// Evaluates the flag `key` for `context` from one view of the store, and
+/// counts the evaluation.
+pub fn detail_of(
+    state: &super::ServerState,
+    view: &crate::store::StateView,
+    key: Option<&str>,
+    context: Result<Context<'_>, String>,
+) -> Detail {
+    let stale = state.is_stale();
+    let mut detail = Detail {
+        result: Err(DetailError::FlagNotFound),
+        version: None,
+        revision: view.revision,
+        stale,
+    };
+    let entry = key.and_then(|k| view.flags.get(k));
+    detail.version = entry.map(|e| e.version);
+    // A malformed context is reported before a missing flag: it is the
+    // caller's bug either way, and the more specific one to fix.
+    let context = match context {
+        Ok(c) => c,
+        Err(why) => {
+            detail.result = Err(DetailError::MalformedContext(why));
+            return detail;
+        }
+    };
+    let Some(entry) = entry else {
+        return detail;
+    };
+    let now = if entry.compiled.uses_now {
+        now_ms()
+    } else {
+        0.0
+    };
+    let e = evaluate(&entry.compiled, &context, view, now);
+    crate::metrics::add(&state.stats.evaluations, 1);
+    crate::metrics::count_reason(&state.stats, &e.reason);
+    let variation = &entry.compiled.variations[e.variation];
+    detail.result = Ok(Served {
+        value: variation.json.clone(),
+        variation: variation.name.clone(),
+        openfeature_reason: openfeature_reason(&entry.compiled, &e),
+        reason: e.reason,
+    });
+    detail
+}
+
 /// `FLAG.DETAIL key [context-json]`: value, variation, reason, rule_id,
-/// rule_index, prerequisite, error, version, revision, stale.
+/// rule_index, prerequisite, error, version, revision, stale,
+/// openfeature_reason.
 pub fn detail(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     if args.len() > 3 {
         return Err(CommandError::WrongArity("flag.detail".into()));
     }
     let view = ctx.state.store.view();
-    let stale = ctx.state.is_stale();
+    let context = context_arg(args.get(2)).map_err(|e| e.to_string());
+    let d = detail_of(ctx.state, &view, read_key(&args[1]), context);
     let field = |name: &'static str, value: Reply| (Reply::bulk_static(name), value);
     let int_or_nil = |n: Option<u64>| n.map_or(Reply::Nil, |n| Reply::Integer(n as i64));
-    let error_map = |error: &'static str, version: Option<u64>| {
-        Reply::Map(vec![
-            field("value", Reply::Nil),
-            field("variation", Reply::Nil),
-            field("reason", Reply::bulk_static("ERROR")),
-            field("rule_id", Reply::Nil),
-            field("rule_index", Reply::Nil),
-            field("prerequisite", Reply::Nil),
-            field("error", Reply::bulk_static(error)),
-            field("version", int_or_nil(version)),
-            field("revision", Reply::Integer(view.revision as i64)),
-            field("stale", Reply::Bool(stale)),
-        ])
+    let (value, variation, reason, of_reason, error) = match &d.result {
+        Ok(s) => (
+            Reply::Bulk(s.value.clone()),
+            Reply::bulk(&*s.variation),
+            Reply::bulk_static(s.reason.name()),
+            Reply::bulk_static(s.openfeature_reason),
+            Reply::Nil,
+        ),
+        Err(e) => (
+            Reply::Nil,
+            Reply::Nil,
+            Reply::bulk_static("ERROR"),
+            Reply::bulk_static("ERROR"),
+            Reply::bulk_static(e.name()),
+        ),
     };
-    let entry = read_key(&args[1]).and_then(|k| view.flags.get(k));
-    // A malformed context is reported before a missing flag: it is the
-    // caller's bug either way, and the more specific one to fix.
-    let Ok(context) = context_arg(args.get(2)) else {
-        return Ok(error_map("MALFORMED_CONTEXT", entry.map(|e| e.version)).into());
-    };
-    let Some(entry) = entry else {
-        return Ok(error_map("FLAG_NOT_FOUND", None).into());
-    };
-    let e = evaluate(&entry.compiled, &context, &**view, now_ms());
-    crate::metrics::add(&ctx.state.stats.evaluations, 1);
-    let variation = &entry.compiled.variations[e.variation];
-    let (rule_id, rule_index, prerequisite) = match &e.reason {
-        Reason::RuleMatch { index, id } => (
+    let (rule_id, rule_index, prerequisite) = match d.result.as_ref().map(|s| &s.reason) {
+        Ok(Reason::RuleMatch { index, id }) => (
             id.as_ref().map_or(Reply::Nil, |id| Reply::bulk(&**id)),
             Reply::Integer(*index as i64),
             Reply::Nil,
         ),
-        Reason::PrerequisiteFailed(p) => (Reply::Nil, Reply::Nil, Reply::bulk(&**p)),
+        Ok(Reason::PrerequisiteFailed(p)) => (Reply::Nil, Reply::Nil, Reply::bulk(&**p)),
         _ => (Reply::Nil, Reply::Nil, Reply::Nil),
     };
     Ok(Reply::Map(vec![
-        field("value", Reply::Bulk(variation.json.clone())),
-        field("variation", Reply::bulk(&*variation.name)),
-        field("reason", Reply::bulk_static(e.reason.name())),
+        field("value", value),
+        field("variation", variation),
+        field("reason", reason),
         field("rule_id", rule_id),
         field("rule_index", rule_index),
         field("prerequisite", prerequisite),
-        field("error", Reply::Nil),
-        field("version", Reply::Integer(entry.version as i64)),
-        field("revision", Reply::Integer(view.revision as i64)),
-        field("stale", Reply::Bool(stale)),
+        field("error", error),
+        field("version", int_or_nil(d.version)),
+        field("revision", Reply::Integer(d.revision as i64)),
+        field("stale", Reply::Bool(d.stale)),
+        field("openfeature_reason", of_reason),
     ])
     .into())
 }
@@ -280,6 +367,7 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         .map(|k| match read_key(k).and_then(|k| view.flags.get(k)) {
             Some(entry) => {
                 let e = evaluate(&entry.compiled, &context, &**view, now);
+                crate::metrics::count_reason(&ctx.state.stats, &e.reason);
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
             }
             None => Reply::Nil,
@@ -306,6 +394,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .into_iter()
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
+            crate::metrics::count_reason(&ctx.state.stats, &e.reason);
             (
                 Reply::bulk(&**k),
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone()),

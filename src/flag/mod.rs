@@ -15,6 +15,7 @@ pub mod graph;
 pub mod key;
 pub mod limits;
 pub mod model;
+pub mod openfeature;
 pub mod validate;
 
 pub use allocation::{Allocation, Allocations};
@@ -22,6 +23,7 @@ pub use compile::{compile_flag, compile_segment, CompiledFlag, CompiledSegment};
 pub use context::{Context, ContextError};
 pub use eval::{evaluate, Evaluation, FlagSource, Reason};
 pub use model::{FlagDef, SegmentDef};
+pub use openfeature::openfeature_reason;
 pub use validate::{parse_flag, parse_segment, Invalid};
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct Stats {
     pub error_replies: AtomicU64,
     /// Rates over the last 1.6 s, sampled every 100 ms.
     pub rates: Mutex<Rates>,
+    /// Flag evaluations by reason, in [`REASONS`] order.
+    pub evaluation_reasons: [AtomicU64; 5],
 }
 
 /// Samples a rate is averaged over, as Redis does (`STATS_METRIC_SAMPLES`).
@@ -89,6 +91,28 @@ impl Stats {
     pub fn rates(&self) -> Rates {
         self.rates.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// The evaluation reasons counted apart, as `FLAG.DETAIL` names them.
+pub const REASONS: [&str; 5] = [
+    "OFF",
+    "PREREQUISITE_FAILED",
+    "TARGET_MATCH",
+    "RULE_MATCH",
+    "FALLTHROUGH",
+];
+
+/// Counts the reason of one flag evaluation (the total is counted apart).
+pub fn count_reason(stats: &Stats, reason: &crate::flag::Reason) {
+    use crate::flag::Reason;
+    let i = match reason {
+        Reason::Off => 0,
+        Reason::PrerequisiteFailed(_) => 1,
+        Reason::TargetMatch => 2,
+        Reason::RuleMatch { .. } => 3,
+        Reason::Fallthrough => 4,
+    };
+    add(&stats.evaluation_reasons[i], 1);
 }
 
 /// Cluster counters, read by `RAFT.INFO`.

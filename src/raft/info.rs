@@ -145,3 +145,55 @@ pub fn render(
     }
     out
 }
+
+/// The raft figures `/readyz` and `/metrics` read (the same ones `RAFT.INFO` renders).
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Current term.
+    pub term: u64,
+    /// The known leader, if any.
+    pub leader: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// The commit index this node knows of (a leader: what it has applied).
+    pub commit: u64,
+    /// The last applied index.
+    pub applied: u64,
+    /// The last log index.
+    pub last_log: u64,
+    /// Why this node's answers may be out of date, if they may be.
+    pub stale: Option<String>,
+    /// Entries each other member lags behind this leader's log (empty on followers).
+    pub lag: Vec<(NodeId, u64)>,
+}
+
+/// Reads [`Status`] from openraft's metrics and the liveness clock.
+pub fn status(m: &RaftMetrics<NodeId, Member>, liveness: &Liveness) -> Status {
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let is_leader = m.state == ServerState::Leader;
+    let last_log = m.last_log_index.unwrap_or(0);
+    let lag = m
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, l)| (*id, last_log.saturating_sub(l.map_or(0, |l| l.index))))
+                .collect()
+        })
+        .unwrap_or_default();
+    Status {
+        term: m.current_term,
+        leader: m.current_leader,
+        is_leader,
+        commit: if is_leader {
+            applied
+        } else {
+            liveness.leader_commit()
+        },
+        applied,
+        last_log,
+        stale: liveness.stale(m),
+        lag,
+    }
+}

@@ -544,6 +544,11 @@ impl RaftNode {
         self.published.lock().ok()?.take()
     }
 
+    /// Term, leader, commit and applied indexes, staleness and follower lag.
+    pub fn status(&self) -> super::info::Status {
+        super::info::status(&self.raft.metrics().borrow(), &self.liveness)
+    }
+
     /// `RAFT.INFO`: raft state as INFO-style text.
     pub fn info(&self) -> String {
         let m = self.raft.metrics().borrow().clone();

@@ -106,6 +106,20 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             addr: addr.clone(),
             source,
         })?;
+    let http_listener = match settings.http_port {
+        0 => None,
+        port => {
+            let http_addr = format!("{}:{port}", settings.bind);
+            Some(
+                TcpListener::bind(&http_addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: http_addr,
+                        source,
+                    })?,
+            )
+        }
+    };
     let grace = Duration::from_secs(settings.shutdown_timeout);
     let node_settings = node_settings(&settings);
     let state = Arc::new(ServerState::new(settings));
@@ -114,7 +128,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
     let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http = http_listener
+        .map(|l| tokio::spawn(crate::http::serve(l, state.clone(), http_stop.clone())));
+    tracing::info!(%addr, http_port = state.settings.http_port, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
 
     let loaded = tokio::select! {
         node = RaftNode::start(node_settings, &state.store) => Some(node),
@@ -157,6 +174,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             grace_secs = grace.as_secs(),
             "grace period over; closing remaining connections"
         );
+    }
+    // HTTP goes last: until here /readyz answers 503 (shutting down).
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
     }
     if let Some(node) = state.raft.get() {
         node.shutdown().await;

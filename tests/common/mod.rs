@@ -228,10 +228,18 @@ impl Drop for Server {
 }
 
 fn spawn(port: u16, data_dir: &PathBuf, args: &[String], env: &[(String, String)]) -> Child {
+    // HTTP stays off unless a test asks for a port: servers started side by
+    // side must not race for port + 1000.
+    let http_off: &[&str] = if args.iter().any(|a| a == "--http-port") {
+        &[]
+    } else {
+        &["--http-port", "0"]
+    };
     Command::new(env!("CARGO_BIN_EXE_flagstaff"))
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
         .args(["--log-level", "warn"])
+        .args(http_off)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())

@@ -62,7 +62,7 @@ def main(port, binary, data_dir, server_pid):
         if not os.path.exists(f"/proc/{server_pid}") or open(f"/proc/{server_pid}/stat").read().split()[2] == "Z":
             break
         time.sleep(0.05)
-    server = subprocess.Popen([binary, "--port", str(port), "--data-dir", data_dir, "--log-level", "warn"])
+    server = subprocess.Popen([binary, "--port", str(port), "--http-port", "0", "--data-dir", data_dir, "--log-level", "warn"])
     try:
         wait_pong(r)
         for i in range(20):

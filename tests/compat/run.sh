@@ -20,23 +20,39 @@ install_tools() {
         log "creating python venv"
         python3 -m venv "$root/.venv-compat"
     fi
-    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9'
+    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4'
     log "installing node clients"
     (cd "$here" && npm install --no-audit --no-fund --silent >/dev/null)
 }
 
-start_server() {
-    (cd "$root" && cargo build -q)
-    port=$("$root/.venv-compat/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$root/target/debug/flagstaff" --port "$port" --data-dir "$work/data" --log-level warn &
-    server_pid=$!
-    trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+free_port() {
+    "$root/.venv-compat/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_pong() { # port [password]
     for _ in $(seq 1 100); do
-        if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then return; fi
+        if redis-cli -p "$1" ${2:+-a "$2" --no-auth-warning} ping 2>/dev/null | grep -q PONG; then return; fi
         sleep 0.1
     done
-    echo "server did not start" >&2
+    echo "server on $1 did not start" >&2
     exit 1
+}
+
+start_server() {
+    (cd "$root" && cargo build -q)
+    port=$(free_port)
+    http_port=$(free_port)
+    "$root/target/debug/flagstaff" --port "$port" --http-port "$http_port" --data-dir "$work/data" --log-level warn &
+    server_pid=$!
+    # A second server with a password and a rate limit, for the OFREP auth and 429 checks.
+    limited_port=$(free_port)
+    limited_http=$(free_port)
+    "$root/target/debug/flagstaff" --port "$limited_port" --http-port "$limited_http" --data-dir "$work/limited" \
+        --log-level warn --requirepass compat-pw --http-rate-limit 2 &
+    limited_pid=$!
+    trap 'kill "$server_pid" "$limited_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+    wait_pong "$port"
+    wait_pong "$limited_port" compat-pw
 }
 
 expect() { # expect <want> <cmd...>: run, compare output
@@ -87,6 +103,11 @@ log "ioredis"
 node "$here/ioredis_check.js" "$port"
 log "node-redis"
 node "$here/node_redis_check.js" "$port"
+log "OpenFeature: Python SDK + OFREP provider"
+"$root/.venv-compat/bin/python" "$here/ofrep_check.py" "$port" "$http_port" "$limited_port" "$limited_http"
+log "OpenFeature: Node server SDK + OFREP provider"
+node "$here/ofrep_check.js" "$port" "$http_port" "$limited_port" "$limited_http"
+kill "$limited_pid" 2>/dev/null || true
 log "ioredis subscriber"
 node "$here/ioredis_subscriber_check.js" "$port"
 log "change feed: redis-py pub/sub and examples/local_cache.py across a restart"
@@ -94,7 +115,7 @@ log "change feed: redis-py pub/sub and examples/local_cache.py across a restart"
 log "cluster: redis-cli and redis-py on a 3-voter + 1-learner cluster"
 cluster_env=(FLAGSTAFF_CLUSTER_DIR="$work/cluster" FLAGSTAFF_BIN="$root/target/debug/flagstaff" FLAGSTAFF_BASE_PORT=7601)
 env "${cluster_env[@]}" "$root/cluster/local.sh" start
-trap 'env "${cluster_env[@]}" "$root/cluster/local.sh" stop >/dev/null 2>&1 || true; kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'env "${cluster_env[@]}" "$root/cluster/local.sh" stop >/dev/null 2>&1 || true; kill "$server_pid" "$limited_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 expect 1 redis-cli -p 7603 FLAG.SET cli:cluster '{"on":true,"variations":[{"name":"a","value":"A"}],"off_variation":"a","fallthrough":{"variation":"a"}}'
 "$root/.venv-compat/bin/python" "$here/cluster_check.py" 7601 7602 7603 7604
 env "${cluster_env[@]}" "$root/cluster/local.sh" stop

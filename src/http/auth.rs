@@ -1,0 +1,203 @@
+//! Who an HTTP request acts as, and how fast it may go.
+//!
+//! [`authenticate`] is the one place a credential becomes an [`Identity`];
+//! today it checks `--requirepass` for the `default` user. ACL users slot in
+//! there, with their key patterns in [`KeyScope`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap};
+
+use crate::config::Settings;
+
+/// Which flag keys an identity may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Every key.
+    All,
+    /// Keys matching any of these globs (an ACL user's `~pattern`s).
+    Patterns(Vec<String>),
+}
+
+/// The user a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name.
+    pub user: String,
+    /// The keys it may read.
+    pub keys: KeyScope,
+}
+
+impl Identity {
+    /// Whether this identity may read the flag `key`.
+    pub fn may_read(&self, key: &str) -> bool {
+        match &self.keys {
+            KeyScope::All => true,
+            KeyScope::Patterns(p) => p
+                .iter()
+                .any(|p| crate::glob::matches(p.as_bytes(), key.as_bytes(), false)),
+        }
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// A password is set and the request carries no credential (401).
+    #[error("authentication required: send Authorization: Bearer <user>:<password> or X-API-Key")]
+    Missing,
+    /// The credential names no user or the password is wrong (401).
+    #[error("invalid username-password pair or user is disabled")]
+    Wrong,
+    /// No password is set and the client is not on loopback (403).
+    #[error("flagstaff is running in protected mode because no password is set: only loopback clients are served; set --requirepass")]
+    Protected,
+}
+
+/// The credential a request carries: `Authorization: Bearer <token>` or `X-API-Key: <token>`.
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim());
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok())
+}
+
+/// Turns a credential (`user:password`, or a bare password for `default`)
+/// from a client at `peer` into the identity it acts as.
+pub fn authenticate(
+    settings: &Settings,
+    credential: Option<&str>,
+    peer: IpAddr,
+) -> Result<Identity, AuthError> {
+    let default = || Identity {
+        user: "default".into(),
+        keys: KeyScope::All,
+    };
+    let Some(expected) = settings.requirepass.as_deref() else {
+        return if peer.is_loopback() {
+            Ok(default())
+        } else {
+            Err(AuthError::Protected)
+        };
+    };
+    let token = credential.ok_or(AuthError::Missing)?;
+    let (user, password) = token.split_once(':').unwrap_or(("default", token));
+    if user == "default"
+        && crate::command::connection::constant_time_eq(expected.as_bytes(), password.as_bytes())
+    {
+        Ok(default())
+    } else {
+        Err(AuthError::Wrong)
+    }
+}
+
+/// A token bucket per user: `rate` requests a second, bursts up to `rate`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: u32,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `rate` requests a second per user; 0 allows everything.
+    pub fn new(rate: u32) -> Self {
+        RateLimiter {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `user`; `Err(wait)` when there is none yet.
+    pub fn take(&self, user: &str) -> Result<(), Duration> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.rate);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = buckets.entry(user.to_string()).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_pass(p: Option<&str>) -> Settings {
+        Settings {
+            requirepass: p.map(String::from),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn credentials_name_a_user_up_to_the_first_colon() {
+        let s = with_pass(Some("s3:cret"));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(authenticate(&s, Some("s3:cret"), lo).is_err());
+        assert_eq!(
+            authenticate(&s, Some("default:s3:cret"), lo).unwrap().user,
+            "default"
+        );
+        assert_eq!(authenticate(&s, None, lo), Err(AuthError::Missing));
+        assert_eq!(
+            authenticate(&s, Some("alice:s3:cret"), lo),
+            Err(AuthError::Wrong)
+        );
+        let bare = with_pass(Some("pw"));
+        assert!(authenticate(&bare, Some("pw"), lo).is_ok());
+    }
+
+    #[test]
+    fn without_a_password_only_loopback_is_served() {
+        let s = with_pass(None);
+        assert!(authenticate(&s, None, "127.0.0.1".parse().unwrap()).is_ok());
+        assert_eq!(
+            authenticate(&s, None, "10.0.0.1".parse().unwrap()),
+            Err(AuthError::Protected)
+        );
+    }
+
+    #[test]
+    fn a_scoped_identity_reads_only_its_keys() {
+        let prod = Identity {
+            user: "app".into(),
+            keys: KeyScope::Patterns(vec!["prod:*".into()]),
+        };
+        assert!(prod.may_read("prod:checkout"));
+        assert!(!prod.may_read("staging:checkout"));
+        let all = Identity {
+            user: "default".into(),
+            keys: KeyScope::All,
+        };
+        assert!(all.may_read("staging:checkout"));
+    }
+
+    #[test]
+    fn the_bucket_refills_at_the_rate() {
+        let l = RateLimiter::new(2);
+        assert!(l.take("a").is_ok());
+        assert!(l.take("a").is_ok());
+        let wait = l.take("a").unwrap_err();
+        assert!(wait <= Duration::from_millis(500));
+        assert!(l.take("b").is_ok(), "buckets are per user");
+        assert!(RateLimiter::new(0).take("a").is_ok());
+    }
+}

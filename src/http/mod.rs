@@ -1,0 +1,213 @@
+//! The HTTP port: OFREP evaluation, Prometheus `/metrics`, `/livez` and
+//! `/readyz`. Handlers re-encode what the RESP commands compute
+//! ([`crate::command::flag::detail_of`], the counters INFO reads); nothing
+//! here evaluates flags or counts on its own.
+
+pub mod auth;
+mod cors;
+mod health;
+mod metrics;
+mod ofrep;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+use crate::command::ServerState;
+
+/// Largest request body accepted (413 above it).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// A client that has not sent its request headers within this is disconnected (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, how long answers in progress may take (every handler answers
+/// in microseconds; what remains is a client still sending, not worth waiting for).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What every handler reaches: the server's state and the HTTP-only parts.
+#[derive(Debug)]
+pub struct Http {
+    /// The server's state (store, settings, counters).
+    pub state: Arc<ServerState>,
+    /// Per-user request budgets.
+    pub limiter: auth::RateLimiter,
+    /// HTTP counters, rendered by `/metrics`.
+    pub stats: HttpStats,
+}
+
+/// HTTP request counters (by endpoint and status class).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Requests answered, indexed by [`Endpoint`] then by status class (2xx..5xx).
+    pub requests: [[AtomicU64; 4]; Endpoint::COUNT],
+    /// Connections accepted on the HTTP port.
+    pub connections: AtomicU64,
+}
+
+/// The endpoints counted apart in `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    /// `POST /ofrep/v1/evaluate/flags/{key}`.
+    OfrepFlag = 0,
+    /// `POST /ofrep/v1/evaluate/flags`.
+    OfrepBulk,
+    /// `/metrics`.
+    Metrics,
+    /// `/livez`, `/healthz`, `/readyz`.
+    Health,
+    /// Anything else.
+    Other,
+}
+
+impl Endpoint {
+    const COUNT: usize = 5;
+    const ALL: [(Endpoint, &'static str); Endpoint::COUNT] = [
+        (Endpoint::OfrepFlag, "ofrep_flag"),
+        (Endpoint::OfrepBulk, "ofrep_bulk"),
+        (Endpoint::Metrics, "metrics"),
+        (Endpoint::Health, "health"),
+        (Endpoint::Other, "other"),
+    ];
+
+    fn of(path: &str) -> Endpoint {
+        match path {
+            "/ofrep/v1/evaluate/flags" => Endpoint::OfrepBulk,
+            p if p.starts_with("/ofrep/v1/evaluate/flags/") => Endpoint::OfrepFlag,
+            "/metrics" => Endpoint::Metrics,
+            "/livez" | "/healthz" | "/readyz" => Endpoint::Health,
+            _ => Endpoint::Other,
+        }
+    }
+}
+
+/// A JSON response (`Content-Type: application/json`).
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A JSON string literal for `s`.
+pub fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn router(http: Arc<Http>) -> Router {
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/healthz", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::bulk))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::single))
+        .fallback(not_found)
+        .with_state(http)
+}
+
+async fn not_found() -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"errorCode":"GENERAL","errorDetails":"no such endpoint"}"#.into(),
+    )
+}
+
+/// Serves the HTTP port until `stop`, then lets in-flight requests finish.
+/// The server cancels `stop` only after the RESP side has drained, so during
+/// a graceful shutdown `/readyz` answers 503 (`shutting down`) first.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
+    let http = Arc::new(Http {
+        limiter: auth::RateLimiter::new(state.settings.http_rate_limit),
+        stats: HttpStats::default(),
+        state: state.clone(),
+    });
+    let app = router(http.clone());
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        crate::metrics::add(&http.stats.connections, 1);
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let http = http.clone();
+        let shutdown = stop.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                handle(http.clone(), app.clone(), peer, req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    let grace = Duration::from_secs(state.settings.shutdown_timeout).min(DRAIN);
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
+
+/// Every request: CORS, then the router, then the counters.
+async fn handle(
+    http: Arc<Http>,
+    mut app: Router,
+    peer: SocketAddr,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let endpoint = Endpoint::of(req.uri().path());
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let response = match cors::preflight(&http.state.settings, &req) {
+        Some(r) => r,
+        None => {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut r = app.call(req.map(Body::new)).await?;
+            cors::decorate(&http.state.settings, origin.as_ref(), &mut r);
+            r
+        }
+    };
+    let class = (response.status().as_u16() / 100).clamp(2, 5) as usize - 2;
+    crate::metrics::add(&http.stats.requests[endpoint as usize][class], 1);
+    Ok(response)
+}
