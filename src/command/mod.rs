@@ -2,6 +2,7 @@
 //! feeds `COMMAND`, and one dispatcher that applies auth, loading, arity and
 //! `MULTI` rules before calling a handler.
 
+pub mod acl;
 pub mod clients;
 pub mod connection;
 mod error;
@@ -238,10 +239,10 @@ async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
 
 /// The checks every command passes before it runs or is queued, in Redis's
 /// order: existence, arity, authentication, `no-multi`, the RESP2 subscribed
-/// context, then loading. A container's subcommand is resolved here, so its
+/// context, then loading; ACL after `no-multi`. A container's subcommand is resolved here, so its
 /// own arity and flags apply.
 fn check(
-    session: &Session,
+    session: &mut Session,
     state: &ServerState,
     args: &[Bytes],
 ) -> Result<&'static CommandSpec, CommandError> {
@@ -267,6 +268,10 @@ fn check(
         return Err(CommandError::err(
             "Command not allowed inside a transaction",
         ));
+    }
+    // `AUTH`, `HELLO`, `QUIT` and `RESET` bypass ACL, as in Redis.
+    if !spec.has_flag("no-auth") {
+        acl::check(session, state, spec, args)?;
     }
     if session.proto == crate::protocol::Protocol::Resp2
         && session.subscriptions() > 0

@@ -250,7 +250,11 @@ impl StateView {
 
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
     pub fn dump(&self, pattern: Option<&[u8]>) -> String {
-        let keep = |k: &str| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false));
+        self.dump_where(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+    }
+
+    /// [`Self::dump`] of the keys `keep` accepts (a user's readable keys).
+    pub fn dump_where(&self, keep: impl Fn(&str) -> bool) -> String {
         let flags = self
             .flags
             .iter()
