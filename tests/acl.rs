@@ -278,6 +278,23 @@ fn an_evaluator_sees_one_environment_and_an_editor_writes_one() {
         cmd_err(&mut app, &["FLAG.GET", "prod:a"]),
         "NOPERM User app has no permissions to run the 'flag.get' command"
     );
+    // The change stream: readable with @flag-eval, only entries on its keys.
+    let changes = format!(
+        "{:?}",
+        cmd_value(&mut app, &["XRANGE", "flagstaff:changes", "-", "+"]).unwrap()
+    );
+    assert!(
+        changes.contains("prod:a") && !changes.contains("staging"),
+        "{changes}"
+    );
+    let changes = format!(
+        "{:?}",
+        cmd_value(&mut app, &["XREAD", "STREAMS", "flagstaff:changes", "0"]).unwrap()
+    );
+    assert!(
+        changes.contains("prod:b") && !changes.contains("staging"),
+        "{changes}"
+    );
     let all = format!(
         "{:?}",
         cmd_value(&mut app, &["FLAG.EVALALL", "{}"]).unwrap()
@@ -316,6 +333,12 @@ fn an_evaluator_sees_one_environment_and_an_editor_writes_one() {
         .query(&mut ed)
         .unwrap();
     assert_eq!(v, 2);
+    // The writer's user name is the actor in the history.
+    let history = format!(
+        "{:?}",
+        cmd_value(&mut admin, &["FLAG.HISTORY", "staging:a", "COUNT", "1"]).unwrap()
+    );
+    assert!(history.contains("bulk-string('\"ed\"')"), "{history}");
     assert_eq!(
         cmd_err(&mut ed, &["FLAG.TOGGLE", "prod:a", "OFF"]),
         "NOPERM No permissions to access a key"

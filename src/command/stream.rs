@@ -161,7 +161,13 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
     let entries = node
         .stream_range(from, to, count.saturating_sub(out.len()), rev, revision)
         .map_err(CommandError::err)?;
-    out.extend(entries.iter().map(|(id, json)| entry_reply(*id, json)));
+    let reader = super::flag::restricted_reader(ctx);
+    out.extend(
+        entries
+            .iter()
+            .filter(|(_, json)| visible(&reader, json))
+            .map(|(id, json)| entry_reply(*id, json)),
+    );
     Ok(Reply::Array(out).into())
 }
 
@@ -228,11 +234,28 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
     })
 }
 
-/// Entries after `after`, led by a resync entry when `after` was compacted.
+/// Whether a change entry is about a key `reader` may read (entries without
+/// a key, and every entry for an unrestricted user, are visible).
+fn visible(reader: &Option<std::sync::Arc<crate::auth::User>>, event_json: &str) -> bool {
+    let Some(user) = reader else {
+        return true;
+    };
+    match serde_json::from_str::<Value>(event_json) {
+        Ok(event) => match event.get("key").and_then(Value::as_str) {
+            Some(key) => user.can_read(key.as_bytes()),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Entries after `after` that `reader` may see, led by a resync entry when
+/// `after` was compacted.
 fn read_after(
     state: &ServerState,
     after: StreamId,
     count: usize,
+    reader: &Option<std::sync::Arc<crate::auth::User>>,
 ) -> Result<Vec<Reply>, CommandError> {
     let revision = state.store.view().revision;
     let node = node(state)?;
@@ -245,6 +268,7 @@ fn read_after(
         .map_err(CommandError::err)?;
     Ok(entries
         .iter()
+        .filter(|(_, json)| visible(reader, json))
         .map(|(id, json)| entry_reply(*id, json))
         .collect())
 }
@@ -264,7 +288,8 @@ fn xread_reply(proto: Protocol, entries: Vec<Reply>) -> Reply {
 /// blocking (inside MULTI, as Redis).
 pub fn xread(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let req = parse_xread(ctx, args)?;
-    let entries = read_after(ctx.state, req.after, req.count)?;
+    let reader = super::flag::restricted_reader(ctx);
+    let entries = read_after(ctx.state, req.after, req.count, &reader)?;
     Ok(xread_reply(ctx.session.proto, entries).into())
 }
 
@@ -277,6 +302,7 @@ pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[
         Err(e) => return e.into(),
     };
     let proto = ctx.session.proto;
+    let reader = super::flag::restricted_reader(&ctx);
     let kill = ctx.session.client.kill.clone();
     let mut changes = state.changes.subscribe();
     let deadline = req.block.map(|d| {
@@ -285,7 +311,7 @@ pub async fn xread_blocking(session: &mut Session, state: &ServerState, args: &[
             .unwrap_or_else(far_future)
     });
     loop {
-        let entries = match read_after(state, req.after, req.count) {
+        let entries = match read_after(state, req.after, req.count, &reader) {
             Ok(e) => e,
             Err(e) => return e.into(),
         };
