@@ -600,3 +600,46 @@ fn requirepass_sets_the_default_password_and_hello_auths_users() {
         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
     );
 }
+
+#[test]
+fn failed_logins_back_off_per_address_while_others_are_served() {
+    let _g = serial();
+    let s = Server::start(&["--requirepass", "right"]);
+    let mut admin = s.raw();
+    admin.roundtrip(&resp(&["AUTH", "right"]), b"+OK\r\n");
+    let mut guesser = s.raw();
+    // 5 free failures, then 7 penalised ones: 10+20+40+80+160+320+640 ms.
+    let started = std::time::Instant::now();
+    let wrong = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    let guesses: Vec<u8> = (0..12)
+        .flat_map(|i| resp(&["AUTH", &format!("guess{i}")]))
+        .collect();
+    guesser.send(&guesses);
+    // While the guesser waits, another client is answered.
+    std::thread::sleep(Duration::from_millis(300));
+    let ping = std::time::Instant::now();
+    admin.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    assert!(
+        ping.elapsed() < Duration::from_secs(5),
+        "PING took {:?}",
+        ping.elapsed()
+    );
+    let got = guesser.read_exact_len(wrong.len() * 12);
+    assert_eq!(got, wrong.repeat(12));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "12 failures were answered in {:?}",
+        started.elapsed()
+    );
+    admin.send(&resp(&["INFO", "stats"]));
+    let info =
+        String::from_utf8_lossy(&admin.read_until(b"acl_access_denied_channel:0\r\n")).into_owned();
+    assert!(info.contains("acl_access_denied_auth:12\r\n"), "{info}");
+    admin.send(&resp(&["ACL", "LOG", "1"]));
+    let log =
+        String::from_utf8_lossy(&admin.read_until(b"timestamp-last-updated\r\n")).into_owned();
+    assert!(
+        log.contains("count\r\n:12\r\n") && log.contains("reason\r\n$4\r\nauth\r\n"),
+        "{log}"
+    );
+}

@@ -6,10 +6,12 @@
 //! a [`Catalog`] (every command's id, full name and categories) and, per
 //! request, a [`Request`] saying which arguments are keys and channels.
 
+mod backoff;
 mod catalog;
 mod log;
 mod user;
 
+pub use backoff::{Backoff, BASE_PENALTY, FREE_FAILURES, MAX_PENALTY};
 pub use catalog::{category_bit, Catalog, CmdBits, CATEGORIES, MAX_COMMANDS};
 pub use log::{AclLog, LogContext, LogEntry, LogReason};
 pub use user::{

@@ -124,7 +124,23 @@ pub(crate) fn login(
     user: &[u8],
     pass: &[u8],
 ) -> Result<(), CommandError> {
-    match ctx.state.users.authenticate(user, pass) {
+    // While the address is in backoff, every attempt waits for its turn,
+    // whatever its outcome, so a guesser learns nothing sooner.
+    let addr = ctx.session.client.addr.ip();
+    let now = std::time::Instant::now();
+    let wait = ctx.state.auth_backoff.wait(addr, now);
+    let result = ctx.state.users.authenticate(user, pass);
+    let wait = match &result {
+        Ok(_) => {
+            ctx.state.auth_backoff.succeeded(addr);
+            wait
+        }
+        Err(_) => wait.max(ctx.state.auth_backoff.failed(addr, now)),
+    };
+    if !wait.is_zero() {
+        ctx.session.reply_delay = Some(wait);
+    }
+    match result {
         Ok(u) => {
             ctx.session.authenticated = true;
             ctx.session.user = u.name().to_string();

@@ -185,6 +185,14 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         }
     }
     let action = (spec.handler)(&mut Ctx { session, state }, args);
+    // A login attempt from an address in backoff is answered late.
+    if let Some(delay) = session.reply_delay.take() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = session.client.kill.cancelled() => return (None, Flow::Close),
+            _ = state.shutdown.cancelled() => return (None, Flow::Close),
+        }
+    }
     match action {
         Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
         Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),

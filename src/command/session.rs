@@ -82,6 +82,8 @@ pub struct Session {
     pub user: String,
     /// That user's ACL entry and the users generation it was read at.
     pub acl: Option<(u64, Arc<crate::auth::User>)>,
+    /// How long the reply to this login attempt waits (the AUTH backoff).
+    pub reply_delay: Option<std::time::Duration>,
     /// The open `MULTI` block, if any.
     pub multi: Option<MultiState>,
     /// Keys watched with `WATCH`, with the revision at which each last changed.
@@ -109,6 +111,7 @@ impl Session {
             authenticated,
             user: "default".to_string(),
             acl: None,
+            reply_delay: None,
             multi: None,
             watched: Vec::new(),
             channels: HashSet::new(),

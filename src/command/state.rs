@@ -43,6 +43,8 @@ pub struct ServerState {
     pub users: crate::auth::Users,
     /// `ACL LOG`.
     pub acl_log: crate::auth::AclLog,
+    /// Failed-login backoff per client address.
+    pub auth_backoff: crate::auth::Backoff,
     loading: AtomicBool,
 }
 
@@ -65,6 +67,7 @@ impl ServerState {
             shutdown: CancellationToken::new(),
             run_id: run_id(),
             acl_log: crate::auth::AclLog::default(),
+            auth_backoff: crate::auth::Backoff::default(),
             settings,
             loading: AtomicBool::new(true),
         }
