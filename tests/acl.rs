@@ -643,3 +643,59 @@ fn failed_logins_back_off_per_address_while_others_are_served() {
         "{log}"
     );
 }
+
+#[test]
+fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "sub",
+            "on",
+            "nopass",
+            "+@all",
+            "resetchannels",
+            "&app:prod:*",
+        ],
+    );
+    let mut literal = s.raw();
+    literal.roundtrip(&resp(&["AUTH", "sub", "x"]), b"+OK\r\n");
+    literal.roundtrip(
+        &resp(&["SUBSCRIBE", "app:prod:a"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$10\r\napp:prod:a\r\n:1\r\n",
+    );
+    let mut pattern = s.raw();
+    pattern.roundtrip(&resp(&["AUTH", "sub", "x"]), b"+OK\r\n");
+    pattern.roundtrip(
+        &resp(&["PSUBSCRIBE", "app:prod:*"]),
+        b"*3\r\n$10\r\npsubscribe\r\n$10\r\napp:prod:*\r\n:1\r\n",
+    );
+    // Keeping the literal channel: the pattern subscriber loses its pattern.
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "sub", "resetchannels", "&app:prod:a"],
+    );
+    assert!(
+        pattern.is_closed(),
+        "the pattern subscriber is disconnected"
+    );
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("app:prod:a")
+        .arg("still")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(n, 1);
+    let msg = b"*3\r\n$7\r\nmessage\r\n$10\r\napp:prod:a\r\n$5\r\nstill\r\n";
+    assert_eq!(literal.read_exact_len(msg.len()), msg);
+    // Gaining allchannels keeps it; losing everything closes it.
+    ok(&mut admin, &["ACL", "SETUSER", "sub", "allchannels"]);
+    ok(&mut admin, &["ACL", "SETUSER", "sub", "resetchannels"]);
+    assert!(
+        literal.is_closed(),
+        "the channel subscriber is disconnected"
+    );
+}

@@ -670,6 +670,15 @@ impl User {
                 .any(|s| s.key_ok(key, Access::Read))
     }
 
+    /// Whether any selector lets this user use a channel (or, `literal`, a
+    /// channel pattern).
+    pub fn can_use_channel(&self, channel: &[u8], literal: bool) -> bool {
+        self.everything
+            || std::iter::once(&self.root)
+                .chain(&self.selectors)
+                .any(|s| s.channel_ok(channel, literal))
+    }
+
     /// Whether any selector lets this user write `key`.
     pub fn can_write(&self, key: &[u8]) -> bool {
         self.everything

@@ -178,7 +178,30 @@ pub fn setuser(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .users
         .set_user(&CATALOG, name, &rules)
         .map_err(|e| CommandError::Coded(e.into()))?;
+    disconnect_unauthorised_subscribers(ctx.state, name);
     Ok(Reply::Ok.into())
+}
+
+/// Closes `name`'s connections that are subscribed to a channel or pattern
+/// the user may no longer use, as Redis does after `ACL SETUSER`.
+fn disconnect_unauthorised_subscribers(state: &ServerState, name: &str) {
+    let Some(user) = state.users.get(name) else {
+        return;
+    };
+    if user.allows_everything() {
+        return;
+    }
+    for c in state.clients.all() {
+        if c.user() != name {
+            continue;
+        }
+        let (channels, patterns) = state.hub.subscriptions_of(c.id);
+        let revoked = channels.iter().any(|ch| !user.can_use_channel(ch, false))
+            || patterns.iter().any(|p| !user.can_use_channel(p, true));
+        if revoked {
+            c.kill.cancel();
+        }
+    }
 }
 
 /// `ACL DELUSER username [username ...]`: closes the deleted users' connections.
