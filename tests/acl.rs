@@ -699,3 +699,119 @@ fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
         "the channel subscriber is disconnected"
     );
 }
+
+/// Node `id` of a test cluster; with `join`, it joins the member on that port.
+fn cluster_node(id: u64, join: Option<u16>) -> Server {
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--cluster-port".into(),
+        common::free_port().to_string(),
+        "--cluster-secret".into(),
+        "acl-test-secret".into(),
+    ];
+    if let Some(port) = join {
+        args.push("--join".into());
+        args.push(format!("127.0.0.1:{port}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_on(
+        common::free_port(),
+        common::temp_dir(&format!("acl-node{id}")),
+        &args,
+        &[],
+    )
+}
+
+/// Retries `f` for up to 10 s until it returns true.
+#[track_caller]
+fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "not within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn users_replicate_to_followers_and_survive_kill_9() {
+    let _g = serial();
+    let mut first = cluster_node(1, None);
+    let mut second = cluster_node(2, Some(first.port));
+    let mut admin = first.conn();
+    set(&mut admin, &["FLAG.SET", "prod:a", FLAG]);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@connection",
+            "+@flag-eval",
+        ],
+    );
+    let line = {
+        let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut admin).unwrap();
+        list.into_iter()
+            .find(|l| l.starts_with("user app "))
+            .unwrap()
+    };
+    assert!(!line.contains("apppw"), "{line}");
+    // Enforced on the follower.
+    eventually(|| {
+        let mut raw = second.raw();
+        raw.send(&resp(&["AUTH", "app", "apppw"]));
+        raw.read_exact_len(5) == b"+OK\r\n"
+    });
+    let mut app = login(&second, "app", "apppw");
+    eventually(|| cmd_str(&mut app, &["FLAG.EVAL", "prod:a"]).is_ok_and(|v| v == "true"));
+    assert_eq!(
+        cmd_err(&mut app, &["FLAG.EVAL", "staging:a"]),
+        "NOPERM No permissions to access a key"
+    );
+    // Deleting through the follower closes the user's connections there.
+    let mut app_raw = second.raw();
+    app_raw.roundtrip(&resp(&["AUTH", "app", "apppw"]), b"+OK\r\n");
+    let n: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("app")
+        .query(&mut second.conn())
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        app_raw.is_closed(),
+        "DELUSER closed the deleted user's connection"
+    );
+    ok(
+        &mut first.conn(),
+        &[
+            "ACL",
+            "SETUSER",
+            "keeper",
+            "on",
+            ">kpw",
+            "~prod:*",
+            "+@flag-eval",
+        ],
+    );
+    // Every node killed; users come back from disk.
+    first.kill9();
+    second.kill9();
+    first.restart();
+    second.restart();
+    for node in [&first, &second] {
+        eventually(|| {
+            let mut raw = node.raw();
+            raw.send(&resp(&["AUTH", "keeper", "kpw"]));
+            raw.read_exact_len(5) == b"+OK\r\n"
+        });
+        let mut raw = node.raw();
+        raw.roundtrip(
+            &resp(&["AUTH", "app", "apppw"]),
+            b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+        );
+    }
+}

@@ -45,6 +45,8 @@ pub type UserMap = BTreeMap<String, Arc<User>>;
 pub struct Users {
     current: ArcSwap<UserMap>,
     generation: AtomicU64,
+    /// The replicated users' revision last installed (0: none yet).
+    synced: AtomicU64,
     /// Serialises read-modify-write changes (`ACL SETUSER`).
     change: Mutex<()>,
 }
@@ -61,6 +63,7 @@ impl Users {
         Users {
             current: ArcSwap::from_pointee(map),
             generation: AtomicU64::new(1),
+            synced: AtomicU64::new(0),
             change: Mutex::new(()),
         }
     }
@@ -80,8 +83,79 @@ impl Users {
         self.current.load().get(name).cloned()
     }
 
+    /// `name` (or a new user) with `rules` applied to a copy, all or
+    /// nothing; nothing is installed.
+    pub fn build_user(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        rules: &[&[u8]],
+    ) -> Result<User, String> {
+        if name.contains(' ') || name.contains('\0') {
+            return Err("ERR Usernames can't contain spaces or null characters".into());
+        }
+        let rules = merge_selector_args(rules)?;
+        let mut user = match self.get(name) {
+            Some(u) => (*u).clone(),
+            None => User::new(name),
+        };
+        for rule in &rules {
+            user.apply(rule, catalog).map_err(|e| {
+                format!(
+                    "ERR Error in ACL SETUSER modifier '{}': {}",
+                    String::from_utf8_lossy(rule),
+                    e
+                )
+            })?;
+        }
+        user.finish(catalog);
+        Ok(user)
+    }
+
+    /// The revision of the replicated users this node enforces.
+    pub fn synced_revision(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Installs the replicated users (name → `ACL LIST` line) applied at
+    /// `revision`; a missing `default` is recreated as stock. Returns the
+    /// names whose rules changed (deleted ones included). An empty set means
+    /// the cluster has no users yet: the local ones stay.
+    pub fn sync(
+        &self,
+        catalog: &Catalog,
+        revision: u64,
+        lines: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.swap(revision, Ordering::AcqRel) == revision || lines.is_empty() {
+            return Vec::new();
+        }
+        let mut next = UserMap::new();
+        for (name, line) in lines {
+            match User::from_line(catalog, line) {
+                Some(u) if u.name() == name => {
+                    next.insert(name.clone(), Arc::new(u));
+                }
+                _ => tracing::error!(user = %name, "replicated ACL user does not parse; skipped"),
+            }
+        }
+        if !next.contains_key("default") {
+            next.insert("default".into(), Arc::new(User::new_default(catalog, None)));
+        }
+        let old = self.current.load_full();
+        let changed = old
+            .keys()
+            .chain(next.keys())
+            .filter(|n| old.get(*n) != next.get(*n))
+            .cloned()
+            .collect();
+        self.install(next);
+        changed
+    }
+
     /// Applies `rules` to a copy of `name` (or a new user), all or nothing,
-    /// and installs the result.
+    /// and installs the result (node-local; unit tests and tools).
     pub fn set_user(&self, catalog: &Catalog, name: &str, rules: &[&[u8]]) -> Result<(), String> {
         if name.contains(' ') || name.contains('\0') {
             return Err("ERR Usernames can't contain spaces or null characters".into());

@@ -504,6 +504,23 @@ impl User {
         u
     }
 
+    /// Parses an `ACL LIST` / aclfile line (`user <name> <rules…>`).
+    pub fn from_line(catalog: &Catalog, line: &str) -> Option<User> {
+        let mut words = line.split(' ').filter(|w| !w.is_empty());
+        if words.next() != Some("user") {
+            return None;
+        }
+        let name = words.next()?;
+        let rules: Vec<&[u8]> = words.map(str::as_bytes).collect();
+        let rules = merge_selector_args(&rules).ok()?;
+        let mut u = User::new(name);
+        for r in &rules {
+            u.apply(r, catalog).ok()?;
+        }
+        u.finish(catalog);
+        Some(u)
+    }
+
     /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -837,6 +854,11 @@ mod tests {
         assert!(bob
             .describe()
             .ends_with("-@all (~w:* resetchannels -@all +set)"));
+        let c = catalog();
+        let back = User::from_line(&c, &bob.describe()).unwrap();
+        assert_eq!(back.describe(), bob.describe());
+        let alice = user(&["on", ">pw", "~a:*", "&c", "-@all", "+get", "(+set %W~b:*)"]).unwrap();
+        assert_eq!(User::from_line(&c, &alice.describe()).unwrap(), alice);
         let rw = user(&["%R~foo", "%W~foo", "%RW~bar"]).unwrap();
         assert_eq!(rw.root.describe_keys(), "~foo ~bar");
         assert_eq!(

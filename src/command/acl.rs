@@ -9,6 +9,9 @@ use super::ServerState;
 use super::{dispatch_sub, parse, table, Action, CommandError, CommandSpec, Ctx, Session};
 use crate::auth::{Catalog, Denied, LogContext, LogReason, Selector, User, CATEGORIES};
 use crate::protocol::{Protocol, Reply};
+use crate::store::{OpOutcome, OpResult, WriteOp, WriteRequest};
+
+use super::PendingWrite;
 
 /// Every command and subcommand of the table, as ACL rules name them.
 pub static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
@@ -32,6 +35,7 @@ pub(crate) fn check(
     spec: &'static CommandSpec,
     args: &[Bytes],
 ) -> Result<(), CommandError> {
+    sync_users(state);
     let user = match session.acl_user(&state.users) {
         Some(u) if u.allows_everything() => return Ok(()),
         Some(u) => u.clone(),
@@ -124,6 +128,7 @@ pub(crate) fn login(
     user: &[u8],
     pass: &[u8],
 ) -> Result<(), CommandError> {
+    sync_users(ctx.state);
     // While the address is in backoff, every attempt waits for its turn,
     // whatever its outcome, so a guesser learns nothing sooner.
     let addr = ctx.session.client.addr.ip();
@@ -170,16 +175,85 @@ fn text(b: &Bytes) -> Result<&str, CommandError> {
     std::str::from_utf8(b).map_err(|_| CommandError::Syntax)
 }
 
-/// `ACL SETUSER username [rule ...]`.
+/// Installs the replicated users when a write changed them, then closes
+/// deleted users' connections and subscribers that lost their channels.
+/// Cheap when nothing changed: one view load and one atomic compare.
+pub(crate) fn sync_users(state: &ServerState) {
+    let view = state.store.view();
+    if view.users_revision == state.users.synced_revision() {
+        return;
+    }
+    let changed = state.users.sync(&CATALOG, view.users_revision, &view.users);
+    drop(view);
+    for name in changed {
+        if state.users.get(&name).is_none() {
+            for c in state.clients.all() {
+                if c.user() == name {
+                    c.kill.cancel();
+                }
+            }
+        } else {
+            disconnect_unauthorised_subscribers(state, &name);
+        }
+    }
+}
+
+fn render_ok(r: OpResult) -> Reply {
+    match r {
+        Ok(_) => Reply::Ok,
+        Err(e) => e.into(),
+    }
+}
+
+fn render_existed(r: OpResult) -> Reply {
+    match r {
+        Ok(OpOutcome::Version(n)) => Reply::Integer(n as i64),
+        Ok(OpOutcome::Deleted(d)) => Reply::Integer(i64::from(d)),
+        Err(e) => e.into(),
+    }
+}
+
+/// A write of ACL users through raft by the session's user. The first
+/// change in a cluster without users also carries this node's `default`
+/// (with its `--requirepass` hash), so the replicated set starts complete.
+fn users_write(
+    ctx: &Ctx<'_>,
+    mut users: Vec<(String, Option<String>)>,
+    render: fn(OpResult) -> Reply,
+) -> Action {
+    if ctx.state.store.view().users.is_empty() && !users.iter().any(|(n, _)| n == "default") {
+        if let Some(d) = ctx.state.users.get("default") {
+            users.insert(0, ("default".into(), Some(d.describe())));
+        }
+    }
+    Action::Write(PendingWrite {
+        request: WriteRequest::single(
+            &ctx.session.user,
+            WriteOp::SetUsers {
+                users,
+                replace_all: false,
+            },
+        ),
+        render,
+    })
+}
+
+/// `ACL SETUSER username [rule ...]`: the new rules are applied to a copy,
+/// and the result (hashes only) is replicated through raft.
 pub fn setuser(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    sync_users(ctx.state);
     let name = text(&args[2])?;
     let rules: Vec<&[u8]> = args[3..].iter().map(|a| &a[..]).collect();
-    ctx.state
+    let user = ctx
+        .state
         .users
-        .set_user(&CATALOG, name, &rules)
+        .build_user(&CATALOG, name, &rules)
         .map_err(|e| CommandError::Coded(e.into()))?;
-    disconnect_unauthorised_subscribers(ctx.state, name);
-    Ok(Reply::Ok.into())
+    Ok(users_write(
+        ctx,
+        vec![(name.to_string(), Some(user.describe()))],
+        render_ok,
+    ))
 }
 
 /// Closes `name`'s connections that are subscribed to a channel or pattern
@@ -206,24 +280,23 @@ fn disconnect_unauthorised_subscribers(state: &ServerState, name: &str) {
 
 /// `ACL DELUSER username [username ...]`: closes the deleted users' connections.
 pub fn deluser(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let names: Vec<&str> = args[2..]
+    sync_users(ctx.state);
+    let names: Vec<String> = args[2..]
         .iter()
-        .filter_map(|a| std::str::from_utf8(a).ok())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let n = ctx
-        .state
-        .users
-        .delete(&names)
-        .map_err(|e| CommandError::Coded(e.into()))?;
-    if n > 0 {
-        for c in ctx.state.clients.all() {
-            let user = c.user();
-            if names.contains(&user.as_str()) && ctx.state.users.get(&user).is_none() {
-                c.kill.cancel();
-            }
-        }
+    if names.iter().any(|n| n == "default") {
+        return Err(CommandError::err("The 'default' user cannot be removed"));
     }
-    Ok(Reply::Integer(n as i64).into())
+    let existing: Vec<(String, Option<String>)> = names
+        .into_iter()
+        .filter(|n| ctx.state.users.get(n).is_some())
+        .map(|n| (n, None))
+        .collect();
+    if existing.is_empty() {
+        return Ok(Reply::Integer(0).into());
+    }
+    Ok(users_write(ctx, existing, render_existed))
 }
 
 fn selector_map(sel: &Selector) -> Reply {

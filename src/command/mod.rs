@@ -195,7 +195,12 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
     }
     match action {
         Ok(Action::Reply(r)) => (Some(r), Flow::Continue),
-        Ok(Action::Write(w)) => (Some(commit_one(state, w).await), Flow::Continue),
+        Ok(Action::Write(w)) => {
+            let reply = commit_one(state, w).await;
+            // A write may have changed ACL users: enforce them at once.
+            acl::sync_users(state);
+            (Some(reply), Flow::Continue)
+        }
         Ok(Action::Close(r)) => (Some(r), Flow::Close),
         Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
         Ok(Action::Monitor) => {

@@ -27,6 +27,15 @@ use crate::flag::Invalid;
 /// One change inside a write request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
+    /// Set (`Some` line) or delete (`None`) ACL users; with `replace_all`
+    /// the given users replace every user (`ACL LOAD`). The outcome's
+    /// version is how many of the named users existed before.
+    SetUsers {
+        /// (name, `ACL LIST` line or `None` to delete).
+        users: Vec<(String, Option<String>)>,
+        /// Whether these are all the users.
+        replace_all: bool,
+    },
     /// Create or replace a flag.
     SetFlag {
         /// Full key.
