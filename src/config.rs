@@ -71,6 +71,9 @@ pub struct Cli {
     /// Password clients must give with AUTH or HELLO (none: protected mode, loopback clients only)
     #[arg(long, env = "FLAGSTAFF_REQUIREPASS")]
     pub requirepass: Option<String>,
+    /// ACL file in Redis's format: seeds the users while the cluster has none; ACL LOAD/SAVE use it
+    #[arg(long, env = "FLAGSTAFF_ACLFILE")]
+    pub aclfile: Option<PathBuf>,
     /// Most simultaneous client connections [default: 10000]
     #[arg(long, env = "FLAGSTAFF_MAXCLIENTS")]
     pub maxclients: Option<usize>,
@@ -183,6 +186,7 @@ struct FileConfig {
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     requirepass: Option<String>,
+    aclfile: Option<PathBuf>,
     maxclients: Option<usize>,
     timeout: Option<u64>,
     shutdown_timeout: Option<u64>,
@@ -255,6 +259,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Password, if required.
     pub requirepass: Option<String>,
+    /// ACL file, if any.
+    pub aclfile: Option<PathBuf>,
     /// Max client connections.
     pub maxclients: usize,
     /// Idle timeout in seconds (0: off).
@@ -315,6 +321,7 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             requirepass: None,
+            aclfile: None,
             maxclients: 10_000,
             timeout: 0,
             shutdown_timeout: 10,
@@ -362,6 +369,7 @@ impl Settings {
                 .requirepass
                 .or(file.requirepass)
                 .filter(|p| !p.is_empty()),
+            aclfile: cli.aclfile.or(file.aclfile),
             maxclients: cli.maxclients.or(file.maxclients).unwrap_or(d.maxclients),
             timeout: cli.timeout.or(file.timeout).unwrap_or(d.timeout),
             shutdown_timeout: cli

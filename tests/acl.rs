@@ -815,3 +815,77 @@ fn users_replicate_to_followers_and_survive_kill_9() {
         );
     }
 }
+
+#[test]
+fn an_aclfile_seeds_users_and_acl_load_is_all_or_nothing() {
+    let _g = serial();
+    let dir = common::temp_dir("aclfile");
+    let file = dir.join("users.acl");
+    let f = file.display().to_string();
+    std::fs::write(
+        &file,
+        "user alice on #1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0 ~prod:* +@flag-eval\n\nuser default on nopass ~* &* +@all\n",
+    )
+    .unwrap();
+    let s = Server::start(&["--aclfile", &f]);
+    let mut admin = s.conn();
+    let mut raw = s.raw();
+    raw.roundtrip(&resp(&["AUTH", "alice", "s3cret"]), b"+OK\r\n");
+    // A bad file changes nothing; every problem is listed.
+    std::fs::write(
+        &file,
+        "user bob on nopass +nosuchcmd\nbogus line\nuser carol on nopass\nuser carol off\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cmd_err(&mut admin, &["ACL", "LOAD"]),
+        format!("ERR {f}:1: Error in applying operation '+nosuchcmd': Unknown command or category name in ACL. {f}:2 should start with user keyword followed by the username. WARNING: Duplicate user 'carol' found on line 4. WARNING: ACL errors detected, no change to the previously active ACL rules was performed")
+    );
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, ["alice", "default"]);
+    // A good file replaces every user; a missing default is the stock one.
+    std::fs::write(&file, "user carol on >cpw ~staging:* +@all\n").unwrap();
+    ok(&mut admin, &["ACL", "LOAD"]);
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, ["carol", "default"]);
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "dave", "on", ">dpw", "~x:*", "+flag.get"],
+    );
+    ok(&mut admin, &["ACL", "SAVE"]);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut admin).unwrap();
+    assert_eq!(
+        saved,
+        list.iter().map(|l| format!("{l}\n")).collect::<String>()
+    );
+    assert!(
+        !saved.contains("dpw") && saved.contains("user dave on"),
+        "{saved}"
+    );
+    // Without an aclfile, Redis's error.
+    let plain = Server::start(&[]);
+    assert!(cmd_err(&mut plain.conn(), &["ACL", "SAVE"])
+        .starts_with("ERR This Redis instance is not configured to use an ACL file."));
+}
+
+#[test]
+fn a_bad_aclfile_stops_start_up_with_one_line() {
+    let _g = serial();
+    let dir = common::temp_dir("badacl");
+    let file = dir.join("users.acl");
+    std::fs::write(&file, "user x on +nosuch\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flagstaff"))
+        .args(["--port", &common::free_port().to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--aclfile")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot use aclfile") && err.contains("Error in applying operation '+nosuch'"),
+        "{err}"
+    );
+}

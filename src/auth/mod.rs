@@ -68,6 +68,13 @@ impl Users {
         }
     }
 
+    /// Replaces this node's users (an aclfile read at start); they are
+    /// enforced here until the cluster has replicated users.
+    pub fn replace_local(&self, users: UserMap) {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.install(users);
+    }
+
     /// Bumped on every change; sessions compare it to re-read their user.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -220,4 +227,70 @@ impl Users {
         self.get("default")
             .is_some_and(|u| u.enabled() && u.is_nopass())
     }
+}
+
+/// Parses an ACL file in Redis's format (`user <name> <rules…>` per line,
+/// blank lines skipped), all or nothing. A missing `default` is the stock
+/// one. Errors are Redis's `ACL LOAD` text, every problem listed.
+pub fn parse_aclfile(catalog: &Catalog, file: &str, text: &str) -> Result<UserMap, String> {
+    let mut users = UserMap::new();
+    let mut errors = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
+        let (Some(&"user"), Some(name)) = (words.first(), words.get(1)) else {
+            errors.push_str(&format!(
+                "{file}:{n} should start with user keyword followed by the username. "
+            ));
+            continue;
+        };
+        if users.contains_key(*name) {
+            errors.push_str(&format!(
+                "WARNING: Duplicate user '{name}' found on line {n}. "
+            ));
+            continue;
+        }
+        let rules: Vec<&[u8]> = words[2..].iter().map(|w| w.as_bytes()).collect();
+        let rules = match merge_selector_args(&rules) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push_str(&format!("{file}:{n}: {}. ", e.trim_start_matches("ERR ")));
+                continue;
+            }
+        };
+        let mut user = User::new(name);
+        let mut ok = true;
+        for rule in &rules {
+            if let Err(e) = user.apply(rule, catalog) {
+                errors.push_str(&format!(
+                    "{file}:{n}: Error in applying operation '{}': {e}. ",
+                    String::from_utf8_lossy(rule)
+                ));
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            user.finish(catalog);
+            users.insert((*name).to_string(), Arc::new(user));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(format!(
+            "ERR {errors}WARNING: ACL errors detected, no change to the previously active ACL rules was performed"
+        ));
+    }
+    users
+        .entry("default".into())
+        .or_insert_with(|| Arc::new(User::new_default(catalog, None)));
+    Ok(users)
+}
+
+/// The ACL file text for `users` (`ACL SAVE`): one `ACL LIST` line each.
+pub fn render_aclfile(users: &UserMap) -> String {
+    users.values().map(|u| u.describe() + "\n").collect()
 }

@@ -221,10 +221,18 @@ fn users_write(
     mut users: Vec<(String, Option<String>)>,
     render: fn(OpResult) -> Reply,
 ) -> Action {
-    if ctx.state.store.view().users.is_empty() && !users.iter().any(|(n, _)| n == "default") {
-        if let Some(d) = ctx.state.users.get("default") {
-            users.insert(0, ("default".into(), Some(d.describe())));
-        }
+    if ctx.state.store.view().users.is_empty() {
+        // The first replicated change carries this node's users (its
+        // aclfile, its default user with --requirepass) under it.
+        let named: Vec<String> = users.iter().map(|(n, _)| n.clone()).collect();
+        let seed = ctx.state.users.snapshot();
+        let mut seeded: Vec<(String, Option<String>)> = seed
+            .iter()
+            .filter(|(n, _)| !named.contains(n))
+            .map(|(n, u)| (n.clone(), Some(u.describe())))
+            .collect();
+        seeded.append(&mut users);
+        users = seeded;
     }
     Action::Write(PendingWrite {
         request: WriteRequest::single(
@@ -506,11 +514,69 @@ pub fn genpass(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
     Ok(Reply::bulk(hex).into())
 }
 
-/// `ACL LOAD` / `ACL SAVE` without an ACL file.
-pub fn no_aclfile(_: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
-    Err(CommandError::err(
+/// `ACL LOAD`: replaces every user with the ACL file's, as one raft entry;
+/// a bad file changes nothing.
+pub fn load(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    let path = ctx
+        .state
+        .settings
+        .aclfile
+        .clone()
+        .ok_or_else(not_configured)?;
+    let actor = ctx.session.user.clone();
+    Ok(Action::Blocking(Box::new(move || {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CommandError::err(format!(
+                "Error loading ACLs, opening file '{}': {e}",
+                path.display()
+            ))
+        })?;
+        let users = crate::auth::parse_aclfile(&CATALOG, &path.display().to_string(), &text)
+            .map_err(|e| CommandError::Coded(e.into()))?;
+        let users = users
+            .iter()
+            .map(|(n, u)| (n.clone(), Some(u.describe())))
+            .collect();
+        Ok(Action::Write(PendingWrite {
+            request: WriteRequest::single(
+                &actor,
+                WriteOp::SetUsers {
+                    users,
+                    replace_all: true,
+                },
+            ),
+            render: render_ok,
+        }))
+    })))
+}
+
+/// `ACL SAVE`: writes the current users to the ACL file (a temporary file,
+/// then a rename).
+pub fn save(ctx: &mut Ctx<'_>, _: &[Bytes]) -> Result<Action, CommandError> {
+    let path = ctx
+        .state
+        .settings
+        .aclfile
+        .clone()
+        .ok_or_else(not_configured)?;
+    sync_users(ctx.state);
+    let text = crate::auth::render_aclfile(&ctx.state.users.snapshot());
+    let tmp = path.with_extension("tmp");
+    Ok(Action::Blocking(Box::new(move || {
+        std::fs::write(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                tracing::error!(path = %path.display(), "ACL SAVE failed: {e}");
+                CommandError::err("There was an error trying to save the ACLs. Please check the server logs for more information")
+            })?;
+        Ok(Action::Reply(Reply::Ok))
+    })))
+}
+
+fn not_configured() -> CommandError {
+    CommandError::err(
         "This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
-    ))
+    )
 }
 
 /// `ACL HELP`.

@@ -64,6 +64,28 @@ pub enum Action {
     Cluster(raft::ClusterOp),
     /// Turn this connection into a monitor (`MONITOR`).
     Monitor,
+    /// Run file I/O off the runtime thread, then answer with the reply or
+    /// commit the write it returns (`ACL LOAD`, `ACL SAVE`).
+    Blocking(BlockingJob),
+}
+
+/// Work for [`Action::Blocking`].
+pub type BlockingJob = Box<dyn FnOnce() -> Result<Action, CommandError> + Send>;
+
+/// Runs a blocking job on the blocking pool; a write it returns is
+/// committed (and ACL users re-synced).
+pub(crate) async fn run_blocking(state: &ServerState, job: BlockingJob) -> Reply {
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(Action::Reply(r))) => r,
+        Ok(Ok(Action::Write(w))) => {
+            let reply = commit_one(state, w).await;
+            acl::sync_users(state);
+            reply
+        }
+        Ok(Ok(_)) => Reply::error("ERR internal error: unexpected action"),
+        Ok(Err(e)) => e.into(),
+        Err(_) => Reply::error("ERR internal error: the blocking job failed"),
+    }
 }
 
 impl From<Reply> for Action {
@@ -203,6 +225,7 @@ async fn run(session: &mut Session, state: &ServerState, args: &[Bytes]) -> (Opt
         }
         Ok(Action::Close(r)) => (Some(r), Flow::Close),
         Ok(Action::Cluster(op)) => (Some(raft::run(state, op).await), Flow::Continue),
+        Ok(Action::Blocking(job)) => (Some(run_blocking(state, job).await), Flow::Continue),
         Ok(Action::Monitor) => {
             if session.monitor.is_none() {
                 session.monitor = Some(state.monitors.add(session.client.clone()));

@@ -130,7 +130,7 @@ pub const ACL: CommandSpec = CommandSpec {
             ACL_ADMIN,
             "server",
             "Reloads the rules from the configured ACL file.",
-            acl::no_aclfile,
+            acl::load,
         ),
         CommandSpec {
             args: &[optional(oneof(
@@ -154,7 +154,7 @@ pub const ACL: CommandSpec = CommandSpec {
             ACL_ADMIN,
             "server",
             "Saves the effective ACL rules in the configured ACL file.",
-            acl::no_aclfile,
+            acl::save,
         ),
         CommandSpec {
             args: &[string("username"), optional(multiple(string("rule")))],

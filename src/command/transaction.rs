@@ -116,6 +116,7 @@ pub async fn exec(session: &mut Session, state: &ServerState) -> Reply {
                 replies[i] = Some(Reply::Ok);
             }
             Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await),
+            Ok(Action::Blocking(job)) => replies[i] = Some(super::run_blocking(state, job).await),
             Err(e) => replies[i] = Some(e.into()),
         }
     }
