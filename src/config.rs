@@ -74,6 +74,12 @@ pub struct Cli {
     /// ACL file in Redis's format: seeds the users while the cluster has none; ACL LOAD/SAVE use it
     #[arg(long, env = "FLAGSTAFF_ACLFILE")]
     pub aclfile: Option<PathBuf>,
+    /// ACL user (with @flag-admin) a joining node logs in as at the member it joins through [default: default]
+    #[arg(long, env = "FLAGSTAFF_JOIN_USER")]
+    pub join_user: Option<String>,
+    /// Password of --join-user [default: --requirepass]
+    #[arg(long, env = "FLAGSTAFF_JOIN_PASSWORD")]
+    pub join_password: Option<String>,
     /// Most simultaneous client connections [default: 10000]
     #[arg(long, env = "FLAGSTAFF_MAXCLIENTS")]
     pub maxclients: Option<usize>,
@@ -187,6 +193,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     requirepass: Option<String>,
     aclfile: Option<PathBuf>,
+    join_user: Option<String>,
+    join_password: Option<String>,
     maxclients: Option<usize>,
     timeout: Option<u64>,
     shutdown_timeout: Option<u64>,
@@ -261,6 +269,10 @@ pub struct Settings {
     pub requirepass: Option<String>,
     /// ACL file, if any.
     pub aclfile: Option<PathBuf>,
+    /// User a joining node logs in as.
+    pub join_user: Option<String>,
+    /// That user's password.
+    pub join_password: Option<String>,
     /// Max client connections.
     pub maxclients: usize,
     /// Idle timeout in seconds (0: off).
@@ -322,6 +334,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             requirepass: None,
             aclfile: None,
+            join_user: None,
+            join_password: None,
             maxclients: 10_000,
             timeout: 0,
             shutdown_timeout: 10,
@@ -370,6 +384,8 @@ impl Settings {
                 .or(file.requirepass)
                 .filter(|p| !p.is_empty()),
             aclfile: cli.aclfile.or(file.aclfile),
+            join_user: cli.join_user.or(file.join_user),
+            join_password: cli.join_password.or(file.join_password),
             maxclients: cli.maxclients.or(file.maxclients).unwrap_or(d.maxclients),
             timeout: cli.timeout.or(file.timeout).unwrap_or(d.timeout),
             shutdown_timeout: cli

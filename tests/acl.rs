@@ -702,6 +702,11 @@ fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
 
 /// Node `id` of a test cluster; with `join`, it joins the member on that port.
 fn cluster_node(id: u64, join: Option<u16>) -> Server {
+    cluster_node_with(id, join, &[])
+}
+
+/// [`cluster_node`] with extra arguments.
+fn cluster_node_with(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
     let mut args: Vec<String> = vec![
         "--node-id".into(),
         id.to_string(),
@@ -714,6 +719,7 @@ fn cluster_node(id: u64, join: Option<u16>) -> Server {
         args.push("--join".into());
         args.push(format!("127.0.0.1:{port}"));
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_on(
         common::free_port(),
@@ -888,4 +894,29 @@ fn a_bad_aclfile_stops_start_up_with_one_line() {
         err.contains("cannot use aclfile") && err.contains("Error in applying operation '+nosuch'"),
         "{err}"
     );
+}
+
+#[test]
+fn a_joining_node_logs_in_as_a_flag_admin_user() {
+    let _g = serial();
+    let first = cluster_node_with(1, None, &["--requirepass", "adminpw"]);
+    let mut admin = first.raw();
+    admin.roundtrip(&resp(&["AUTH", "adminpw"]), b"+OK\r\n");
+    admin.roundtrip(
+        &resp(&["ACL", "SETUSER", "joiner", "on", ">jpw", "+@flag-admin"]),
+        b"+OK\r\n",
+    );
+    let second = cluster_node_with(
+        2,
+        Some(first.port),
+        &["--join-user", "joiner", "--join-password", "jpw"],
+    );
+    // The cluster's users (default with its password) now apply on the new node too.
+    eventually(|| {
+        let url = format!("redis://default:adminpw@127.0.0.1:{}/", second.port);
+        let Ok(mut con) = redis::Client::open(url).unwrap().get_connection() else {
+            return false;
+        };
+        cmd_str(&mut con, &["RAFT.INFO"]).is_ok_and(|i| i.contains("role:follower"))
+    });
 }

@@ -83,7 +83,8 @@ fn node_settings(s: &Settings) -> NodeSettings {
         secret: s.cluster_secret.as_deref().map(Secret::new),
         join: s.join.clone(),
         learner: s.learner,
-        password: s.requirepass.clone(),
+        password: s.join_password.clone().or_else(|| s.requirepass.clone()),
+        join_user: s.join_user.clone(),
         timings: Timings {
             heartbeat: Duration::from_millis(s.heartbeat_ms),
             election_timeout: Duration::from_millis(s.election_timeout_ms),
