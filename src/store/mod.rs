@@ -202,6 +202,8 @@ pub struct Counts {
 /// replaces after every applied write.
 pub struct Store {
     view: ArcSwap<StateView>,
+    /// The current view's `users_revision`, readable without loading the view.
+    users_revision: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -221,12 +223,21 @@ impl Store {
     pub fn new() -> Self {
         Store {
             view: ArcSwap::from_pointee(StateView::default()),
+            users_revision: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Installs the view loaded at start.
     pub fn install(&self, view: StateView) {
-        self.view.store(Arc::new(view));
+        self.publish_arc(Arc::new(view));
+    }
+
+    /// Revision at which the ACL users last changed (one atomic load; the
+    /// dispatcher checks it on every command).
+    #[inline]
+    pub fn users_revision(&self) -> u64 {
+        self.users_revision
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current view: cheap, lock-free, and consistent for as long as it is held.
@@ -241,12 +252,15 @@ impl Store {
 
     /// Makes `view` the current one (after an applied write).
     pub fn publish(&self, view: StateView) {
-        self.view.store(Arc::new(view));
+        self.publish_arc(Arc::new(view));
     }
 
     /// Makes an already shared view the current one.
     pub fn publish_arc(&self, view: Arc<StateView>) {
+        let users = view.users_revision;
         self.view.store(view);
+        self.users_revision
+            .store(users, std::sync::atomic::Ordering::Release);
     }
 
     /// Counts for INFO and DBSIZE.
