@@ -291,6 +291,16 @@ fn an_evaluator_sees_one_environment_and_an_editor_writes_one() {
         "{:?}",
         cmd_value(&mut app, &["XREAD", "STREAMS", "flagstaff:changes", "0"]).unwrap()
     );
+    // COUNT counts what the user sees: the staging entry does not use it up.
+    let one = format!(
+        "{:?}",
+        cmd_value(
+            &mut app,
+            &["XREVRANGE", "flagstaff:changes", "+", "-", "COUNT", "1"]
+        )
+        .unwrap()
+    );
+    assert!(one.contains("prod:s"), "{one}");
     assert!(
         changes.contains("prod:b") && !changes.contains("staging"),
         "{changes}"

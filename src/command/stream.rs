@@ -158,14 +158,19 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
     if !rev && trimmed > 0 && from.0 <= trimmed && count > 0 {
         out.push(resync_reply(trimmed, revision));
     }
-    let entries = node
-        .stream_range(from, to, count.saturating_sub(out.len()), rev, revision)
-        .map_err(CommandError::err)?;
     let reader = super::flag::restricted_reader(ctx);
+    let wanted = count.saturating_sub(out.len());
+    // COUNT counts the entries the user sees, so a restricted read filters
+    // before it counts.
+    let fetch = if reader.is_some() { usize::MAX } else { wanted };
+    let entries = node
+        .stream_range(from, to, fetch, rev, revision)
+        .map_err(CommandError::err)?;
     out.extend(
         entries
             .iter()
             .filter(|(_, json)| visible(&reader, json))
+            .take(wanted)
             .map(|(id, json)| entry_reply(*id, json)),
     );
     Ok(Reply::Array(out).into())
@@ -264,11 +269,16 @@ fn read_after(
         return Ok(vec![resync_reply(trimmed, revision)]);
     }
     let entries = node
-        .stream_after(after, count, revision)
+        .stream_after(
+            after,
+            if reader.is_some() { usize::MAX } else { count },
+            revision,
+        )
         .map_err(CommandError::err)?;
     Ok(entries
         .iter()
         .filter(|(_, json)| visible(reader, json))
+        .take(count)
         .map(|(id, json)| entry_reply(*id, json))
         .collect())
 }
