@@ -71,6 +71,15 @@ pub struct Cli {
     /// Password clients must give with AUTH or HELLO (none: protected mode, loopback clients only)
     #[arg(long, env = "FLAGSTAFF_REQUIREPASS")]
     pub requirepass: Option<String>,
+    /// ACL file in Redis's format: seeds the users while the cluster has none; ACL LOAD/SAVE use it
+    #[arg(long, env = "FLAGSTAFF_ACLFILE")]
+    pub aclfile: Option<PathBuf>,
+    /// ACL user (with @flag-admin) a joining node logs in as at the member it joins through [default: default]
+    #[arg(long, env = "FLAGSTAFF_JOIN_USER")]
+    pub join_user: Option<String>,
+    /// Password of --join-user [default: --requirepass]
+    #[arg(long, env = "FLAGSTAFF_JOIN_PASSWORD")]
+    pub join_password: Option<String>,
     /// Most simultaneous client connections [default: 10000]
     #[arg(long, env = "FLAGSTAFF_MAXCLIENTS")]
     pub maxclients: Option<usize>,
@@ -204,6 +213,9 @@ struct FileConfig {
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     requirepass: Option<String>,
+    aclfile: Option<PathBuf>,
+    join_user: Option<String>,
+    join_password: Option<String>,
     maxclients: Option<usize>,
     timeout: Option<u64>,
     shutdown_timeout: Option<u64>,
@@ -283,6 +295,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Password, if required.
     pub requirepass: Option<String>,
+    /// ACL file, if any.
+    pub aclfile: Option<PathBuf>,
+    /// User a joining node logs in as.
+    pub join_user: Option<String>,
+    /// That user's password.
+    pub join_password: Option<String>,
     /// Max client connections.
     pub maxclients: usize,
     /// Idle timeout in seconds (0: off).
@@ -357,6 +375,9 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             requirepass: None,
+            aclfile: None,
+            join_user: None,
+            join_password: None,
             maxclients: 10_000,
             timeout: 0,
             shutdown_timeout: 10,
@@ -411,6 +432,9 @@ impl Settings {
                 .requirepass
                 .or(file.requirepass)
                 .filter(|p| !p.is_empty()),
+            aclfile: cli.aclfile.or(file.aclfile),
+            join_user: cli.join_user.or(file.join_user),
+            join_password: cli.join_password.or(file.join_password),
             maxclients: cli.maxclients.or(file.maxclients).unwrap_or(d.maxclients),
             timeout: cli.timeout.or(file.timeout).unwrap_or(d.timeout),
             shutdown_timeout: cli

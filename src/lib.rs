@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod backup;
 pub mod clock;
 pub mod command;

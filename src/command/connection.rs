@@ -28,38 +28,6 @@ pub fn echo(_: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     Ok(Reply::Bulk(args[1].clone()).into())
 }
 
-/// Checks a password against `--requirepass`; the only user is `default`.
-fn authenticate(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> Result<(), CommandError> {
-    let Some(expected) = ctx.state.settings.requirepass.as_deref() else {
-        if user == b"default" {
-            ctx.session.authenticated = true;
-            return Ok(());
-        }
-        return Err(wrongpass());
-    };
-    if user == b"default" && constant_time_eq(expected.as_bytes(), pass) {
-        ctx.session.authenticated = true;
-        ctx.session.user = "default".into();
-        Ok(())
-    } else {
-        Err(wrongpass())
-    }
-}
-
-fn wrongpass() -> CommandError {
-    CommandError::Coded("WRONGPASS invalid username-password pair or user is disabled.".into())
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
-    ha.iter()
-        .zip(hb.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// `AUTH [username] password`.
 pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let (user, pass) = match args.len() {
@@ -67,12 +35,12 @@ pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         3 => (&args[1][..], &args[2][..]),
         _ => return Err(CommandError::Syntax),
     };
-    if args.len() == 2 && ctx.state.settings.requirepass.is_none() {
+    if args.len() == 2 && ctx.state.default_is_nopass() {
         return Err(CommandError::err(
             "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ));
     }
-    authenticate(ctx, user, pass)?;
+    super::acl::login(ctx, &args[0], user, pass)?;
     Ok(Reply::Ok.into())
 }
 
@@ -112,7 +80,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         }
     }
     if let Some((user, pass)) = auth {
-        authenticate(ctx, user, pass)?;
+        super::acl::login(ctx, &args[0], user, pass)?;
     } else if !ctx.session.authenticated {
         return Err(CommandError::Coded(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),

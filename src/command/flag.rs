@@ -130,14 +130,32 @@ pub fn match_option(args: &[Bytes]) -> Result<Option<&Bytes>, CommandError> {
     Ok(pattern)
 }
 
-/// The keys matching an optional pattern, sorted, as an array reply.
+/// The caller's ACL user when it may not read every key: list-style
+/// commands then return only the keys it may read (a filtered view).
+pub fn restricted_reader(ctx: &Ctx<'_>) -> Option<std::sync::Arc<crate::auth::User>> {
+    ctx.session
+        .acl
+        .as_ref()
+        .map(|a| a.1.clone())
+        .filter(|u| !u.allows_everything())
+}
+
+/// Whether `reader` (from [`restricted_reader`]) may read `key`.
+pub fn readable(reader: &Option<std::sync::Arc<crate::auth::User>>, key: &str) -> bool {
+    reader.as_ref().is_none_or(|u| u.can_read(key.as_bytes()))
+}
+
+/// The keys matching an optional pattern and readable by `reader`, sorted,
+/// as an array reply.
 pub fn sorted_keys<'a>(
     keys: impl Iterator<Item = &'a std::sync::Arc<str>>,
     pattern: Option<&Bytes>,
+    reader: &Option<std::sync::Arc<crate::auth::User>>,
 ) -> Reply {
     let mut keys: Vec<&str> = keys
         .map(|k| &**k)
         .filter(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+        .filter(|k| readable(reader, k))
         .collect();
     keys.sort_unstable();
     Reply::Array(keys.into_iter().map(Reply::bulk).collect())
@@ -146,7 +164,8 @@ pub fn sorted_keys<'a>(
 /// `FLAG.LIST [MATCH pattern]`: flag keys, sorted.
 pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
-    Ok(sorted_keys(ctx.state.store.view().flags.keys(), pattern).into())
+    let reader = restricted_reader(ctx);
+    Ok(sorted_keys(ctx.state.store.view().flags.keys(), pattern, &reader).into())
 }
 
 /// `FLAG.SCAN cursor [MATCH pattern] [COUNT n]`: `[next-cursor, [keys]]`.
@@ -162,6 +181,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         },
         None => 10,
     };
+    let reader = restricted_reader(ctx);
     let view = ctx.state.store.view();
     let start: (u64, std::sync::Arc<str>) = (cursor, "".into());
     let mut keys = Vec::new();
@@ -174,7 +194,9 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
             break;
         }
         last_hash = Some(*hash);
-        if pattern.is_none_or(|p| crate::glob::matches(p, key.as_bytes(), false)) {
+        if pattern.is_none_or(|p| crate::glob::matches(p, key.as_bytes(), false))
+            && readable(&reader, key)
+        {
             keys.push(Reply::bulk(&**key));
         }
     }
@@ -381,12 +403,14 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
 pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let context = context_arg(Some(&args[1]))?;
     let pattern = match_option(&args[2..])?;
+    let reader = restricted_reader(ctx);
     let view = ctx.state.store.view();
     let now = now_ms();
     let mut entries: Vec<_> = view
         .flags
         .iter()
         .filter(|(k, _)| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+        .filter(|(k, _)| readable(&reader, k))
         .collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     crate::metrics::add(&ctx.state.stats.evaluations, entries.len() as u64);
@@ -563,7 +587,15 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
 /// revision they reflect, as one JSON document taken from one view.
 pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
+    let reader = restricted_reader(ctx);
     let view = ctx.state.store.view();
+    if reader.is_some() {
+        return Ok(Reply::bulk(view.dump_where(|k| {
+            pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
+                && readable(&reader, k)
+        }))
+        .into());
+    }
     Ok(Reply::bulk(view.dump(pattern.map(|p| &p[..]))).into())
 }
 

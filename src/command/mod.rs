@@ -2,6 +2,7 @@
 //! feeds `COMMAND`, and one dispatcher that applies auth, loading, arity and
 //! `MULTI` rules before calling a handler.
 
+pub mod acl;
 pub mod clients;
 pub mod connection;
 mod error;
@@ -71,6 +72,28 @@ pub enum Action {
     Exec,
     /// Wait for change-stream entries (`XREAD ... BLOCK`).
     Block,
+    /// Run file I/O off the runtime thread, then answer with the reply or
+    /// commit the write it returns (`ACL LOAD`, `ACL SAVE`).
+    Blocking(BlockingJob),
+}
+
+/// Work for [`Action::Blocking`].
+pub type BlockingJob = Box<dyn FnOnce() -> Result<Action, CommandError> + Send>;
+
+/// Runs a blocking job on the blocking pool; a write it returns is
+/// committed (and ACL users re-synced).
+pub(crate) async fn run_blocking(state: &ServerState, job: BlockingJob) -> Reply {
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(Action::Reply(r))) => r,
+        Ok(Ok(Action::Write(w))) => {
+            let reply = commit_one(state, w).await;
+            acl::sync_users(state);
+            reply
+        }
+        Ok(Ok(_)) => Reply::error("ERR internal error: unexpected action"),
+        Ok(Err(e)) => e.into(),
+        Err(_) => Reply::error("ERR internal error: the blocking job failed"),
+    }
 }
 
 impl From<Reply> for Action {
@@ -199,9 +222,22 @@ async fn run(
     if !matches!(action, Ok(Action::Exec)) {
         show_to_monitors(session, state, spec, args);
     }
+    // A login attempt from an address in backoff is answered late.
+    if let Some(delay) = session.reply_delay.take() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = session.client.kill.cancelled() => return (None, Flow::Close),
+            _ = state.shutdown.cancelled() => return (None, Flow::Close),
+        }
+    }
     let reply = match action {
         Ok(Action::Reply(r)) => r,
-        Ok(Action::Write(w)) => commit_one(state, w).await,
+        Ok(Action::Write(w)) => {
+            let reply = commit_one(state, w).await;
+            // A write may have changed ACL users: enforce them at once.
+            acl::sync_users(state);
+            reply
+        }
         Ok(Action::Close(r)) => return (Some(r.into()), Flow::Close),
         Ok(Action::Cluster(op)) => raft::run(state, op).await,
         Ok(Action::Paged(p)) => return (Some(Output::Paged(p)), Flow::Continue),
@@ -221,6 +257,7 @@ async fn run(
             session.client.set_blocked(false);
             return (Some(output), Flow::Continue);
         }
+        Ok(Action::Blocking(job)) => run_blocking(state, job).await,
         Ok(Action::Monitor) => {
             if session.monitor.is_none() {
                 session.monitor = Some(state.monitors.add(session.client.clone()));
@@ -270,10 +307,10 @@ async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
 
 /// The checks every command passes before it runs or is queued, in Redis's
 /// order: existence, arity, authentication, `no-multi`, the RESP2 subscribed
-/// context, then loading. A container's subcommand is resolved here, so its
+/// context, then loading; ACL after `no-multi`. A container's subcommand is resolved here, so its
 /// own arity and flags apply.
 fn check(
-    session: &Session,
+    session: &mut Session,
     state: &ServerState,
     args: &[Bytes],
 ) -> Result<&'static CommandSpec, CommandError> {
@@ -299,6 +336,10 @@ fn check(
         return Err(CommandError::err(
             "Command not allowed inside a transaction",
         ));
+    }
+    // `AUTH`, `HELLO`, `QUIT` and `RESET` bypass ACL, as in Redis.
+    if !spec.has_flag("no-auth") {
+        acl::check(session, state, spec, args)?;
     }
     if session.proto == crate::protocol::Protocol::Resp2
         && session.subscriptions() > 0

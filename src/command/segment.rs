@@ -52,5 +52,6 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 /// `SEGMENT.LIST [MATCH pattern]`: segment keys, sorted.
 pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
-    Ok(sorted_keys(ctx.state.store.view().segments.keys(), pattern).into())
+    let reader = super::flag::restricted_reader(ctx);
+    Ok(sorted_keys(ctx.state.store.view().segments.keys(), pattern, &reader).into())
 }

@@ -251,7 +251,7 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             let rates = st.stats.rates();
             write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nprotocol_errors:{}\r\nflag_evaluations:{}\r\nwrites_applied:{}\r\nacl_access_denied_auth:{}\r\nacl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:{}\r\n",
             metrics::get(&st.stats.connections_received),
             metrics::get(&st.stats.commands_processed),
             rates.ops.per_sec(),
@@ -267,6 +267,10 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             metrics::get(&st.stats.protocol_errors),
             metrics::get(&st.stats.evaluations),
             metrics::get(&st.stats.writes_applied),
+            metrics::get(&st.stats.acl_denied_auth),
+            metrics::get(&st.stats.acl_denied_cmd),
+            metrics::get(&st.stats.acl_denied_key),
+            metrics::get(&st.stats.acl_denied_channel),
         )
         }
         "replication" => write!(

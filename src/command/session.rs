@@ -80,6 +80,10 @@ pub struct Session {
     pub authenticated: bool,
     /// The user the connection acts as; recorded as the actor of its writes.
     pub user: String,
+    /// That user's ACL entry and the users generation it was read at.
+    pub acl: Option<(u64, Arc<crate::auth::User>)>,
+    /// How long the reply to this login attempt waits (the AUTH backoff).
+    pub reply_delay: Option<std::time::Duration>,
     /// The open `MULTI` block, if any.
     pub multi: Option<MultiState>,
     /// Keys watched with `WATCH`, with the revision at which each last changed.
@@ -106,6 +110,8 @@ impl Session {
             proto: Protocol::Resp2,
             authenticated,
             user: "default".to_string(),
+            acl: None,
+            reply_delay: None,
             multi: None,
             watched: Vec::new(),
             channels: HashSet::new(),
@@ -141,6 +147,17 @@ impl Session {
         self.client.touch();
     }
 
+    /// The connection's ACL user, re-read when users changed; `None` if the
+    /// user was deleted.
+    #[inline]
+    pub fn acl_user(&mut self, users: &crate::auth::Users) -> Option<&Arc<crate::auth::User>> {
+        let generation = users.generation();
+        if self.acl.as_ref().map(|a| a.0) != Some(generation) {
+            self.acl = users.get(&self.user).map(|u| (generation, u));
+        }
+        self.acl.as_ref().map(|a| &a.1)
+    }
+
     /// Channels plus patterns subscribed (the count Redis reports).
     pub fn subscriptions(&self) -> usize {
         self.channels.len() + self.patterns.len()
@@ -151,6 +168,7 @@ impl Session {
         self.proto = Protocol::Resp2;
         self.authenticated = authenticated;
         self.user = "default".to_string();
+        self.acl = None;
         self.multi = None;
         self.watched.clear();
         self.client.set_name(None);

@@ -25,6 +25,11 @@ pub struct CommandSpec {
     pub key_step: i32,
     /// ACL categories, with the `@`.
     pub acl_categories: &'static [&'static str],
+    /// Whether ACL checks the key arguments (`first_key`..) against the
+    /// user's key patterns; the change stream's own name is not checked.
+    pub acl_keys: bool,
+    /// Which arguments ACL checks against the user's channel patterns.
+    pub acl_channels: crate::auth::Channels,
     /// `COMMAND DOCS` group.
     pub group: &'static str,
     /// One-line summary.
@@ -98,6 +103,31 @@ impl CommandSpec {
             argc == self.arity
         } else {
             argc >= -self.arity
+        }
+    }
+
+    /// The ACL view of a request for this command: its keys (read, or
+    /// written if the command writes) and channels.
+    pub fn acl_request<'a>(&self, cmd: usize, args: &'a [Bytes]) -> crate::auth::Request<'a> {
+        let keys = if self.acl_keys && self.first_key > 0 {
+            crate::auth::Keys::Range {
+                first: self.first_key as usize,
+                last: self.last_key,
+                step: self.key_step.max(1) as usize,
+                access: if self.is_write() {
+                    crate::auth::Access::Write
+                } else {
+                    crate::auth::Access::Read
+                },
+            }
+        } else {
+            crate::auth::Keys::None
+        };
+        crate::auth::Request {
+            cmd,
+            args,
+            keys,
+            channels: self.acl_channels,
         }
     }
 
@@ -237,6 +267,8 @@ pub const fn spec(
         last_key: 0,
         key_step: 0,
         acl_categories,
+        acl_keys: true,
+        acl_channels: crate::auth::Channels::None,
         group,
         summary,
         since: "0.1.0",

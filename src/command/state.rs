@@ -39,6 +39,12 @@ pub struct ServerState {
     pub shutdown: CancellationToken,
     /// A random id for this process run (INFO `run_id`).
     pub run_id: String,
+    /// ACL users.
+    pub users: crate::auth::Users,
+    /// `ACL LOG`.
+    pub acl_log: crate::auth::AclLog,
+    /// Failed-login backoff per client address.
+    pub auth_backoff: crate::auth::Backoff,
     loading: AtomicBool,
 }
 
@@ -46,8 +52,9 @@ impl ServerState {
     /// State for a server about to load its data.
     pub fn new(settings: Settings) -> Self {
         let hub = crate::pubsub::Hub::new(settings.pubsub_limits());
+        let users = crate::auth::Users::new(&super::acl::CATALOG, settings.requirepass.as_deref());
         ServerState {
-            settings,
+            users,
             store: Arc::new(Store::new()),
             raft: OnceLock::new(),
             clients: ClientRegistry::default(),
@@ -59,6 +66,9 @@ impl ServerState {
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
             run_id: run_id(),
+            acl_log: crate::auth::AclLog::default(),
+            auth_backoff: crate::auth::Backoff::default(),
+            settings,
             loading: AtomicBool::new(true),
         }
     }
@@ -89,7 +99,12 @@ impl ServerState {
 
     /// Whether connections must authenticate before running commands.
     pub fn requires_auth(&self) -> bool {
-        self.settings.requirepass.is_some()
+        !self.users.default_is_open()
+    }
+
+    /// Whether the `default` user has no password (protected mode applies).
+    pub fn default_is_nopass(&self) -> bool {
+        self.users.get("default").is_none_or(|u| u.is_nopass())
     }
 }
 

@@ -158,6 +158,9 @@ pub fn xlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 /// already read (a resync entry, the first page), at most `left` more.
 struct StreamPages {
     storage: Arc<dyn StateStorage>,
+    /// A restricted user sees only entries about keys it may read (COUNT
+    /// counts what it sees).
+    reader: Reader,
     ready: Vec<Reply>,
     /// The part of the range not read yet (`None` once it is exhausted).
     range: Option<(StreamId, StreamId)>,
@@ -169,6 +172,7 @@ impl StreamPages {
     /// Reads the first page, so a small result needs nothing more.
     fn start(
         storage: Arc<dyn StateStorage>,
+        reader: Reader,
         lead: Option<Reply>,
         range: (StreamId, StreamId),
         rev: bool,
@@ -177,6 +181,7 @@ impl StreamPages {
         let ready: Vec<Reply> = lead.into_iter().collect();
         let mut pages = StreamPages {
             storage,
+            reader,
             left: count.saturating_sub(ready.len()),
             ready,
             range: Some(range),
@@ -192,40 +197,58 @@ impl StreamPages {
         self.left == 0 || self.range.is_none()
     }
 
+    /// The next page: at least one visible entry unless none are left.
     fn read(&mut self) -> Result<Vec<Reply>, String> {
-        let Some((from, to)) = self.range else {
-            return Ok(Vec::new());
-        };
-        if self.left == 0 {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        while out.is_empty() && self.left > 0 {
+            let Some((from, to)) = self.range else {
+                break;
+            };
+            let want = self.left.min(PAGE_ITEMS);
+            let (page, more) = self
+                .storage
+                .stream_page(from, to, self.rev, want, PAGE_BYTES)
+                .map_err(|e| e.to_string())?;
+            self.range = next_range(from, to, self.rev, more, page.last().map(|(id, _)| *id));
+            out.extend(
+                page.iter()
+                    .filter(|(_, json)| visible(&self.reader, json))
+                    .take(self.left)
+                    .map(|(id, json)| entry_reply(*id, json)),
+            );
+            self.left -= out.len();
         }
-        let want = self.left.min(PAGE_ITEMS);
-        let (page, more) = self
-            .storage
-            .stream_page(from, to, self.rev, want, PAGE_BYTES)
-            .map_err(|e| e.to_string())?;
-        self.left -= page.len();
-        self.range = match page.last() {
-            _ if !more => None,
-            None => None,
-            Some((last, _)) if self.rev => before(*last).map(|to| (from, to)),
-            Some((last, _)) => after(*last).map(|from| (from, to)),
-        };
-        Ok(page
-            .iter()
-            .map(|(id, json)| entry_reply(*id, json))
-            .collect())
+        Ok(out)
     }
 }
 
 impl PageSource for StreamPages {
     fn total(&mut self) -> Result<usize, String> {
-        let rest = match self.range {
-            Some((from, to)) if self.left > 0 => self
+        let Some((from, to)) = self.range.filter(|_| self.left > 0) else {
+            return Ok(self.ready.len());
+        };
+        let rest = match &self.reader {
+            None => self
                 .storage
                 .stream_count(from, to)
                 .map_err(|e| e.to_string())?,
-            _ => 0,
+            // Only the entries this user sees count: walk the rest of the
+            // range a page at a time, holding none of it.
+            Some(_) => {
+                let (mut range, mut seen) = (Some((from, to)), 0usize);
+                while let Some((from, to)) = range.filter(|_| seen < self.left) {
+                    let (page, more) = self
+                        .storage
+                        .stream_page(from, to, self.rev, PAGE_ITEMS, PAGE_BYTES)
+                        .map_err(|e| e.to_string())?;
+                    seen += page
+                        .iter()
+                        .filter(|(_, json)| visible(&self.reader, json))
+                        .count();
+                    range = next_range(from, to, self.rev, more, page.last().map(|(id, _)| *id));
+                }
+                seen
+            }
         };
         Ok(self.ready.len() + rest.min(self.left))
     }
@@ -235,6 +258,40 @@ impl PageSource for StreamPages {
             return Ok(std::mem::take(&mut self.ready));
         }
         self.read()
+    }
+}
+
+/// What is left of `from..=to` after a page that ended at `last`.
+fn next_range(
+    from: StreamId,
+    to: StreamId,
+    rev: bool,
+    more: bool,
+    last: Option<StreamId>,
+) -> Option<(StreamId, StreamId)> {
+    match last {
+        _ if !more => None,
+        None => None,
+        Some(last) if rev => before(last).map(|to| (from, to)),
+        Some(last) => after(last).map(|from| (from, to)),
+    }
+}
+
+/// A restricted reader of the change stream (`None`: sees every entry).
+type Reader = Option<Arc<crate::auth::User>>;
+
+/// Whether a change entry is about a key `reader` may read (entries without
+/// a key, and every entry for an unrestricted user, are visible).
+fn visible(reader: &Reader, event_json: &str) -> bool {
+    let Some(user) = reader else {
+        return true;
+    };
+    match serde_json::from_str::<Value>(event_json) {
+        Ok(event) => match event.get("key").and_then(Value::as_str) {
+            Some(key) => user.can_read(key.as_bytes()),
+            None => true,
+        },
+        Err(_) => false,
     }
 }
 
@@ -274,7 +331,8 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
     let lead = (!rev && trimmed > 0 && from.0 <= trimmed).then(|| resync_reply(trimmed, revision));
     // Writes applied later are not part of this answer.
     let to = to.min((revision, u32::MAX));
-    let pages = StreamPages::start(storage, lead, (from, to), rev, count)?;
+    let reader = super::flag::restricted_reader(ctx);
+    let pages = StreamPages::start(storage, reader, lead, (from, to), rev, count)?;
     if pages.complete() {
         return Ok(Reply::Array(pages.ready).into());
     }
@@ -369,6 +427,7 @@ fn read_after(
     proto: Protocol,
     after_id: StreamId,
     count: usize,
+    reader: &Reader,
 ) -> Result<Option<Output>, CommandError> {
     let revision = state.store.view().revision;
     let node = node(state)?;
@@ -383,7 +442,7 @@ fn read_after(
     };
     let storage = node.storage_at(revision).map_err(CommandError::err)?;
     let range = (from, (revision, u32::MAX));
-    let pages = StreamPages::start(storage, None, range, false, count)?;
+    let pages = StreamPages::start(storage, reader.clone(), None, range, false, count)?;
     if pages.ready.is_empty() {
         return Ok(None);
     }
@@ -419,7 +478,13 @@ fn xread_reply(proto: Protocol, entries: Vec<Reply>) -> Reply {
 pub fn xread(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let req = parse_xread(ctx, args)?;
     Ok(
-        match read_after(ctx.state, ctx.session.proto, req.after, req.count)? {
+        match read_after(
+            ctx.state,
+            ctx.session.proto,
+            req.after,
+            req.count,
+            &super::flag::restricted_reader(ctx),
+        )? {
             Some(Output::Paged(p)) => Action::Paged(p),
             Some(Output::Reply(r)) => Action::Reply(r),
             None => Action::Reply(Reply::NilArray),
@@ -444,6 +509,7 @@ pub async fn xread_blocking(
         Err(e) => return Reply::from(e).into(),
     };
     let proto = ctx.session.proto;
+    let reader = super::flag::restricted_reader(&ctx);
     let kill = ctx.session.client.kill.clone();
     let mut changes = state.changes.subscribe();
     let deadline = req.block.map(|d| {
@@ -456,7 +522,7 @@ pub async fn xread_blocking(
         if let Some(node) = state.raft.get() {
             node.storage_caught_up(state.store.view().revision).await;
         }
-        match read_after(state, proto, req.after, req.count) {
+        match read_after(state, proto, req.after, req.count, &reader) {
             Ok(Some(output)) => return output,
             Ok(None) => {}
             Err(e) => return Reply::from(e).into(),

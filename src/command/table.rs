@@ -4,17 +4,27 @@ use super::spec::{
     block, integer, key, multiple, oneof, optional, spec, string, tagged, token, CommandSpec,
     Redact, Runs,
 };
+use crate::auth::Channels;
+
 use super::{
-    connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
+    acl, connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
     transaction as tx,
 };
 
 const CONN: &[&str] = &["@fast", "@connection"];
 const SLOW_CONN: &[&str] = &["@slow", "@connection"];
 const ADMIN: &[&str] = &["@admin", "@slow", "@dangerous"];
-const FLAG_READ: &[&str] = &["@read", "@fast", "@flag"];
-const FLAG_SLOW_READ: &[&str] = &["@read", "@slow", "@flag"];
-const FLAG_WRITE: &[&str] = &["@write", "@slow", "@flag"];
+const CLUSTER_ADMIN: &[&str] = &["@admin", "@slow", "@dangerous", "@flag-admin"];
+const SUB_CAT: &[&str] = &["@pubsub", "@slow", "@flag-eval", "@flag-read"];
+const FLAG_EVAL: &[&str] = &["@read", "@fast", "@flag-eval"];
+const FLAG_SLOW_EVAL: &[&str] = &["@read", "@slow", "@flag-eval"];
+const FLAG_READ: &[&str] = &["@read", "@fast", "@flag-read"];
+const FLAG_SLOW_READ: &[&str] = &["@read", "@slow", "@flag-read"];
+const FLAG_WRITE: &[&str] = &["@write", "@slow", "@flag-write"];
+const FLAG_ADMIN_WRITE: &[&str] = &["@write", "@slow", "@flag-admin"];
+/// The change stream: readable by evaluators and viewers.
+const CHANGES_FAST: &[&str] = &["@stream", "@read", "@fast", "@flag-eval", "@flag-read"];
+const CHANGES_SLOW: &[&str] = &["@stream", "@read", "@slow", "@flag-eval", "@flag-read"];
 const TX: &[&str] = &["@fast", "@transaction"];
 
 const READ_FLAGS: &[&str] = &["readonly", "fast"];
@@ -23,6 +33,171 @@ const WRITE_FLAGS: &[&str] = &["write"];
 
 const REASON: super::spec::Arg = optional(tagged("reason", "string", "REASON"));
 const MATCH: super::spec::Arg = optional(tagged("pattern", "pattern", "MATCH"));
+
+const ACL_ADMIN: &[&str] = &["@admin", "@slow", "@dangerous", "@flag-admin"];
+const ACL_FLAGS: &[&str] = &["admin", "noscript", "loading", "stale"];
+const ACL_PLAIN: &[&str] = &["noscript", "loading", "stale"];
+
+/// `ACL` and its subcommands.
+pub const ACL: CommandSpec = CommandSpec {
+    subcommands: &[
+        CommandSpec {
+            args: &[optional(string("category"))],
+            ..spec(
+                "acl|cat",
+                -2,
+                ACL_PLAIN,
+                &["@slow"],
+                "server",
+                "Lists the ACL categories, or the commands inside a category.",
+                acl::cat,
+            )
+        },
+        CommandSpec {
+            args: &[multiple(string("username"))],
+            ..spec(
+                "acl|deluser",
+                -3,
+                ACL_FLAGS,
+                ACL_ADMIN,
+                "server",
+                "Deletes ACL users, and terminates their connections.",
+                acl::deluser,
+            )
+        },
+        CommandSpec {
+            args: &[
+                string("username"),
+                string("command"),
+                optional(multiple(string("arg"))),
+            ],
+            ..spec(
+                "acl|dryrun",
+                -4,
+                ACL_FLAGS,
+                ACL_ADMIN,
+                "server",
+                "Simulates the execution of a command by a user, without executing the command.",
+                acl::dryrun,
+            )
+        },
+        CommandSpec {
+            args: &[optional(integer("bits"))],
+            ..spec(
+                "acl|genpass",
+                -2,
+                ACL_PLAIN,
+                &["@slow"],
+                "server",
+                "Generates a pseudorandom, secure password that can be used to identify ACL users.",
+                acl::genpass,
+            )
+        },
+        CommandSpec {
+            args: &[string("username")],
+            ..spec(
+                "acl|getuser",
+                3,
+                ACL_FLAGS,
+                ACL_ADMIN,
+                "server",
+                "Lists the ACL rules of a user.",
+                acl::getuser,
+            )
+        },
+        spec(
+            "acl|help",
+            2,
+            &["loading", "stale"],
+            &["@slow"],
+            "server",
+            "Returns helpful text about the different subcommands.",
+            acl::help,
+        ),
+        spec(
+            "acl|list",
+            2,
+            ACL_FLAGS,
+            ACL_ADMIN,
+            "server",
+            "Dumps the effective rules in ACL file format.",
+            acl::list,
+        ),
+        spec(
+            "acl|load",
+            2,
+            ACL_FLAGS,
+            ACL_ADMIN,
+            "server",
+            "Reloads the rules from the configured ACL file.",
+            acl::load,
+        ),
+        CommandSpec {
+            args: &[optional(oneof(
+                "operation",
+                &[integer("count"), token("reset", "RESET")],
+            ))],
+            ..spec(
+                "acl|log",
+                -2,
+                ACL_FLAGS,
+                ACL_ADMIN,
+                "server",
+                "Lists recent security events generated due to ACL rules.",
+                acl::log,
+            )
+        },
+        spec(
+            "acl|save",
+            2,
+            ACL_FLAGS,
+            ACL_ADMIN,
+            "server",
+            "Saves the effective ACL rules in the configured ACL file.",
+            acl::save,
+        ),
+        CommandSpec {
+            args: &[string("username"), optional(multiple(string("rule")))],
+            redact: Redact::Arguments,
+            ..spec(
+                "acl|setuser",
+                -3,
+                ACL_FLAGS,
+                ACL_ADMIN,
+                "server",
+                "Creates and modifies an ACL user and its rules.",
+                acl::setuser,
+            )
+        },
+        spec(
+            "acl|users",
+            2,
+            ACL_FLAGS,
+            ACL_ADMIN,
+            "server",
+            "Lists all ACL users.",
+            acl::users,
+        ),
+        spec(
+            "acl|whoami",
+            2,
+            ACL_PLAIN,
+            &["@slow"],
+            "server",
+            "Returns the authenticated username of the current connection.",
+            acl::whoami,
+        ),
+    ],
+    ..spec(
+        "acl",
+        -2,
+        &[],
+        &["@slow"],
+        "server",
+        "A container for Access List Control commands.",
+        acl::acl,
+    )
+};
 
 /// `CLIENT` and its subcommands.
 pub const CLIENT: CommandSpec = CommandSpec {
@@ -376,7 +551,7 @@ pub const RAFT_NODE: CommandSpec = CommandSpec {
                 "raft.node|add",
                 -4,
                 CLUSTER_FLAGS,
-                ADMIN,
+                CLUSTER_ADMIN,
                 "cluster",
                 "Adds a node (it catches up, then votes unless LEARNER).",
                 raft::node_add,
@@ -388,7 +563,7 @@ pub const RAFT_NODE: CommandSpec = CommandSpec {
                 "raft.node|remove",
                 3,
                 CLUSTER_FLAGS,
-                ADMIN,
+                CLUSTER_ADMIN,
                 "cluster",
                 "Removes a voter or learner from the cluster.",
                 raft::node_remove,
@@ -400,7 +575,7 @@ pub const RAFT_NODE: CommandSpec = CommandSpec {
                 "raft.node|promote",
                 3,
                 CLUSTER_FLAGS,
-                ADMIN,
+                CLUSTER_ADMIN,
                 "cluster",
                 "Makes a learner a voter.",
                 raft::node_promote,
@@ -411,7 +586,7 @@ pub const RAFT_NODE: CommandSpec = CommandSpec {
         "raft.node",
         -2,
         &[],
-        ADMIN,
+        CLUSTER_ADMIN,
         "cluster",
         "A container for cluster membership commands.",
         raft::node,
@@ -425,7 +600,7 @@ pub const RAFT_CLUSTER: CommandSpec = CommandSpec {
             "raft.cluster|init",
             2,
             CLUSTER_FLAGS,
-            ADMIN,
+            CLUSTER_ADMIN,
             "cluster",
             "Makes this empty node a one-member cluster.",
             raft::cluster_init,
@@ -436,7 +611,7 @@ pub const RAFT_CLUSTER: CommandSpec = CommandSpec {
                 "raft.cluster|join",
                 3,
                 CLUSTER_FLAGS,
-                ADMIN,
+                CLUSTER_ADMIN,
                 "cluster",
                 "Asks the member at host:port to add this empty node.",
                 raft::cluster_join,
@@ -447,7 +622,7 @@ pub const RAFT_CLUSTER: CommandSpec = CommandSpec {
         "raft.cluster",
         -2,
         &[],
-        ADMIN,
+        CLUSTER_ADMIN,
         "cluster",
         "A container for cluster formation commands.",
         raft::cluster,
@@ -482,6 +657,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { runs: Runs::INSIDE_MULTI.and(Runs::WHILE_SUBSCRIBED), ..spec("reset", 1, &["loading", "fast", "no-auth"], CONN, "connection", "Resets the connection.", conn::reset) },
     CLIENT,
     // server
+    ACL,
     spec("monitor", 1, &["admin"], ADMIN, "server", "Listens for all requests received by the server in real time.", monitor::monitor),
     COMMAND,
     CommandSpec {
@@ -498,47 +674,50 @@ pub static COMMANDS: &[CommandSpec] = &[
     // pub/sub
     CommandSpec {
         args: &[multiple(string("channel"))],
+        acl_channels: Channels::From(1),
         runs: Runs::WHILE_SUBSCRIBED,
-        ..spec("subscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels.", ps::subscribe)
+        ..spec("subscribe", -2, PUBSUB_FLAGS, SUB_CAT, "pubsub", "Listens for messages published to channels.", ps::subscribe)
     },
     CommandSpec {
         args: &[optional(multiple(string("channel")))],
         runs: Runs::WHILE_SUBSCRIBED,
-        ..spec("unsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages posted to channels.", ps::unsubscribe)
+        ..spec("unsubscribe", -1, PUBSUB_FLAGS, SUB_CAT, "pubsub", "Stops listening to messages posted to channels.", ps::unsubscribe)
     },
     CommandSpec {
         args: &[multiple(string("pattern"))],
+        acl_channels: Channels::PatternsFrom(1),
         runs: Runs::WHILE_SUBSCRIBED,
-        ..spec("psubscribe", -2, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Listens for messages published to channels that match patterns.", ps::psubscribe)
+        ..spec("psubscribe", -2, PUBSUB_FLAGS, SUB_CAT, "pubsub", "Listens for messages published to channels that match patterns.", ps::psubscribe)
     },
     CommandSpec {
         args: &[optional(multiple(string("pattern")))],
         runs: Runs::WHILE_SUBSCRIBED,
-        ..spec("punsubscribe", -1, PUBSUB_FLAGS, PUBSUB_CAT, "pubsub", "Stops listening to messages published to channels that match patterns.", ps::punsubscribe)
+        ..spec("punsubscribe", -1, PUBSUB_FLAGS, SUB_CAT, "pubsub", "Stops listening to messages published to channels that match patterns.", ps::punsubscribe)
     },
     CommandSpec {
         args: &[string("channel"), string("message")],
+        acl_channels: Channels::At(1),
         ..spec("publish", 3, &["pubsub", "fast"], &["@pubsub", "@fast"], "pubsub", "Posts a message to a channel.", ps::publish)
     },
     PUBSUB,
     // the change stream
     CommandSpec {
-        first_key: 1, last_key: 1, key_step: 1,
+        first_key: 1, last_key: 1, key_step: 1, acl_keys: false,
         args: &[key("key")],
         runs: Runs::READS_STORAGE,
-        ..spec("xlen", 2, &["readonly", "fast"], &["@stream", "@read", "@fast"], "stream", "Returns the number of entries retained in flagstaff:changes.", stream::xlen)
+        ..spec("xlen", 2, &["readonly", "fast"], CHANGES_FAST, "stream", "Returns the number of entries retained in flagstaff:changes.", stream::xlen)
     },
     CommandSpec {
-        first_key: 1, last_key: 1, key_step: 1,
+        first_key: 1, last_key: 1, key_step: 1, acl_keys: false,
         args: &[key("key"), string("start"), string("end"), optional(tagged("count", "integer", "COUNT"))],
         runs: Runs::READS_STORAGE,
-        ..spec("xrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range.", stream::xrange)
+        ..spec("xrange", -4, &["readonly"], CHANGES_SLOW, "stream", "Returns change-stream entries with ids in a range.", stream::xrange)
     },
     CommandSpec {
-        first_key: 1, last_key: 1, key_step: 1,
+        first_key: 1, last_key: 1, key_step: 1, acl_keys: false,
         args: &[key("key"), string("end"), string("start"), optional(tagged("count", "integer", "COUNT"))],
         runs: Runs::READS_STORAGE,
-        ..spec("xrevrange", -4, &["readonly"], &["@stream", "@read", "@slow"], "stream", "Returns change-stream entries with ids in a range, newest first.", stream::xrevrange)
+        ..spec("xrevrange", -4, &["readonly"], CHANGES_SLOW, "stream", "Returns change-stream entries with ids in a range, newest first.", stream::xrevrange)
     },
     CommandSpec {
         first_key: 0, last_key: 0, key_step: 0,
@@ -548,7 +727,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             block("streams", &[token("streams", "STREAMS"), multiple(key("key")), multiple(string("id"))]),
         ],
         runs: Runs::READS_STORAGE.and(Runs::BLOCKS),
-        ..spec("xread", -4, &["readonly", "blocking", "movablekeys"], &["@stream", "@read", "@slow", "@blocking"], "stream", "Returns change-stream entries after an id, optionally waiting for them.", stream::xread)
+        ..spec("xread", -4, &["readonly", "blocking", "movablekeys"], &["@stream", "@read", "@slow", "@blocking", "@flag-eval", "@flag-read"], "stream", "Returns change-stream entries after an id, optionally waiting for them.", stream::xread)
     },
     // transactions
     CommandSpec { runs: Runs::INSIDE_MULTI, ..spec("multi", 1, &["fast"], TX, "transactions", "Starts a transaction.", tx::multi) },
@@ -562,10 +741,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     spec("unwatch", 1, &["fast"], TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
     // cluster
-    spec("raft.info", 1, &["loading"], &["@slow"], "cluster", "Returns this node's raft role, term, leader, indexes and members as INFO-style text.", raft::info),
+    spec("raft.info", 1, &["loading"], &["@slow", "@flag-admin"], "cluster", "Returns this node's raft role, term, leader, indexes and members as INFO-style text.", raft::info),
     CommandSpec {
         args: &[optional(integer("revision")), optional(tagged("milliseconds", "integer", "TIMEOUT"))],
-        ..spec("raft.barrier", -1, &["loading"], &["@slow"], "cluster", "Returns once this node has applied a revision (default: every write committed before the call).", raft::barrier)
+        ..spec("raft.barrier", -1, &["loading"], &["@slow", "@flag-admin"], "cluster", "Returns once this node has applied a revision (default: every write committed before the call).", raft::barrier)
     },
     RAFT_NODE,
     RAFT_CLUSTER,
@@ -601,21 +780,21 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), optional(string("context"))],
-        ..spec("flag.eval", -2, READ_FLAGS, FLAG_READ, "flag", "Evaluates a flag for a context; replies with the value as JSON, or nil if the flag is missing.", flag::eval)
+        ..spec("flag.eval", -2, READ_FLAGS, FLAG_EVAL, "flag", "Evaluates a flag for a context; replies with the value as JSON, or nil if the flag is missing.", flag::eval)
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key"), optional(string("context"))],
-        ..spec("flag.detail", -2, READ_FLAGS, FLAG_READ, "flag", "Evaluates a flag and explains the result.", flag::detail)
+        ..spec("flag.detail", -2, READ_FLAGS, FLAG_EVAL, "flag", "Evaluates a flag and explains the result.", flag::detail)
     },
     CommandSpec {
         first_key: 2, last_key: -1, key_step: 1,
         args: &[string("context"), multiple(key("key"))],
-        ..spec("flag.meval", -3, READ_FLAGS, FLAG_READ, "flag", "Evaluates several flags for one context.", flag::meval)
+        ..spec("flag.meval", -3, READ_FLAGS, FLAG_EVAL, "flag", "Evaluates several flags for one context.", flag::meval)
     },
     CommandSpec {
         args: &[string("context"), MATCH],
-        ..spec("flag.evalall", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Evaluates every flag (optionally matching a pattern) for a context.", flag::evalall)
+        ..spec("flag.evalall", -2, SLOW_READ_FLAGS, FLAG_SLOW_EVAL, "flag", "Evaluates every flag (optionally matching a pattern) for a context.", flag::evalall)
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
@@ -635,7 +814,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         args: &[string("dump"), REASON],
-        ..spec("flag.import", -2, WRITE_FLAGS, FLAG_WRITE, "flag", "Applies a FLAG.DUMP document, all of it or none of it; replies with the number of keys written.", flag::import)
+        ..spec("flag.import", -2, WRITE_FLAGS, FLAG_ADMIN_WRITE, "flag", "Applies a FLAG.DUMP document, all of it or none of it; replies with the number of keys written.", flag::import)
     },
     // segments
     CommandSpec {

@@ -125,6 +125,9 @@ async fn exec_replies(session: &mut Session, state: &ServerState) -> Replies {
                 replies[i] = Some(Reply::Ok.into());
             }
             Ok(Action::Cluster(op)) => replies[i] = Some(super::raft::run(state, op).await.into()),
+            Ok(Action::Blocking(job)) => {
+                replies[i] = Some(super::run_blocking(state, job).await.into())
+            }
             // Never queued: EXEC runs at once, and only the dispatcher blocks.
             Ok(Action::Exec | Action::Block) => {
                 replies[i] = Some(Reply::error("ERR internal error: unexpected action").into())

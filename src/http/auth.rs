@@ -1,8 +1,8 @@
 //! Who an HTTP request acts as, and how fast it may go.
 //!
-//! [`authenticate`] is the one place a credential becomes an [`Identity`];
-//! today it checks `--requirepass` for the `default` user. ACL users slot in
-//! there, with their key patterns in [`KeyScope`].
+//! [`authenticate`] is the one place a credential becomes an [`Identity`]:
+//! the ACL user it names (the same users RESP's AUTH checks), whose key
+//! patterns scope what the request may read.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,35 +11,19 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
 
-use crate::config::Settings;
-
-/// Which flag keys an identity may read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyScope {
-    /// Every key.
-    All,
-    /// Keys matching any of these globs (an ACL user's `~pattern`s).
-    Patterns(Vec<String>),
-}
-
 /// The user a request acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     /// The user name.
     pub user: String,
-    /// The keys it may read.
-    pub keys: KeyScope,
+    /// The ACL user, whose key patterns scope what the request may read.
+    pub acl: crate::auth::Identity,
 }
 
 impl Identity {
     /// Whether this identity may read the flag `key`.
     pub fn may_read(&self, key: &str) -> bool {
-        match &self.keys {
-            KeyScope::All => true,
-            KeyScope::Patterns(p) => p
-                .iter()
-                .any(|p| crate::glob::matches(p.as_bytes(), key.as_bytes(), false)),
-        }
+        self.acl.can_read(key.as_bytes())
     }
 }
 
@@ -53,7 +37,7 @@ pub enum AuthError {
     #[error("invalid username-password pair or user is disabled")]
     Wrong,
     /// No password is set and the client is not on loopback (403).
-    #[error("flagstaff is running in protected mode because no password is set: only loopback clients are served; set --requirepass")]
+    #[error("flagstaff is running in protected mode because no password is set: only loopback clients are served; set --requirepass or give the default user a password")]
     Protected,
 }
 
@@ -72,32 +56,29 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Turns a credential (`user:password`, or a bare password for `default`)
-/// from a client at `peer` into the identity it acts as.
+/// from a client at `peer` into the ACL user it acts as. While `default` is
+/// `nopass`, protected mode serves loopback clients only, as RESP does.
 pub fn authenticate(
-    settings: &Settings,
+    users: &crate::auth::Users,
     credential: Option<&str>,
     peer: IpAddr,
 ) -> Result<Identity, AuthError> {
-    let default = || Identity {
-        user: "default".into(),
-        keys: KeyScope::All,
-    };
-    let Some(expected) = settings.requirepass.as_deref() else {
-        return if peer.is_loopback() {
-            Ok(default())
-        } else {
-            Err(AuthError::Protected)
-        };
-    };
-    let token = credential.ok_or(AuthError::Missing)?;
-    let (user, password) = token.split_once(':').unwrap_or(("default", token));
-    if user == "default"
-        && crate::command::connection::constant_time_eq(expected.as_bytes(), password.as_bytes())
-    {
-        Ok(default())
-    } else {
-        Err(AuthError::Wrong)
+    let open = users.default_is_open();
+    if open && !peer.is_loopback() {
+        return Err(AuthError::Protected);
     }
+    let (user, password) = match credential {
+        Some(token) => token.split_once(':').unwrap_or(("default", token)),
+        None if open => ("default", ""),
+        None => return Err(AuthError::Missing),
+    };
+    let acl = users
+        .authenticate(user.as_bytes(), password.as_bytes())
+        .map_err(|_| AuthError::Wrong)?;
+    Ok(Identity {
+        user: user.to_string(),
+        acl,
+    })
 }
 
 /// A token bucket per user: `rate` requests a second, bursts up to `rate`.
@@ -140,11 +121,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn with_pass(p: Option<&str>) -> Settings {
-        Settings {
-            requirepass: p.map(String::from),
-            ..Settings::default()
-        }
+    fn with_pass(p: Option<&str>) -> crate::auth::Users {
+        crate::auth::Users::new(&crate::command::acl::CATALOG, p)
     }
 
     #[test]
@@ -156,10 +134,10 @@ mod tests {
             authenticate(&s, Some("default:s3:cret"), lo).unwrap().user,
             "default"
         );
-        assert_eq!(authenticate(&s, None, lo), Err(AuthError::Missing));
+        assert_eq!(authenticate(&s, None, lo).unwrap_err(), AuthError::Missing);
         assert_eq!(
-            authenticate(&s, Some("alice:s3:cret"), lo),
-            Err(AuthError::Wrong)
+            authenticate(&s, Some("alice:s3:cret"), lo).unwrap_err(),
+            AuthError::Wrong
         );
         let bare = with_pass(Some("pw"));
         assert!(authenticate(&bare, Some("pw"), lo).is_ok());
@@ -170,24 +148,9 @@ mod tests {
         let s = with_pass(None);
         assert!(authenticate(&s, None, "127.0.0.1".parse().unwrap()).is_ok());
         assert_eq!(
-            authenticate(&s, None, "10.0.0.1".parse().unwrap()),
-            Err(AuthError::Protected)
+            authenticate(&s, None, "10.0.0.1".parse().unwrap()).unwrap_err(),
+            AuthError::Protected
         );
-    }
-
-    #[test]
-    fn a_scoped_identity_reads_only_its_keys() {
-        let prod = Identity {
-            user: "app".into(),
-            keys: KeyScope::Patterns(vec!["prod:*".into()]),
-        };
-        assert!(prod.may_read("prod:checkout"));
-        assert!(!prod.may_read("staging:checkout"));
-        let all = Identity {
-            user: "default".into(),
-            keys: KeyScope::All,
-        };
-        assert!(all.may_read("staging:checkout"));
     }
 
     #[test]

@@ -276,9 +276,9 @@ pub async fn metrics(
     } else {
         None
     };
-    let unchecked = !settings.metrics_auth && settings.requirepass.is_some();
+    let unchecked = !settings.metrics_auth && !http.state.users.default_is_open();
     if !unchecked {
-        if let Err(e) = authenticate(settings, cred, peer.ip()) {
+        if let Err(e) = authenticate(&http.state.users, cred, peer.ip()) {
             let status = match e {
                 super::auth::AuthError::Protected => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,

@@ -47,19 +47,19 @@ fn admit(
     headers: &HeaderMap,
     key: Option<&str>,
 ) -> Result<Identity, Response<Body>> {
-    let settings = &http.state.settings;
-    let identity = authenticate(settings, credential(headers), peer.ip()).map_err(|e| {
-        let status = match e {
-            AuthError::Protected => StatusCode::FORBIDDEN,
-            AuthError::Missing | AuthError::Wrong => StatusCode::UNAUTHORIZED,
-        };
-        let mut r = failure(status, key, "GENERAL", &e.to_string());
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        r
-    })?;
+    let identity =
+        authenticate(&http.state.users, credential(headers), peer.ip()).map_err(|e| {
+            let status = match e {
+                AuthError::Protected => StatusCode::FORBIDDEN,
+                AuthError::Missing | AuthError::Wrong => StatusCode::UNAUTHORIZED,
+            };
+            let mut r = failure(status, key, "GENERAL", &e.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            r
+        })?;
     if let Err(wait) = http.limiter.take(&identity.user) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = failure(

@@ -27,6 +27,14 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Error replies sent (refused commands and errors inside `EXEC` included).
     pub error_replies: AtomicU64,
+    /// Failed logins (INFO `acl_access_denied_auth`).
+    pub acl_denied_auth: AtomicU64,
+    /// Commands denied by ACL.
+    pub acl_denied_cmd: AtomicU64,
+    /// Key accesses denied by ACL.
+    pub acl_denied_key: AtomicU64,
+    /// Channel accesses denied by ACL.
+    pub acl_denied_channel: AtomicU64,
     /// Rates over the last 1.6 s, sampled every 100 ms.
     pub rates: Mutex<Rates>,
     /// Flag evaluations by reason, in [`REASONS`] order.

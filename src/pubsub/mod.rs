@@ -161,6 +161,24 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// The channels and patterns client `id` is subscribed to.
+    pub fn subscriptions_of(&self, id: u64) -> (Vec<Bytes>, Vec<Bytes>) {
+        let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let channels = reg
+            .channels
+            .iter()
+            .filter(|(_, subs)| subs.contains_key(&id))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let patterns = reg
+            .patterns
+            .iter()
+            .filter(|(_, subs)| subs.contains_key(&id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        (channels, patterns)
+    }
+
     /// A hub with these output-buffer limits.
     pub fn new(limits: Limits) -> Self {
         Hub {

@@ -260,6 +260,7 @@ pub async fn request_join(
     id: NodeId,
     me: &Member,
     learner: bool,
+    user: Option<&str>,
     password: Option<&str>,
 ) -> Result<String, JoinError> {
     let retry = |e: std::io::Error| JoinError::Retry(format!("{addr}: {e}"));
@@ -269,10 +270,11 @@ pub async fn request_join(
         .map_err(retry)?;
     let mut stream = BufReader::new(stream);
     if let Some(pw) = password {
-        if let Err(e) = command_line(&mut stream, &["AUTH", pw])
-            .await
-            .map_err(retry)?
-        {
+        let auth = match user {
+            Some(user) => vec!["AUTH", user, pw],
+            None => vec!["AUTH", pw],
+        };
+        if let Err(e) = command_line(&mut stream, &auth).await.map_err(retry)? {
             return Err(JoinError::Fatal(format!("{addr} refused AUTH: {e}")));
         }
     }

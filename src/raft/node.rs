@@ -51,6 +51,8 @@ pub struct NodeSettings {
     pub learner: bool,
     /// The client password, given to the member asked to add this node.
     pub password: Option<String>,
+    /// The ACL user that password belongs to (`default` when `None`).
+    pub join_user: Option<String>,
     /// Raft timings and the staleness bound.
     pub timings: Timings,
     /// When the log reaches the disk.
@@ -344,6 +346,7 @@ impl RaftNode {
                 self.settings.node_id,
                 &self.me(),
                 self.settings.learner,
+                self.settings.join_user.as_deref(),
                 self.settings.password.as_deref(),
             )
             .await;

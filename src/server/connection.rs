@@ -34,7 +34,7 @@ const DENIED: &[u8] = b"-DENIED flagstaff is running in protected mode because n
 /// Serves one connection until it closes, is killed, or the server shuts down.
 pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketAddr) {
     metrics::add(&state.stats.connections_received, 1);
-    if state.settings.requirepass.is_none() && !peer.ip().is_loopback() {
+    if state.default_is_nopass() && !peer.ip().is_loopback() {
         metrics::add(&state.stats.rejected_connections, 1);
         let _ = stream.write_all(DENIED).await;
         return;

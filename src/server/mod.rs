@@ -34,6 +34,14 @@ pub enum StartError {
     /// Stored data could not be loaded.
     #[error(transparent)]
     Load(#[from] crate::raft::StartError),
+    /// The ACL file could not be read or parsed.
+    #[error("cannot use aclfile {path}: {why}")]
+    AclFile {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// `--join` was refused for good (wrong secret, id taken, ...).
     #[error("cannot join the cluster: {0}")]
     Join(String),
@@ -75,7 +83,8 @@ fn node_settings(s: &Settings) -> NodeSettings {
         secret: s.cluster_secret.as_deref().map(Secret::new),
         join: s.join.clone(),
         learner: s.learner,
-        password: s.requirepass.clone(),
+        password: s.join_password.clone().or_else(|| s.requirepass.clone()),
+        join_user: s.join_user.clone(),
         timings: Timings {
             heartbeat: Duration::from_millis(s.heartbeat_ms),
             election_timeout: Duration::from_millis(s.election_timeout_ms),
@@ -123,6 +132,20 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let grace = Duration::from_secs(settings.shutdown_timeout);
     let node_settings = node_settings(&settings);
     let state = Arc::new(ServerState::new(settings));
+    if let Some(path) = &state.settings.aclfile {
+        let acl_error = |why: String| StartError::AclFile {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| acl_error(e.to_string()))?;
+        let users = crate::auth::parse_aclfile(
+            &crate::command::acl::CATALOG,
+            &path.display().to_string(),
+            &text,
+        )
+        .map_err(|e| acl_error(e.trim_start_matches("ERR ").to_string()))?;
+        state.users.replace_local(users);
+    }
     tokio::spawn(watch_signals(state.clone()));
     tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));

@@ -27,6 +27,15 @@ use crate::flag::Invalid;
 /// One change inside a write request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
+    /// Set (`Some` line) or delete (`None`) ACL users; with `replace_all`
+    /// the given users replace every user (`ACL LOAD`). The outcome's
+    /// version is how many of the named users existed before.
+    SetUsers {
+        /// (name, `ACL LIST` line or `None` to delete).
+        users: Vec<(String, Option<String>)>,
+        /// Whether these are all the users.
+        replace_all: bool,
+    },
     /// Create or replace a flag.
     SetFlag {
         /// Full key.
@@ -193,6 +202,8 @@ pub struct Counts {
 /// replaces after every applied write.
 pub struct Store {
     view: ArcSwap<StateView>,
+    /// The current view's `users_revision`, readable without loading the view.
+    users_revision: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -212,12 +223,21 @@ impl Store {
     pub fn new() -> Self {
         Store {
             view: ArcSwap::from_pointee(StateView::default()),
+            users_revision: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Installs the view loaded at start.
     pub fn install(&self, view: StateView) {
-        self.view.store(Arc::new(view));
+        self.publish_arc(Arc::new(view));
+    }
+
+    /// Revision at which the ACL users last changed (one atomic load; the
+    /// dispatcher checks it on every command).
+    #[inline]
+    pub fn users_revision(&self) -> u64 {
+        self.users_revision
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current view: cheap, lock-free, and consistent for as long as it is held.
@@ -232,12 +252,15 @@ impl Store {
 
     /// Makes `view` the current one (after an applied write).
     pub fn publish(&self, view: StateView) {
-        self.view.store(Arc::new(view));
+        self.publish_arc(Arc::new(view));
     }
 
     /// Makes an already shared view the current one.
     pub fn publish_arc(&self, view: Arc<StateView>) {
+        let users = view.users_revision;
         self.view.store(view);
+        self.users_revision
+            .store(users, std::sync::atomic::Ordering::Release);
     }
 
     /// Counts for INFO and DBSIZE.

@@ -173,6 +173,13 @@ pub enum Change {
         /// Its last version.
         version: u64,
     },
+    /// An ACL user was set (its `ACL LIST` line) or deleted (`None`).
+    User {
+        /// User name.
+        name: String,
+        /// The user's rules in aclfile form (password hashes only).
+        acl: Option<String>,
+    },
 }
 
 /// Everything one applied log entry persists, written as one atomic batch.
@@ -205,4 +212,7 @@ pub struct StateImage {
     pub tombstones: Vec<(Kind, String, u64)>,
     /// Audit records, oldest first.
     pub audit: Vec<AuditRecord>,
+    /// ACL users: (name, `ACL LIST` line), by name.
+    #[serde(default)]
+    pub users: Vec<(String, String)>,
 }

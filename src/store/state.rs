@@ -107,6 +107,10 @@ pub struct StateView {
     prerequisite_users: HashMap<Arc<str>, OrdSet<Arc<str>>>,
     /// Segment key → flags whose rules reference it.
     segment_users: HashMap<Arc<str>, OrdSet<Arc<str>>>,
+    /// ACL users (name → `ACL LIST` line), replicated like flags.
+    pub users: Arc<std::collections::BTreeMap<String, String>>,
+    /// Revision of the last write that changed `users` (0: never).
+    pub users_revision: u64,
 }
 
 impl StateView {
@@ -217,6 +221,12 @@ impl StateView {
                 Kind::Segment => v.segment_tombstones.insert(key.as_str().into(), *version),
             };
         }
+        v.users = Arc::new(image.users.iter().cloned().collect());
+        v.users_revision = if image.users.is_empty() {
+            0
+        } else {
+            v.revision.max(1)
+        };
         Ok(v)
     }
 
@@ -245,12 +255,21 @@ impl StateView {
             segments,
             tombstones,
             audit: Vec::new(),
+            users: self
+                .users
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
     pub fn dump(&self, pattern: Option<&[u8]>) -> String {
-        let keep = |k: &str| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false));
+        self.dump_where(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+    }
+
+    /// [`Self::dump`] of the keys `keep` accepts (a user's readable keys).
+    pub fn dump_where(&self, keep: impl Fn(&str) -> bool) -> String {
         let flags = self
             .flags
             .iter()
@@ -610,6 +629,39 @@ impl ApplyCtx<'_> {
 
     fn op(&mut self, op: &WriteOp) -> OpResult {
         match op {
+            WriteOp::SetUsers { users, replace_all } => {
+                let mut map = if *replace_all {
+                    std::collections::BTreeMap::new()
+                } else {
+                    (*self.v.users).clone()
+                };
+                let mut existed = 0;
+                for (name, acl) in users {
+                    if self.v.users.contains_key(name) {
+                        existed += 1;
+                    }
+                    match acl {
+                        Some(line) => map.insert(name.clone(), line.clone()),
+                        None => map.remove(name),
+                    };
+                }
+                let names: std::collections::BTreeSet<&String> =
+                    self.v.users.keys().chain(map.keys()).collect();
+                for name in names {
+                    let after = map.get(name);
+                    if self.v.users.get(name) != after {
+                        self.changes.push(Change::User {
+                            name: name.clone(),
+                            acl: after.cloned(),
+                        });
+                    }
+                }
+                if !self.changes.is_empty() {
+                    self.v.users_revision = self.revision;
+                }
+                self.v.users = Arc::new(map);
+                Ok(OpOutcome::Version(existed))
+            }
             WriteOp::SetFlag {
                 key,
                 definition,

@@ -245,6 +245,13 @@ impl StateStorage for SledStorage {
             let (k, v) = item.map_err(engine)?;
             image.segments.push(decode::<SegmentRecord>(&k, &v)?);
         }
+        for item in self.tree.scan_prefix(b"u:") {
+            let (k, v) = item.map_err(engine)?;
+            image.users.push((
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
         for item in self.tree.scan_prefix(b"t:") {
             let (k, v) = item.map_err(engine)?;
             let text = String::from_utf8_lossy(&k[2..]).into_owned();
@@ -289,6 +296,13 @@ impl StateStorage for SledStorage {
                     }
                     Change::SegmentDeleted { key, version } => {
                         self.delete_record(&mut b, Kind::Segment, key, *version)
+                    }
+                    Change::User { name, acl } => {
+                        let k = format!("u:{name}").into_bytes();
+                        match acl {
+                            Some(line) => b.insert(k, line.as_bytes().to_vec()),
+                            None => b.remove(k),
+                        }
                     }
                 }
             }
@@ -403,6 +417,9 @@ impl StateStorage for SledStorage {
         );
         for r in &image.flags {
             b.insert(format!("f:{}", r.key).into_bytes(), encode(r)?);
+        }
+        for (name, line) in &image.users {
+            b.insert(format!("u:{name}").into_bytes(), line.as_bytes().to_vec());
         }
         for r in &image.segments {
             b.insert(format!("s:{}", r.key).into_bytes(), encode(r)?);

@@ -73,7 +73,45 @@ def main(port: int) -> None:
     assert key in r.execute_command("FLAG.LIST", "MATCH", "compat:*")
     assert r.execute_command("FLAG.DEL", key) == 1
     assert r.execute_command("FLAG.EVAL", key) is None
+    check_acl(port, r)
     print("redis-py ok")
+
+
+def check_acl(port: int, r: "redis.Redis") -> None:
+    """acl_setuser/acl_getuser/acl_log parse our replies; a restricted user connects."""
+    assert r.acl_whoami() == "default"
+    assert r.acl_setuser(
+        "py-eval", enabled=True, passwords=["+py-secret"], categories=["+connection", "+flag-eval"],
+        keys=["prod:*"], channels=["flag:prod:*"], reset=True,
+    ) is True
+    u = r.acl_getuser("py-eval")
+    assert u["enabled"] is True and "on" in u["flags"], u
+    assert u["categories"] == ["-@all", "+@connection", "+@flag-eval"], u
+    assert u["keys"] == ["~prod:*"] and u["channels"] == ["&flag:prod:*"], u
+    assert len(u["passwords"]) == 1 and len(u["passwords"][0]) == 64, u
+    assert r.acl_getuser("py-nobody") is None
+    assert "py-eval" in r.acl_users()
+    assert "flag-eval" in r.acl_cat()
+    r.execute_command("FLAG.SET", "prod:py", json.dumps(FLAG))
+    app = redis.Redis(port=port, username="py-eval", password="py-secret", decode_responses=True)
+    assert app.execute_command("FLAG.EVAL", "prod:py", json.dumps({"country": "DE"})) == "true"
+    try:
+        app.execute_command("FLAG.EVAL", "staging:py", "{}")
+        raise AssertionError("staging evaluated")
+    except redis.exceptions.NoPermissionError as e:
+        assert str(e) == "No permissions to access a key", e
+    try:
+        redis.Redis(port=port, username="py-eval", password="wrong").ping()
+        raise AssertionError("wrong password accepted")
+    except redis.AuthenticationError:
+        pass
+    log = r.acl_log(count=5)
+    assert log and log[0]["reason"] == "auth" and log[0]["username"] == "py-eval", log
+    keyed = [e for e in log if e["reason"] == "key"]
+    assert keyed and keyed[0]["object"] == "staging:py", log
+    assert isinstance(keyed[0]["client-info"], dict) and keyed[0]["client-info"]["user"] == "py-eval", keyed
+    assert r.acl_log_reset() is True
+    assert r.acl_deluser("py-eval") == 1
 
 
 if __name__ == "__main__":
