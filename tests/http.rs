@@ -1036,3 +1036,68 @@ fn sigterm_is_not_held_up_by_http_clients() {
         t.elapsed()
     );
 }
+
+/// An ACL user scoped to `~prod:*` reads prod flags over OFREP, is refused
+/// staging's (403), and sees only prod flags in bulk: HTTP authenticates
+/// against the same users as RESP's AUTH.
+#[test]
+fn an_acl_user_scoped_to_one_environment_reads_only_it_over_ofrep() {
+    let _g = serial();
+    let (s, hp) = start(&["--requirepass", "s3cret"]);
+    let mut con = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for (key, def) in flag_set() {
+        let _: i64 = redis::cmd("FLAG.SET")
+            .arg(key)
+            .arg(def)
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: String = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@connection",
+            "+@flag-eval",
+        ])
+        .query(&mut con)
+        .unwrap();
+    let app = [("Authorization", "Bearer app:apppw")];
+    let body = b"{\"context\":{\"targetingKey\":\"u1\"}}";
+    let prod = request(hp, "POST", &format!("{FLAG}prod:banner"), &app, body);
+    assert_eq!(prod.status, 200, "{:?}", prod.json());
+    assert_eq!(prod.json()["value"], "shown");
+    let staging = request(hp, "POST", &format!("{FLAG}staging:banner"), &app, body);
+    assert_eq!(staging.status, 403, "{:?}", staging.json());
+    assert_eq!(staging.json()["key"], "staging:banner");
+    let wrong = request(
+        hp,
+        "POST",
+        &format!("{FLAG}prod:banner"),
+        &[("Authorization", "Bearer app:nope")],
+        body,
+    );
+    assert_eq!(wrong.status, 401);
+    let bulk = request(hp, "POST", "/ofrep/v1/evaluate/flags", &app, body);
+    assert_eq!(bulk.status, 200);
+    let keys: Vec<String> = bulk.json()["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(keys.iter().all(|k| k.starts_with("prod:")), "{keys:?}");
+    assert!(keys.contains(&"prod:banner".to_string()), "{keys:?}");
+    // The same user over RESP is scoped the same way.
+    let mut app_con = redis::Client::open(format!("redis://app:apppw@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = common::cmd_err(&mut app_con, &["FLAG.EVAL", "staging:banner"]);
+    assert!(e.starts_with("NOPERM"), "{e}");
+}
