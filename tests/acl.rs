@@ -710,35 +710,6 @@ fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
     );
 }
 
-/// Node `id` of a test cluster; with `join`, it joins the member on that port.
-fn cluster_node(id: u64, join: Option<u16>) -> Server {
-    cluster_node_with(id, join, &[])
-}
-
-/// [`cluster_node`] with extra arguments.
-fn cluster_node_with(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = vec![
-        "--node-id".into(),
-        id.to_string(),
-        "--cluster-port".into(),
-        common::free_port().to_string(),
-        "--cluster-secret".into(),
-        "acl-test-secret".into(),
-    ];
-    if let Some(port) = join {
-        args.push("--join".into());
-        args.push(format!("127.0.0.1:{port}"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start_on(
-        common::free_port(),
-        common::temp_dir(&format!("acl-node{id}")),
-        &args,
-        &[],
-    )
-}
-
 /// Retries `f` for up to 10 s until it returns true.
 #[track_caller]
 fn eventually(mut f: impl FnMut() -> bool) {
@@ -752,8 +723,8 @@ fn eventually(mut f: impl FnMut() -> bool) {
 #[test]
 fn users_replicate_to_followers_and_survive_kill_9() {
     let _g = serial();
-    let mut first = cluster_node(1, None);
-    let mut second = cluster_node(2, Some(first.port));
+    let mut first = common::cluster_node(1, None, &[]);
+    let mut second = common::cluster_node(2, Some(first.port), &[]);
     let mut admin = first.conn();
     set(&mut admin, &["FLAG.SET", "prod:a", FLAG]);
     ok(
@@ -909,14 +880,14 @@ fn a_bad_aclfile_stops_start_up_with_one_line() {
 #[test]
 fn a_joining_node_logs_in_as_a_flag_admin_user() {
     let _g = serial();
-    let first = cluster_node_with(1, None, &["--requirepass", "adminpw"]);
+    let first = common::cluster_node(1, None, &["--requirepass", "adminpw"]);
     let mut admin = first.raw();
     admin.roundtrip(&resp(&["AUTH", "adminpw"]), b"+OK\r\n");
     admin.roundtrip(
         &resp(&["ACL", "SETUSER", "joiner", "on", ">jpw", "+@flag-admin"]),
         b"+OK\r\n",
     );
-    let second = cluster_node_with(
+    let second = common::cluster_node(
         2,
         Some(first.port),
         &["--join-user", "joiner", "--join-password", "jpw"],

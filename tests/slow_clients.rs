@@ -239,30 +239,6 @@ fn a_client_that_hangs_up_during_xread_block_frees_its_slot_at_once() {
     );
 }
 
-/// Starts cluster node `id` (joining the member on `join`, if given).
-fn cluster_node(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = vec![
-        "--node-id".into(),
-        id.to_string(),
-        "--cluster-port".into(),
-        common::free_port().to_string(),
-        "--cluster-secret".into(),
-        "slow-clients-secret".into(),
-    ];
-    if let Some(port) = join {
-        args.push("--join".into());
-        args.push(format!("127.0.0.1:{port}"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start_on(
-        common::free_port(),
-        common::temp_dir(&format!("slow-node{id}")),
-        &args,
-        &[],
-    )
-}
-
 fn raft_info(s: &Server, field: &str) -> String {
     let text: String = redis::cmd("RAFT.INFO").query(&mut s.conn()).unwrap();
     text.lines()
@@ -276,7 +252,7 @@ fn raft_info(s: &Server, field: &str) -> String {
 fn a_node_installing_a_large_snapshot_keeps_answering_clients() {
     let _g = serial();
     let extra = ["--snapshot-every", "20", "--threads", "1"];
-    let first = cluster_node(1, None, &extra);
+    let first = common::cluster_node(1, None, &extra);
     // Tens of MB of state, compacted into a snapshot: a node that joins now
     // can only catch up by installing it.
     let mut con = first.conn();
@@ -305,7 +281,7 @@ fn a_node_installing_a_large_snapshot_keeps_answering_clients() {
             "--cluster-port",
             &common::free_port().to_string(),
             "--cluster-secret",
-            "slow-clients-secret",
+            common::CLUSTER_SECRET,
             "--join",
             &format!("127.0.0.1:{seed}"),
             "--threads",

@@ -164,27 +164,9 @@ impl Users {
     /// Applies `rules` to a copy of `name` (or a new user), all or nothing,
     /// and installs the result (node-local; unit tests and tools).
     pub fn set_user(&self, catalog: &Catalog, name: &str, rules: &[&[u8]]) -> Result<(), String> {
-        if name.contains(' ') || name.contains('\0') {
-            return Err("ERR Usernames can't contain spaces or null characters".into());
-        }
-        let rules = merge_selector_args(rules)?;
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
-        let map = self.current.load_full();
-        let mut user = match map.get(name) {
-            Some(u) => (**u).clone(),
-            None => User::new(name),
-        };
-        for rule in &rules {
-            user.apply(rule, catalog).map_err(|e| {
-                format!(
-                    "ERR Error in ACL SETUSER modifier '{}': {}",
-                    String::from_utf8_lossy(rule),
-                    e
-                )
-            })?;
-        }
-        user.finish(catalog);
-        let mut next = (*map).clone();
+        let user = self.build_user(catalog, name, rules)?;
+        let mut next = (*self.current.load_full()).clone();
         next.insert(name.to_string(), Arc::new(user));
         self.install(next);
         Ok(())

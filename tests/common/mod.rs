@@ -376,3 +376,26 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap()
 }
+
+/// The cluster-bus secret of [`cluster_node`]s.
+pub const CLUSTER_SECRET: &str = "common-test-secret";
+
+/// Cluster node `id` of a test cluster (bus on a free port, [`CLUSTER_SECRET`]);
+/// with `join`, it joins the member whose client port that is.
+pub fn cluster_node(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--cluster-port".into(),
+        free_port().to_string(),
+        "--cluster-secret".into(),
+        CLUSTER_SECRET.into(),
+    ];
+    if let Some(port) = join {
+        args.push("--join".into());
+        args.push(format!("127.0.0.1:{port}"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_on(free_port(), temp_dir(&format!("node{id}")), &args, &[])
+}
