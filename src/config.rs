@@ -38,6 +38,18 @@ pub enum FsyncMode {
     Everysec,
 }
 
+/// Whether TLS clients must present a certificate (Redis `tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsAuthClients {
+    /// A certificate that chains to the CA is required.
+    Yes,
+    /// No certificate is asked for.
+    No,
+    /// A certificate is verified if sent, not required.
+    Optional,
+}
+
 /// Command-line flags; each is also read from `FLAGSTAFF_<NAME>`.
 #[derive(Debug, Parser)]
 #[command(
@@ -53,8 +65,8 @@ pub struct Cli {
     /// Address to listen on for clients [default: 127.0.0.1]
     #[arg(long, env = "FLAGSTAFF_BIND")]
     pub bind: Option<String>,
-    /// Port to listen on for clients [default: 6390]
-    #[arg(long, env = "FLAGSTAFF_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Port to listen on for plaintext clients; 0 serves TLS only (needs --tls-port) [default: 6390]
+    #[arg(long, env = "FLAGSTAFF_PORT")]
     pub port: Option<u16>,
     /// Directory for persistent data, created if missing [default: ./data]
     #[arg(long, env = "FLAGSTAFF_DATA_DIR")]
@@ -173,6 +185,27 @@ pub struct Cli {
     /// HTTP requests per second each user may make (token bucket, bursts up to one second's worth); 0: no limit [default: 0]
     #[arg(long, env = "FLAGSTAFF_HTTP_RATE_LIMIT")]
     pub http_rate_limit: Option<u32>,
+    /// Port to listen on for TLS clients, beside --port (0 or absent: no TLS listener)
+    #[arg(long, env = "FLAGSTAFF_TLS_PORT")]
+    pub tls_port: Option<u16>,
+    /// PEM certificate chain this node presents (to clients, HTTPS, and peers with --tls-cluster)
+    #[arg(long, env = "FLAGSTAFF_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "FLAGSTAFF_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client and peer certificates must chain to
+    #[arg(long, env = "FLAGSTAFF_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Client certificates on TLS connections: yes (required), no, optional [default: yes with --tls-ca-cert-file, else no]
+    #[arg(long, env = "FLAGSTAFF_TLS_AUTH_CLIENTS")]
+    pub tls_auth_clients: Option<TlsAuthClients>,
+    /// Serve the HTTP port over TLS (HTTPS) with the same certificate (yes or no) [default: no]
+    #[arg(long, env = "FLAGSTAFF_TLS_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tls_http: Option<bool>,
+    /// Run the cluster bus (and the --join request) over mutual TLS: members present --tls-cert-file and must chain to --tls-ca-cert-file (yes or no) [default: no]
+    #[arg(long, env = "FLAGSTAFF_TLS_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tls_cluster: Option<bool>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -247,6 +280,13 @@ struct FileConfig {
     metrics_auth: Option<bool>,
     http_cors_origins: Option<Vec<String>>,
     http_rate_limit: Option<u32>,
+    tls_port: Option<u16>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_auth_clients: Option<TlsAuthClients>,
+    tls_http: Option<bool>,
+    tls_cluster: Option<bool>,
 }
 
 /// A configuration problem, worded as one line.
@@ -363,6 +403,20 @@ pub struct Settings {
     pub http_cors_origins: Vec<String>,
     /// HTTP requests per second per user; 0: unlimited.
     pub http_rate_limit: u32,
+    /// TLS client port; 0 when there is no TLS listener.
+    pub tls_port: u16,
+    /// Certificate chain presented over TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// CA for client and peer certificates.
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Whether TLS clients need a certificate.
+    pub tls_auth_clients: TlsAuthClients,
+    /// Whether the HTTP port speaks HTTPS.
+    pub tls_http: bool,
+    /// Whether the cluster bus and joins use mutual TLS.
+    pub tls_cluster: bool,
 }
 
 impl Default for Settings {
@@ -409,6 +463,13 @@ impl Default for Settings {
             metrics_auth: false,
             http_cors_origins: Vec::new(),
             http_rate_limit: 0,
+            tls_port: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_cert_file: None,
+            tls_auth_clients: TlsAuthClients::No,
+            tls_http: false,
+            tls_cluster: false,
         }
     }
 }
@@ -533,9 +594,27 @@ impl Settings {
                 .http_rate_limit
                 .or(file.http_rate_limit)
                 .unwrap_or(d.http_rate_limit),
+            tls_port: cli.tls_port.or(file.tls_port).unwrap_or(d.tls_port),
+            tls_cert_file: cli.tls_cert_file.or(file.tls_cert_file),
+            tls_key_file: cli.tls_key_file.or(file.tls_key_file),
+            tls_ca_cert_file: cli.tls_ca_cert_file.or(file.tls_ca_cert_file),
+            tls_auth_clients: d.tls_auth_clients,
+            tls_http: cli.tls_http.or(file.tls_http).unwrap_or(d.tls_http),
+            tls_cluster: cli
+                .tls_cluster
+                .or(file.tls_cluster)
+                .unwrap_or(d.tls_cluster),
         };
         let mut s = s;
-        s.http_port = http_port(cli.http_port.or(file.http_port), s.port)?;
+        // As Redis: client certificates are required once there is a CA to check them.
+        s.tls_auth_clients = cli.tls_auth_clients.or(file.tls_auth_clients).unwrap_or(
+            if s.tls_ca_cert_file.is_some() {
+                TlsAuthClients::Yes
+            } else {
+                TlsAuthClients::No
+            },
+        );
+        s.http_port = http_port(cli.http_port.or(file.http_port), s.client_port())?;
         s.cluster_port = cluster_port(cli.cluster_port.or(file.cluster_port), &s)?;
         s.check()?;
         Ok(s)
@@ -548,9 +627,13 @@ impl Settings {
                 why: why.to_string(),
             })
         };
-        if self.port == 0 {
-            return invalid("port", "must be between 1 and 65535");
+        if self.port == 0 && self.tls_port == 0 {
+            return invalid(
+                "port",
+                "0 (no plaintext listener) needs --tls-port, or nothing would serve clients",
+            );
         }
+        self.check_tls()?;
         if self.bind.parse::<std::net::IpAddr>().is_err() && self.bind != "localhost" {
             return invalid("bind", &format!("{:?} is not an IP address", self.bind));
         }
@@ -618,6 +701,16 @@ impl Settings {
         if self.cluster_port == Some(self.port) {
             return invalid("cluster-port", "must differ from --port");
         }
+        if self.tls_port != 0
+            && (self.tls_port == self.port
+                || self.cluster_port == Some(self.tls_port)
+                || self.http_port == self.tls_port)
+        {
+            return invalid(
+                "tls-port",
+                "must differ from --port, --cluster-port and --http-port",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid(
                 "log-level",
@@ -625,6 +718,57 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Whether any listener or link uses TLS (so the certificates must load).
+    pub fn tls_in_use(&self) -> bool {
+        self.tls_port != 0 || self.tls_http || self.tls_cluster
+    }
+
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |name, why: String| Err(ConfigError::Invalid { name, why });
+        if !self.tls_in_use() {
+            return Ok(());
+        }
+        let what = if self.tls_port != 0 {
+            "--tls-port"
+        } else if self.tls_http {
+            "--tls-http"
+        } else {
+            "--tls-cluster"
+        };
+        if self.tls_cert_file.is_none() {
+            return invalid("tls-cert-file", format!("{what} needs --tls-cert-file"));
+        }
+        if self.tls_key_file.is_none() {
+            return invalid("tls-key-file", format!("{what} needs --tls-key-file"));
+        }
+        if self.tls_ca_cert_file.is_none() {
+            if self.tls_cluster {
+                return invalid(
+                    "tls-ca-cert-file",
+                    "--tls-cluster needs --tls-ca-cert-file: members verify each other against it"
+                        .into(),
+                );
+            }
+            if self.tls_auth_clients != TlsAuthClients::No {
+                return invalid(
+                    "tls-auth-clients",
+                    "yes or optional needs --tls-ca-cert-file to verify client certificates".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The port clients reach this node at: the plaintext one, or the TLS
+    /// one on a TLS-only node.
+    pub fn client_port(&self) -> u16 {
+        if self.port != 0 {
+            self.port
+        } else {
+            self.tls_port
+        }
     }
 
     /// Pub/sub output-buffer limits.
@@ -652,7 +796,7 @@ impl Settings {
 
     /// This node's client address as peers see it.
     pub fn advertised_client_addr(&self) -> String {
-        format!("{}:{}", self.advertised_host(), self.port)
+        format!("{}:{}", self.advertised_host(), self.client_port())
     }
 
     /// This node's cluster-bus address as peers see it (empty without a bus).
@@ -673,17 +817,17 @@ impl Settings {
     }
 }
 
-/// The bus port: as given, or port + 10000 when only `--join` asks for a bus.
+/// The bus port: as given, or (client) port + 10000 when only `--join` asks for a bus.
 fn cluster_port(given: Option<u16>, s: &Settings) -> Result<Option<u16>, ConfigError> {
     match (given, &s.join) {
         (Some(p), _) => Ok(Some(p)),
-        (None, Some(_)) => u16::try_from(u32::from(s.port) + 10_000)
+        (None, Some(_)) => u16::try_from(u32::from(s.client_port()) + 10_000)
             .map(Some)
             .map_err(|_| ConfigError::Invalid {
                 name: "cluster-port",
                 why: format!(
                     "the default (port + 10000 = {}) exceeds 65535; give --cluster-port",
-                    u32::from(s.port) + 10_000
+                    u32::from(s.client_port()) + 10_000
                 ),
             }),
         (None, None) => Ok(None),

@@ -9,6 +9,7 @@
 mod backoff;
 mod catalog;
 mod log;
+pub mod tls;
 mod user;
 
 pub use backoff::{Backoff, BASE_PENALTY, FREE_FAILURES, MAX_PENALTY};

@@ -141,7 +141,13 @@ async fn not_found() -> Response<Body> {
 /// Serves the HTTP port until `stop`, then lets in-flight requests finish.
 /// The server cancels `stop` only after the RESP side has drained, so during
 /// a graceful shutdown `/readyz` answers 503 (`shutting down`) first.
-pub async fn serve(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
+/// With `tls` (`--tls-http`), every connection is HTTPS with the client port's certificate.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+    tls: Option<Arc<crate::auth::tls::Tls>>,
+) {
     let http = Arc::new(Http {
         limiter: auth::RateLimiter::new(state.settings.http_rate_limit),
         stats: HttpStats::default(),
@@ -166,27 +172,56 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, stop: Cancell
         let app = app.clone();
         let http = http.clone();
         let shutdown = stop.clone();
+        // The configs of this moment: a reload changes the next handshake only.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current().clients.clone()));
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 handle(http.clone(), app.clone(), peer, req)
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, service, shutdown).await;
+            };
+            // The handshake counts against the same slowloris bound as the headers.
+            let handshake = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream));
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            };
+            serve_connection(stream, service, shutdown).await;
         });
     }
     tracker.close();
     let grace = Duration::from_secs(state.settings.shutdown_timeout).min(DRAIN);
     let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
+
+/// Serves HTTP/1.1 on one connection until it ends or `shutdown`.
+async fn serve_connection<IO, S>(stream: IO, service: S, shutdown: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Every request: CORS, then the router, then the counters.

@@ -10,9 +10,10 @@ use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest};
 use openraft::Raft;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::FrameConn;
+use super::frame::{BusStream, FrameConn};
 use super::liveness::Liveness;
 use super::membership::{self, MemberChange, MEMBER, PING};
 use super::network::{APPEND, SNAPSHOT, VOTE};
@@ -75,8 +76,33 @@ pub async fn serve(listener: TcpListener, ctx: BusContext, shutdown: Cancellatio
     }
 }
 
+/// Wraps an accepted peer in TLS when the bus runs over TLS; the peer must
+/// present a certificate that chains to the CA.
+async fn accept_stream(stream: TcpStream, ctx: &BusContext) -> Result<BusStream, String> {
+    let Some(tls) = ctx.secret.tls() else {
+        return Ok(Either::Left(stream));
+    };
+    let config = tls
+        .server()
+        .ok_or_else(|| "no TLS server configuration".to_string())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(Either::Right(tokio_rustls::TlsStream::Server(tls))),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
 async fn serve_peer(stream: TcpStream, ctx: &BusContext) -> std::io::Result<()> {
     let peer = stream.peer_addr().ok();
+    let stream = match accept_stream(stream, ctx).await {
+        Ok(s) => s,
+        Err(why) => {
+            add(&ctx.stats.bus_peers_refused, 1);
+            tracing::warn!(?peer, error = %why, "refused a cluster bus peer");
+            return Ok(());
+        }
+    };
     let mut conn = FrameConn::new(stream);
     let handshake = tokio::time::timeout(
         Duration::from_secs(5),

@@ -7,6 +7,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use crate::protocol::{DecoderLimits, Protocol, Reply, RequestDecoder};
 
@@ -39,10 +40,21 @@ pub fn message_bytes<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> usize {
     n
 }
 
+/// A bus connection's stream: plain TCP, or TLS (`--tls-cluster`) over it.
+pub type BusStream = Either<TcpStream, tokio_rustls::TlsStream<TcpStream>>;
+
+/// The socket under a bus stream.
+pub fn tcp_of(stream: &BusStream) -> &TcpStream {
+    match stream {
+        Either::Left(tcp) => tcp,
+        Either::Right(tls) => tls.get_ref().0,
+    }
+}
+
 /// One bus connection, either direction.
 #[derive(Debug)]
 pub struct FrameConn {
-    stream: TcpStream,
+    stream: BusStream,
     read: BytesMut,
     out: BytesMut,
     decoder: RequestDecoder,
@@ -52,8 +64,8 @@ pub struct FrameConn {
 
 impl FrameConn {
     /// Wraps a connected stream.
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    pub fn new(stream: BusStream) -> Self {
+        let _ = tcp_of(&stream).set_nodelay(true);
         FrameConn {
             stream,
             read: BytesMut::with_capacity(16 * 1024),
@@ -71,11 +83,21 @@ impl FrameConn {
     /// Whether the peer has closed an idle connection (so a request sent on it
     /// would be lost): checked without waiting before a connection is reused.
     pub fn peer_closed(&self) -> bool {
+        let tcp = tcp_of(&self.stream);
+        if let Either::Left(tcp) = &self.stream {
+            let mut probe = [0u8; 1];
+            return !matches!(
+                tcp.try_read(&mut probe),
+                Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
+            );
+        }
+        // Under TLS a byte read from the socket would corrupt the record
+        // stream: peek instead. Anything there on an idle connection (a
+        // close_notify, or end of stream) means it is no longer usable.
         let mut probe = [0u8; 1];
-        !matches!(
-            self.stream.try_read(&mut probe),
-            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
-        )
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        !matches!(tcp.poll_peek(&mut cx, &mut buf), std::task::Poll::Pending)
     }
 
     /// Writes one message.
@@ -83,7 +105,9 @@ impl FrameConn {
         let frame = Reply::Array(parts.iter().map(Reply::bulk).collect());
         self.out.clear();
         frame.encode(Protocol::Resp2, &mut self.out);
-        self.stream.write_all(&self.out).await
+        self.stream.write_all(&self.out).await?;
+        // TLS holds the records until flushed; plain TCP has nothing to flush.
+        self.stream.flush().await
     }
 
     /// Reads one message; end of stream or a malformed message is an error.

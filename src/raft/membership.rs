@@ -8,9 +8,9 @@ use std::time::Duration;
 use openraft::{ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::peer::{CallError, PeerClient, Secret};
+use super::frame::BusStream;
+use super::peer::{dial, CallError, DialError, PeerClient, Secret};
 use super::types::{Member, NodeId, TypeConfig};
 
 /// Bus verb of a membership change forwarded to the leader.
@@ -231,7 +231,7 @@ pub enum JoinError {
 
 /// Sends one command to a member's client port and reads a one-line reply.
 async fn command_line(
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<BusStream>,
     args: &[&str],
 ) -> Result<Result<String, String>, std::io::Error> {
     let mut out = format!("*{}\r\n", args.len());
@@ -239,6 +239,7 @@ async fn command_line(
         out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     stream.get_mut().write_all(out.as_bytes()).await?;
+    stream.get_mut().flush().await?;
     let mut line = String::new();
     if stream.read_line(&mut line).await? == 0 {
         return Err(std::io::Error::new(
@@ -254,20 +255,29 @@ async fn command_line(
     })
 }
 
-/// Asks the member at `addr` (a client address) to add this node.
+/// Asks the member at `addr` (a client address) to add this node; over TLS
+/// when `secret` carries bus TLS (`--tls-cluster`), as the member's port then is.
 pub async fn request_join(
     addr: &str,
+    secret: Option<&Secret>,
     id: NodeId,
     me: &Member,
     learner: bool,
     user: Option<&str>,
     password: Option<&str>,
 ) -> Result<String, JoinError> {
-    let retry = |e: std::io::Error| JoinError::Retry(format!("{addr}: {e}"));
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+    let retry = |e: std::io::Error| match e.kind() {
+        // A TLS alert (the member refused this node's certificate) will not
+        // go away by retrying.
+        std::io::ErrorKind::InvalidData => JoinError::Fatal(format!("{addr}: TLS: {e}")),
+        _ => JoinError::Retry(format!("{addr}: {e}")),
+    };
+    let stream = dial(addr, secret, Duration::from_secs(5))
         .await
-        .map_err(|_| JoinError::Retry(format!("{addr}: connect timed out")))?
-        .map_err(retry)?;
+        .map_err(|e| match e {
+            DialError::Unreachable(why) => JoinError::Retry(format!("{addr}: {why}")),
+            DialError::Tls(why) => JoinError::Fatal(format!("{addr}: {why}")),
+        })?;
     let mut stream = BufReader::new(stream);
     if let Some(pw) = password {
         let auth = match user {

@@ -22,6 +22,6 @@ pub mod writes;
 pub use liveness::Timings;
 pub use membership::{MemberChange, MemberError};
 pub use node::{NodeSettings, RaftNode, StartError};
-pub use peer::Secret;
+pub use peer::{BusTls, Secret};
 pub use types::{Member, NodeId, TypeConfig};
 pub use wal::FsyncPolicy;

@@ -343,6 +343,7 @@ impl RaftNode {
         while !self.initialized() {
             let asked = membership::request_join(
                 addr,
+                self.settings.secret.as_ref(),
                 self.settings.node_id,
                 &self.me(),
                 self.settings.learner,

@@ -2,21 +2,36 @@
 //! handshake (both sides prove the secret without sending it) and a client
 //! that sends one request and waits for its answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
-use super::frame::FrameConn;
+use super::frame::{BusStream, FrameConn};
 
 /// Bus protocol version, sent in the greeting so mismatched builds refuse cleanly.
 const BUS_VERSION: &[u8] = b"flagstaff-bus/1";
 
-/// The cluster secret, kept as its key bytes.
+/// The TLS configs of the cluster bus (`--tls-cluster`), read at each new
+/// connection so a certificate reload applies to the next one.
+pub trait BusTls: Send + Sync + std::fmt::Debug {
+    /// For accepting peers: requires a peer certificate chaining to the CA.
+    fn server(&self) -> Option<Arc<rustls::ServerConfig>>;
+    /// For dialling peers: presents this node's certificate.
+    fn client(&self) -> Option<Arc<rustls::ClientConfig>>;
+}
+
+/// What a member proves itself with on the bus: the cluster secret (kept as
+/// its key bytes) and, with `--tls-cluster`, its TLS certificate.
 #[derive(Clone)]
-pub struct Secret(std::sync::Arc<[u8]>);
+pub struct Secret {
+    key: Arc<[u8]>,
+    tls: Option<Arc<dyn BusTls>>,
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,12 +42,26 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// Wraps the configured secret.
     pub fn new(secret: &str) -> Self {
-        Secret(secret.as_bytes().into())
+        Secret {
+            key: secret.as_bytes().into(),
+            tls: None,
+        }
+    }
+
+    /// The same secret, with every bus connection (and the join request) over TLS.
+    pub fn with_tls(mut self, tls: Option<Arc<dyn BusTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The bus TLS configs, when the bus runs over TLS.
+    pub fn tls(&self) -> Option<&Arc<dyn BusTls>> {
+        self.tls.as_ref()
     }
 
     /// The proof that the `role` side knows the secret, bound to both nonces.
     fn proof(&self, role: &[u8], client_nonce: &[u8], server_nonce: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(role);
         mac.update(client_nonce);
@@ -98,12 +127,64 @@ pub async fn accept_handshake(conn: &mut FrameConn, secret: &Secret) -> std::io:
     Ok(())
 }
 
-async fn connect(addr: &str, secret: &Secret, timeout: Duration) -> Result<FrameConn, CallError> {
-    let not_sent = |why: String| CallError::NotSent(format!("cluster bus at {addr}: {why}"));
+/// The name a peer's certificate must carry: the host of its address.
+fn server_name(addr: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?} is not a host name for TLS: {e}"))
+}
+
+/// Why [`dial`] found no usable connection.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DialError {
+    /// Nothing answered in time: worth retrying.
+    #[error("{0}")]
+    Unreachable(String),
+    /// TLS failed (a certificate refused either way): retrying will not help.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Connects to `addr`, over TLS (presenting this node's certificate and
+/// verifying the peer's) when `secret` carries bus TLS.
+pub async fn dial(
+    addr: &str,
+    secret: Option<&Secret>,
+    timeout: Duration,
+) -> Result<BusStream, DialError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| not_sent("connect timed out".into()))?
-        .map_err(|e| not_sent(e.to_string()))?;
+        .map_err(|_| DialError::Unreachable("connect timed out".into()))?
+        .map_err(|e| DialError::Unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = secret.and_then(Secret::tls) else {
+        return Ok(Either::Left(stream));
+    };
+    let config = tls
+        .client()
+        .ok_or_else(|| DialError::Tls("no TLS client configuration".into()))?;
+    let name = server_name(addr).map_err(DialError::Tls)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| DialError::Unreachable("TLS handshake timed out".into()))?
+        .map_err(|e| match e.kind() {
+            // rustls reports certificate and protocol failures as invalid data.
+            std::io::ErrorKind::InvalidData => DialError::Tls(format!("TLS handshake failed: {e}")),
+            _ => DialError::Unreachable(format!("TLS handshake failed: {e}")),
+        })?;
+    Ok(Either::Right(tokio_rustls::TlsStream::Client(stream)))
+}
+
+async fn connect(addr: &str, secret: &Secret, timeout: Duration) -> Result<FrameConn, CallError> {
+    let not_sent = |why: String| CallError::NotSent(format!("cluster bus at {addr}: {why}"));
+    let stream = dial(addr, Some(secret), timeout)
+        .await
+        .map_err(|e| match e {
+            DialError::Unreachable(why) => not_sent(why),
+            DialError::Tls(why) => CallError::Refused(format!("cluster bus at {addr}: {why}")),
+        })?;
     let mut conn = FrameConn::new(stream);
     let handshake = async {
         let client_nonce = nonce();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,16 +31,62 @@ const KEEP_CAPACITY: usize = 1024 * 1024;
 
 const DENIED: &[u8] = b"-DENIED flagstaff is running in protected mode because no password is set. In this mode connections are only accepted from the loopback interface. Set a password with --requirepass, or bind to 127.0.0.1 only.\r\n";
 
+/// What a client connection runs on: a plain socket (served with readiness
+/// and non-blocking reads, so waiting holds no buffer), or TLS over one.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Whether writes may stay buffered in the stream until flushed.
+    const BUFFERS_WRITES: bool;
+
+    /// The socket underneath.
+    fn tcp(&self) -> &TcpStream;
+
+    /// Waits until bytes arrive, then reads them into `rbuf` (`want` is a
+    /// capacity hint).
+    fn read_some(
+        &mut self,
+        rbuf: &mut BytesMut,
+        want: usize,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl ClientStream for TcpStream {
+    const BUFFERS_WRITES: bool = false;
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    async fn read_some(&mut self, rbuf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
+        read_some(self, rbuf, want).await
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    const BUFFERS_WRITES: bool = true;
+
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    async fn read_some(&mut self, rbuf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
+        // rustls may hold decrypted bytes the socket no longer signals, so
+        // this waits inside the read, buffer reserved.
+        rbuf.reserve(want);
+        self.read_buf(rbuf).await
+    }
+}
+
 /// Serves one connection until it closes, is killed, or the server shuts down.
-pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve<S: ClientStream>(state: Arc<ServerState>, mut stream: S, peer: SocketAddr) {
     metrics::add(&state.stats.connections_received, 1);
     if state.default_is_nopass() && !peer.ip().is_loopback() {
         metrics::add(&state.stats.rejected_connections, 1);
         let _ = stream.write_all(DENIED).await;
+        let _ = stream.flush().await;
         return;
     }
-    let laddr = stream.local_addr().unwrap_or(peer);
-    let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let laddr = stream.tcp().local_addr().unwrap_or(peer);
+    let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(stream.tcp()));
     let Some(client) = state
         .clients
         .register(peer, laddr, fd, state.settings.maxclients)
@@ -49,9 +95,10 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
             .await;
+        let _ = stream.flush().await;
         return;
     };
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let id = client.id;
     tracing::debug!(id, %peer, "client connected");
     let mut session = Session::new(client.clone(), !state.requires_auth());
@@ -64,10 +111,10 @@ pub async fn serve(state: Arc<ServerState>, mut stream: TcpStream, peer: SocketA
     tracing::debug!(id, "client disconnected");
 }
 
-async fn run(
+async fn run<S: ClientStream>(
     state: &ServerState,
     session: &mut Session,
-    stream: &mut TcpStream,
+    stream: &mut S,
 ) -> std::io::Result<()> {
     let limits = state.settings.decoder_limits();
     let timeout = (state.settings.timeout > 0).then(|| Duration::from_secs(state.settings.timeout));
@@ -86,10 +133,10 @@ async fn run(
         let idle = timeout.filter(|_| session.subscriptions() == 0);
         let read = async {
             match idle {
-                Some(d) => tokio::time::timeout(d, read_some(stream, &mut rbuf, want))
+                Some(d) => tokio::time::timeout(d, stream.read_some(&mut rbuf, want))
                     .await
                     .unwrap_or(Ok(0)),
-                None => read_some(stream, &mut rbuf, want).await,
+                None => stream.read_some(&mut rbuf, want).await,
             }
         };
         let n = tokio::select! {
@@ -127,7 +174,8 @@ async fn run(
             match decoder.decode(&mut rbuf, &limits, session.authenticated) {
                 Ok(Some(args)) => {
                     let (flow, paged) =
-                        command::execute(session, state, &args, &mut wbuf, hung_up(stream)).await;
+                        command::execute(session, state, &args, &mut wbuf, hung_up(stream.tcp()))
+                            .await;
                     decoder.recycle(args);
                     if let Some(paged) = paged {
                         write_paged(&mut out, stream, session.proto, paged, &mut wbuf).await?;
@@ -238,7 +286,11 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes all of `wbuf`, racing the kill switch, shutdown and the limits.
-    async fn flush(&mut self, stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    async fn flush<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        wbuf: &mut BytesMut,
+    ) -> std::io::Result<()> {
         while !wbuf.is_empty() {
             let soft_deadline = self.check(wbuf.len())?;
             let n = tokio::select! {
@@ -254,6 +306,15 @@ impl<'a> Writer<'a> {
             metrics::add(&self.state.stats.net_output_bytes, n as u64);
             wbuf.advance(n);
         }
+        if S::BUFFERS_WRITES {
+            // TLS records still in the stream's buffer go out now.
+            tokio::select! {
+                biased;
+                flushed = stream.flush() => flushed?,
+                _ = self.kill.cancelled() => return Err(closed("killed")),
+                _ = self.state.shutdown.cancelled() => return Err(closed("server shutting down")),
+            }
+        }
         self.over_soft_since = None;
         if wbuf.capacity() > KEEP_CAPACITY {
             *wbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -264,9 +325,9 @@ impl<'a> Writer<'a> {
 
 /// Writes a reply too large to build whole: each page of items is read on
 /// a blocking thread and written out before the next is read.
-async fn write_paged(
+async fn write_paged<S: ClientStream>(
     out: &mut Writer<'_>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     proto: Protocol,
     paged: Paged,
     wbuf: &mut BytesMut,
@@ -365,9 +426,9 @@ async fn next_monitor_line(
 }
 
 /// Writes `first` and every other queued message in one socket write.
-async fn deliver(
+async fn deliver<S: ClientStream>(
     out: &mut Writer<'_>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     session: &mut Session,
     first: Option<Message>,
     wbuf: &mut BytesMut,

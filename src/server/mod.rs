@@ -8,9 +8,35 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::tls::{Tls, TlsFiles};
 use crate::command::ServerState;
 use crate::config::{FsyncMode, Settings};
-use crate::raft::{FsyncPolicy, NodeSettings, RaftNode, Secret, Timings};
+use crate::raft::{BusTls, FsyncPolicy, NodeSettings, RaftNode, Secret, Timings};
+
+/// A TLS client that has not finished its handshake within this is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl BusTls for Tls {
+    fn server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.current().bus_server.clone()
+    }
+
+    fn client(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.current().bus_client.clone()
+    }
+}
+
+/// Binds `host:port`, or nothing for port 0.
+async fn bind(host: &str, port: u16) -> Result<Option<TcpListener>, StartError> {
+    if port == 0 {
+        return Ok(None);
+    }
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map(Some)
+        .map_err(|source| StartError::Listen { addr, source })
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +68,9 @@ pub enum StartError {
         /// Why.
         why: String,
     },
+    /// The TLS certificate, key or CA file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::auth::tls::TlsError),
     /// `--join` was refused for good (wrong secret, id taken, ...).
     #[error("cannot join the cluster: {0}")]
     Join(String),
@@ -73,14 +102,20 @@ async fn deliver_peer_messages(
     }
 }
 
-fn node_settings(s: &Settings) -> NodeSettings {
+fn node_settings(s: &Settings, tls: Option<&Arc<Tls>>) -> NodeSettings {
+    let bus_tls = tls
+        .filter(|_| s.tls_cluster)
+        .map(|t| t.clone() as Arc<dyn BusTls>);
     NodeSettings {
         node_id: s.node_id,
         data_dir: s.data_dir.clone(),
         client_addr: s.advertised_client_addr(),
         cluster_addr: s.advertised_cluster_addr(),
         bus_listen: s.cluster_port.map(|p| format!("{}:{p}", s.bind)),
-        secret: s.cluster_secret.as_deref().map(Secret::new),
+        secret: s
+            .cluster_secret
+            .as_deref()
+            .map(|key| Secret::new(key).with_tls(bus_tls)),
         join: s.join.clone(),
         learner: s.learner,
         password: s.join_password.clone().or_else(|| s.requirepass.clone()),
@@ -108,29 +143,19 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         path: settings.data_dir.display().to_string(),
         source,
     })?;
-    let addr = format!("{}:{}", settings.bind, settings.port);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
-    let http_listener = match settings.http_port {
-        0 => None,
-        port => {
-            let http_addr = format!("{}:{port}", settings.bind);
-            Some(
-                TcpListener::bind(&http_addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        addr: http_addr,
-                        source,
-                    })?,
-            )
-        }
+    let tls = match TlsFiles::from_settings(&settings) {
+        None => None,
+        Some(files) => Some(Arc::new(
+            // Nothing is served yet, so reading the files here blocks no one.
+            Tls::load(files)?,
+        )),
     };
+    let addr = format!("{}:{}", settings.bind, settings.client_port());
+    let listener = bind(&settings.bind, settings.port).await?;
+    let tls_listener = bind(&settings.bind, settings.tls_port).await?;
+    let http_listener = bind(&settings.bind, settings.http_port).await?;
     let grace = Duration::from_secs(settings.shutdown_timeout);
-    let node_settings = node_settings(&settings);
+    let node_settings = node_settings(&settings, tls.as_ref());
     let state = Arc::new(ServerState::new(settings));
     if let Some(path) = &state.settings.aclfile {
         let acl_error = |why: String| StartError::AclFile {
@@ -146,15 +171,31 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         .map_err(|e| acl_error(e.trim_start_matches("ERR ").to_string()))?;
         state.users.replace_local(users);
     }
-    tokio::spawn(watch_signals(state.clone()));
+    tokio::spawn(watch_signals(state.clone(), tls.clone()));
     tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
-    let acceptor = tokio::spawn(accept(listener, state.clone(), tracker.clone()));
+    let acceptor = listener.map(|l| tokio::spawn(accept(l, state.clone(), tracker.clone())));
+    let tls_acceptor = match (tls_listener, &tls) {
+        (Some(l), Some(tls)) => Some(tokio::spawn(accept_tls(
+            l,
+            state.clone(),
+            tracker.clone(),
+            tls.clone(),
+        ))),
+        _ => None,
+    };
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let http = http_listener
-        .map(|l| tokio::spawn(crate::http::serve(l, state.clone(), http_stop.clone())));
-    tracing::info!(%addr, http_port = state.settings.http_port, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
+    let http_tls = tls.clone().filter(|_| state.settings.tls_http);
+    let http = http_listener.map(|l| {
+        tokio::spawn(crate::http::serve(
+            l,
+            state.clone(),
+            http_stop.clone(),
+            http_tls,
+        ))
+    });
+    tracing::info!(%addr, tls_port = state.settings.tls_port, http_port = state.settings.http_port, version = env!("CARGO_PKG_VERSION"), "listening; loading data");
 
     let loaded = tokio::select! {
         node = RaftNode::start(node_settings, &state.store) => Some(node),
@@ -186,7 +227,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         }
         None => Ok(()),
     };
-    let _ = acceptor.await;
+    for acceptor in [acceptor, tls_acceptor].into_iter().flatten() {
+        let _ = acceptor.await;
+    }
     tracker.close();
     tracing::info!(
         clients = state.clients.count(),
@@ -225,6 +268,64 @@ async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTra
                 }
             }
         }
+    }
+}
+
+/// Accepts TLS clients: each handshake runs in the client's own task, so a
+/// slow or failing one never holds up the others.
+async fn accept_tls(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    tracker: TaskTracker,
+    tls: Arc<Tls>,
+) {
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // The configs of this moment: a reload changes the next handshake only.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().clients.clone());
+                    let state = state.clone();
+                    tracker.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        let stream = tokio::select! {
+                            _ = state.shutdown.cancelled() => return,
+                            done = handshake => match done {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            },
+                        };
+                        connection::serve(state, stream, peer).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the TLS files again; a failure keeps the certificates in use.
+async fn reload_tls(tls: Option<Arc<Tls>>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP received; no TLS certificates to reload");
+        return;
+    };
+    match tokio::task::spawn_blocking(move || tls.reload()).await {
+        Ok(Ok(())) => tracing::info!("SIGHUP received; TLS certificates reloaded"),
+        Ok(Err(e)) => tracing::error!("TLS reload failed, keeping the certificates in use: {e}"),
+        Err(e) => tracing::error!("TLS reload failed, keeping the certificates in use: {e}"),
     }
 }
 
@@ -280,21 +381,29 @@ async fn release_free_memory(state: Arc<ServerState>) {
     }
 }
 
-async fn watch_signals(state: Arc<ServerState>) {
+async fn watch_signals(state: Arc<ServerState>, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = state.shutdown.cancelled() => return,
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = hup.recv() => {
+                reload_tls(tls.clone()).await;
+                continue;
+            }
+            _ = state.shutdown.cancelled() => return,
+        }
+        state.shutdown.cancel();
+        return;
     }
-    state.shutdown.cancel();
 }
 
 /// Samples INFO's `instantaneous_*` rates every 100 ms, as Redis's cron does.
