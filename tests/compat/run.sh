@@ -94,8 +94,39 @@ PY
     grep -q 'PING_INLINE' "$work/bench.txt" && grep -q 'PING_MBULK' "$work/bench.txt"
 }
 
+tls_checks() { # a TLS-only server; client certificates required (the default with a CA)
+    log "TLS: certificates from examples/test_certs.rs"
+    (cd "$root" && cargo run -q --example test_certs -- "$work/certs" >/dev/null)
+    local c="$work/certs" tls_port
+    tls_port=$(free_port)
+    "$root/target/debug/flagstaff" --port 0 --tls-port "$tls_port" --http-port 0 --data-dir "$work/tls" \
+        --log-level warn --tls-cert-file "$c/server.pem" --tls-key-file "$c/server.key" --tls-ca-cert-file "$c/ca.pem" &
+    tls_pid=$!
+    trap 'kill "$tls_pid" "$server_pid" "$limited_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+    local cli=(redis-cli -h 127.0.0.1 -p "$tls_port" --tls --cacert "$c/ca.pem")
+    for _ in $(seq 1 100); do
+        if "${cli[@]}" --cert "$c/client.pem" --key "$c/client.key" ping 2>/dev/null | grep -q PONG; then break; fi
+        sleep 0.1
+    done
+    log "redis-cli --tls --cacert"
+    expect PONG "${cli[@]}" --cert "$c/client.pem" --key "$c/client.key" ping
+    expect 1 "${cli[@]}" --cert "$c/client.pem" --key "$c/client.key" FLAG.SET cli:tls '{"on":true,"variations":[{"name":"a","value":"A"}],"off_variation":"a","fallthrough":{"variation":"a"}}'
+    expect '"A"' "${cli[@]}" --cert "$c/client.pem" --key "$c/client.key" FLAG.EVAL cli:tls
+    if "${cli[@]}" ping 2>/dev/null | grep -q PONG; then echo "FAIL: TLS client without a certificate was served" >&2; exit 1; fi
+    if "${cli[@]}" --cert "$c/foreign.pem" --key "$c/foreign.key" ping 2>/dev/null | grep -q PONG; then
+        echo "FAIL: TLS client with a foreign certificate was served" >&2; exit 1
+    fi
+    log "redis-py ssl=True"
+    "$root/.venv-compat/bin/python" "$here/tls_check.py" "$tls_port" "$c"
+    log "ioredis tls: {ca}"
+    node "$here/tls_check.js" "$tls_port" "$c"
+    kill "$tls_pid" 2>/dev/null || true
+    trap 'kill "$server_pid" "$limited_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 install_tools
 start_server
+tls_checks
 redis_cli_checks
 log "redis-py"
 "$root/.venv-compat/bin/python" "$here/redis_py_check.py" "$port"
