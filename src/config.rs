@@ -50,6 +50,18 @@ pub enum TlsAuthClients {
     Optional,
 }
 
+/// Whether a verified client certificate logs the connection in (Redis 8.6
+/// `tls-auth-clients-user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsAuthClientsUser {
+    /// Certificates only open the connection; AUTH as usual.
+    Off,
+    /// The certificate's subject CN names the ACL user the connection acts as.
+    #[value(name = "cn", alias = "CN")]
+    Cn,
+}
+
 /// Command-line flags; each is also read from `FLAGSTAFF_<NAME>`.
 #[derive(Debug, Parser)]
 #[command(
@@ -200,6 +212,9 @@ pub struct Cli {
     /// Client certificates on TLS connections: yes (required), no, optional [default: yes with --tls-ca-cert-file, else no]
     #[arg(long, env = "FLAGSTAFF_TLS_AUTH_CLIENTS")]
     pub tls_auth_clients: Option<TlsAuthClients>,
+    /// off, or CN: a verified client certificate's subject CN logs the connection in as the ACL user of that name (which must exist and be on) [default: off]
+    #[arg(long, env = "FLAGSTAFF_TLS_AUTH_CLIENTS_USER")]
+    pub tls_auth_clients_user: Option<TlsAuthClientsUser>,
     /// Serve the HTTP port over TLS (HTTPS) with the same certificate (yes or no) [default: no]
     #[arg(long, env = "FLAGSTAFF_TLS_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub tls_http: Option<bool>,
@@ -285,6 +300,7 @@ struct FileConfig {
     tls_key_file: Option<PathBuf>,
     tls_ca_cert_file: Option<PathBuf>,
     tls_auth_clients: Option<TlsAuthClients>,
+    tls_auth_clients_user: Option<TlsAuthClientsUser>,
     tls_http: Option<bool>,
     tls_cluster: Option<bool>,
 }
@@ -413,6 +429,8 @@ pub struct Settings {
     pub tls_ca_cert_file: Option<PathBuf>,
     /// Whether TLS clients need a certificate.
     pub tls_auth_clients: TlsAuthClients,
+    /// Whether a client certificate's CN logs the connection in.
+    pub tls_auth_clients_user: TlsAuthClientsUser,
     /// Whether the HTTP port speaks HTTPS.
     pub tls_http: bool,
     /// Whether the cluster bus and joins use mutual TLS.
@@ -468,6 +486,7 @@ impl Default for Settings {
             tls_key_file: None,
             tls_ca_cert_file: None,
             tls_auth_clients: TlsAuthClients::No,
+            tls_auth_clients_user: TlsAuthClientsUser::Off,
             tls_http: false,
             tls_cluster: false,
         }
@@ -599,6 +618,10 @@ impl Settings {
             tls_key_file: cli.tls_key_file.or(file.tls_key_file),
             tls_ca_cert_file: cli.tls_ca_cert_file.or(file.tls_ca_cert_file),
             tls_auth_clients: d.tls_auth_clients,
+            tls_auth_clients_user: cli
+                .tls_auth_clients_user
+                .or(file.tls_auth_clients_user)
+                .unwrap_or(d.tls_auth_clients_user),
             tls_http: cli.tls_http.or(file.tls_http).unwrap_or(d.tls_http),
             tls_cluster: cli
                 .tls_cluster
@@ -751,10 +774,12 @@ impl Settings {
                         .into(),
                 );
             }
-            if self.tls_auth_clients != TlsAuthClients::No {
+            if self.tls_auth_clients != TlsAuthClients::No
+                || self.tls_auth_clients_user != TlsAuthClientsUser::Off
+            {
                 return invalid(
                     "tls-auth-clients",
-                    "yes or optional needs --tls-ca-cert-file to verify client certificates".into(),
+                    "yes or optional (and --tls-auth-clients-user) needs --tls-ca-cert-file to verify client certificates".into(),
                 );
             }
         }

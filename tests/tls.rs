@@ -745,3 +745,71 @@ fn a_tls_cluster_forms_fails_over_and_refuses_a_foreign_member() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
+
+#[test]
+fn tls_auth_clients_user_cn_logs_a_certificate_in_as_its_acl_user() {
+    let _g = serial();
+    let pki = Pki::generate(&temp_dir("pki"));
+    let nobody = pki.ca.leaf(&pki.dir, "nobody", "nobody", &[]);
+    let disabled = pki.ca.leaf(&pki.dir, "disabled", "sleeper", &[]);
+    let tls_port = free_port();
+    let mut args = pki.server_args(tls_port);
+    args.extend(strings(&[
+        "--requirepass",
+        "admin-pw",
+        "--tls-auth-clients-user",
+        "CN",
+    ]));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let mut admin = server.conn();
+    redis::cmd("AUTH")
+        .arg("admin-pw")
+        .query::<()>(&mut admin)
+        .unwrap();
+    for rule in [
+        vec![
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">app-secret",
+            "~prod:*",
+            "+@all",
+        ],
+        vec!["ACL", "SETUSER", "sleeper", "off", "nopass", "~*", "+@all"],
+    ] {
+        common::cmd_str(&mut admin, &rule).unwrap();
+    }
+    // The client certificate (CN app) is the credential: no AUTH needed.
+    let mut app = tls_connect(tls_port, &pki.ca_file, Some(&pki.client)).unwrap();
+    assert_eq!(
+        tls_cmd(&mut app, &["ACL", "WHOAMI"]).unwrap(),
+        "$3\r\napp\r\n"
+    );
+    let ok = tls_cmd(&mut app, &["FLAG.SET", "prod:a", FLAG]).unwrap();
+    assert!(ok.starts_with(':'), "{ok}");
+    // ... and the user's key patterns apply.
+    let denied = tls_cmd(&mut app, &["FLAG.SET", "staging:a", FLAG]).unwrap();
+    assert!(denied.starts_with("-NOPERM"), "{denied}");
+    // A CN that names no user, or a disabled one, logs nobody in.
+    for leaf in [&nobody, &disabled] {
+        let mut s = tls_connect(tls_port, &pki.ca_file, Some(leaf)).unwrap();
+        let r = tls_cmd(&mut s, &["FLAG.GET", "prod:a"]).unwrap();
+        assert!(r.starts_with("-NOAUTH"), "{r}");
+        // AUTH still works on such a connection.
+        assert_eq!(tls_cmd(&mut s, &["AUTH", "admin-pw"]).unwrap(), "+OK\r\n");
+    }
+    drop(server);
+
+    // Without the setting a certificate is not a login.
+    let tls_port = free_port();
+    let mut args = pki.server_args(tls_port);
+    args.extend(strings(&["--requirepass", "admin-pw"]));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _server = Server::start(&args);
+    let mut app = tls_connect(tls_port, &pki.ca_file, Some(&pki.client)).unwrap();
+    let r = tls_cmd(&mut app, &["ACL", "WHOAMI"]).unwrap();
+    assert!(r.starts_with("-NOAUTH"), "{r}");
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}

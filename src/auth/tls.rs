@@ -229,3 +229,102 @@ fn build(files: &TlsFiles) -> Result<TlsConfigs, TlsError> {
         bus_client,
     })
 }
+
+/// One DER element: its tag, its contents, and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The subject's common name (CN) of a DER certificate, if it has one.
+/// rustls verifies the chain but does not read the subject; this walks just
+/// enough of the structure to find it, and gives up on anything unexpected.
+pub fn common_name(cert: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    let (SEQUENCE, certificate, _) = der_element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
+    let (tag, _, rest) = der_element(tbs)?;
+    tbs = if tag == 0xa0 {
+        der_element(rest)?.2
+    } else {
+        rest
+    };
+    for _ in 0..3 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (SEQUENCE, mut subject, _) = der_element(tbs)? else {
+        return None;
+    };
+    while !subject.is_empty() {
+        let (SET, mut rdn, rest) = der_element(subject)? else {
+            return None;
+        };
+        subject = rest;
+        while !rdn.is_empty() {
+            let (SEQUENCE, attribute, rest) = der_element(rdn)? else {
+                return None;
+            };
+            rdn = rest;
+            let (0x06, oid, value) = der_element(attribute)? else {
+                return None;
+            };
+            if oid == CN_OID {
+                let (_, text, _) = der_element(value)?;
+                return std::str::from_utf8(text).ok().map(str::to_string);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Flag Co");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "app-prod");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()).as_deref(), Some("app-prod"));
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), None);
+        // Truncated or garbage input is no name, never a panic.
+        let der = cert.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = common_name(&der[..cut]);
+        }
+        assert_eq!(common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+}

@@ -166,6 +166,22 @@ pub(crate) fn login(
     }
 }
 
+/// Logs a TLS connection in as the ACL user its verified certificate names
+/// (`--tls-auth-clients-user CN`): the user must exist and be `on`. Returns
+/// whether it did; otherwise the session stays as it was (AUTH still works).
+pub fn login_by_certificate(state: &ServerState, session: &mut Session, cn: &str) -> bool {
+    sync_users(state);
+    match state.users.get(cn) {
+        Some(user) if user.enabled() => {
+            session.authenticated = true;
+            session.user = user.name().to_string();
+            session.acl = None;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// `ACL <subcommand>`.
 pub fn acl(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     dispatch_sub(ctx, &table::ACL, args)

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::paged::{self, PageSource, Paged, Part};
 use crate::command::{self, Flow, ServerState, Session};
+use crate::config::TlsAuthClientsUser;
 use crate::metrics;
 use crate::protocol::reply::encode_array_header;
 use crate::protocol::{Protocol, Reply, RequestDecoder};
@@ -39,6 +40,11 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
 
     /// The socket underneath.
     fn tcp(&self) -> &TcpStream;
+
+    /// The subject CN of the client's verified certificate, if it sent one.
+    fn peer_common_name(&self) -> Option<String> {
+        None
+    }
 
     /// Waits until bytes arrive, then reads them into `rbuf` (`want` is a
     /// capacity hint).
@@ -66,6 +72,11 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
+    }
+
+    fn peer_common_name(&self) -> Option<String> {
+        let leaf = self.get_ref().1.peer_certificates()?.first()?;
+        crate::auth::tls::common_name(leaf)
     }
 
     async fn read_some(&mut self, rbuf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
@@ -102,6 +113,17 @@ pub async fn serve<S: ClientStream>(state: Arc<ServerState>, mut stream: S, peer
     let id = client.id;
     tracing::debug!(id, %peer, "client connected");
     let mut session = Session::new(client.clone(), !state.requires_auth());
+    if state.settings.tls_auth_clients_user == TlsAuthClientsUser::Cn {
+        match stream.peer_common_name() {
+            Some(cn) if command::acl::login_by_certificate(&state, &mut session, &cn) => {
+                tracing::debug!(id, user = %cn, "logged in by client certificate");
+            }
+            Some(cn) => {
+                tracing::info!(id, %peer, cn = %cn, "client certificate names no enabled ACL user; the connection is not logged in");
+            }
+            None => {}
+        }
+    }
     if let Err(e) = run(&state, &mut session, &mut stream).await {
         tracing::debug!(id, error = %e, "connection error");
     }
