@@ -813,3 +813,47 @@ fn tls_auth_clients_user_cn_logs_a_certificate_in_as_its_acl_user() {
     assert!(r.starts_with("-NOAUTH"), "{r}");
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
+
+#[test]
+fn pipelines_and_large_replies_arrive_whole_over_tls() {
+    let _g = serial();
+    let pki = Pki::generate(&temp_dir("pki"));
+    let tls_port = free_port();
+    let args = pki.server_args(tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _server = Server::start(&args);
+    assert!(wait_for(Duration::from_secs(10), || pong(
+        tls_port,
+        &pki.ca_file,
+        Some(&pki.client)
+    )));
+    let mut s = tls_connect(tls_port, &pki.ca_file, Some(&pki.client)).unwrap();
+    // 5,000 commands in one write: every reply comes back, in order.
+    let batch: Vec<u8> = (0..5000).flat_map(|_| resp(&["PING"])).collect();
+    s.write_all(&batch).unwrap();
+    s.flush().unwrap();
+    let want = b"+PONG\r\n".repeat(5000);
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == want, "pipelined replies differ");
+    // A reply far larger than the socket buffers, read slowly: the server
+    // keeps finding the socket full, and its last TLS records must still go
+    // out once it drains (nothing else would push them).
+    let big = "x".repeat(8 * 1024 * 1024);
+    s.write_all(&resp(&["ECHO", &big])).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let header = format!("${}\r\n", big.len());
+    let mut echoed = vec![0u8; header.len() + big.len() + 2];
+    let mut at = 0;
+    while at < echoed.len() {
+        let end = (at + 16 * 1024).min(echoed.len());
+        let n = s.read(&mut echoed[at..end]).unwrap();
+        assert!(n > 0, "closed after {at} bytes");
+        at += n;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    assert!(echoed.starts_with(header.as_bytes()) && echoed.ends_with(b"xxxx\r\n"));
+    assert_eq!(tls_cmd(&mut s, &["PING"]).unwrap(), "+PONG\r\n");
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
