@@ -173,6 +173,9 @@ pub struct Cli {
     /// HTTP requests per second each user may make (token bucket, bursts up to one second's worth); 0: no limit [default: 0]
     #[arg(long, env = "FLAGSTAFF_HTTP_RATE_LIMIT")]
     pub http_rate_limit: Option<u32>,
+    /// Seconds a console login session lasts without a request before it expires [default: 28800]
+    #[arg(long, env = "FLAGSTAFF_SESSION_TTL", value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl: Option<u64>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -247,6 +250,7 @@ struct FileConfig {
     metrics_auth: Option<bool>,
     http_cors_origins: Option<Vec<String>>,
     http_rate_limit: Option<u32>,
+    session_ttl: Option<u64>,
 }
 
 /// A configuration problem, worded as one line.
@@ -363,6 +367,8 @@ pub struct Settings {
     pub http_cors_origins: Vec<String>,
     /// HTTP requests per second per user; 0: unlimited.
     pub http_rate_limit: u32,
+    /// Seconds a console session lasts without a request.
+    pub session_ttl: u64,
 }
 
 impl Default for Settings {
@@ -409,6 +415,7 @@ impl Default for Settings {
             metrics_auth: false,
             http_cors_origins: Vec::new(),
             http_rate_limit: 0,
+            session_ttl: 8 * 3600,
         }
     }
 }
@@ -533,6 +540,10 @@ impl Settings {
                 .http_rate_limit
                 .or(file.http_rate_limit)
                 .unwrap_or(d.http_rate_limit),
+            session_ttl: cli
+                .session_ttl
+                .or(file.session_ttl)
+                .unwrap_or(d.session_ttl),
         };
         let mut s = s;
         s.http_port = http_port(cli.http_port.or(file.http_port), s.port)?;
