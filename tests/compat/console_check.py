@@ -258,7 +258,8 @@ try:
     # The screenshot for the docs: the editor at 1280x800.
     login("pm", "pm-secret")
     driver.get(BASE + "/#/flag/prod%3Acheckout")
-    css('[data-rule="0"]')
+    rule = css('[data-rule="0"]')
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", rule)
     time.sleep(0.3)
     shot("editor")
     print("console: all scenarios passed")

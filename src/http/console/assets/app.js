@@ -38,6 +38,8 @@ async function boot() {
   const nav = document.getElementById('nav');
   nav.hidden = false;
   nav.querySelectorAll('[data-needs]').forEach((a) => { a.hidden = a.dataset.needs !== 'experiments' && !can(a.dataset.needs); });
+  // Panels whose commands this build lacks (501) stay hidden.
+  api('GET', '/experiments').then((r) => { nav.querySelector('[data-needs="experiments"]').hidden = !r.ok; });
   document.body.classList.toggle('viewer', !can('write'));
   openFeed();
   route();
