@@ -255,8 +255,29 @@ try:
     css("#login-user")
     check(True, "the console shows the login page again")
 
-    # The screenshot for the docs: the editor at 1280x800.
+    # Segments through their form: included keys and a rule; errors at the field.
     login("pm", "pm-secret")
+    driver.get(BASE + "/#/segments")
+    fill(css("#new-segment"), "prod:beta-testers")
+    clickable('[data-edit="new-segment"]').click()
+    fill(css('[data-path="included"]'), "user-1\nuser-2")
+    rules_add = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "section[aria-label='Rules'] > button") if b.text == "+ Rule"][0])
+    rules_add.click()
+    fill(css('[data-path="rules[0].clauses[0].attribute"]'), "version")
+    css('[data-path="rules[0].clauses[0].op"]').send_keys("semver >")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "not-a-version")
+    clickable("[data-edit='save']").click()
+    err = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '.field-error[data-error-for^="rules[0].clauses[0]"]'))
+    check(r.execute_command("SEGMENT.GET", "prod:beta-testers") is None, f"a bad semver is refused at the field ({err.text}) and nothing is written")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "2.0.0")
+    clickable("[data-edit='save']").click()
+    wait.until(lambda d: r.execute_command("SEGMENT.GET", "prod:beta-testers") is not None)
+    seg = json.loads(r.execute_command("SEGMENT.GET", "prod:beta-testers"))
+    check(seg["included"] == ["user-1", "user-2"], f"SEGMENT.GET shows the included keys: {seg['included']}")
+    check(seg["rules"] == [{"clauses": [{"attribute": "version", "op": "semver_gt", "values": ["2.0.0"]}]}], f"and the rule: {seg['rules']}")
+    shot("segment")
+
+    # The screenshot for the docs: the editor at 1280x800.
     driver.get(BASE + "/#/flag/prod%3Acheckout")
     rule = css('[data-rule="0"]')
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", rule)

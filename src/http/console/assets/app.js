@@ -1,7 +1,7 @@
 // The flagstaff admin console: hash-routed pages over the JSON API, kept
 // current by the change feed (Server-Sent Events from flagstaff:changes).
 import { api, keyPath, setCsrf } from './api.js';
-import { flagEditor, h, lineDiff } from './editor.js';
+import { flagEditor, h, lineDiff, segmentEditor } from './editor.js';
 
 const main = document.getElementById('main');
 const state = { me: null, feed: null, page: null, available: {} };
@@ -446,19 +446,34 @@ async function segmentsPage() {
 }
 
 async function segmentPage(key) {
-  const res = await api('GET', `/segments/${keyPath(key)}`);
-  const seg = res.ok ? res.data : { description: '', included: [], excluded: [], rules: [] };
-  const text = h('textarea', { id: 'segment-json', rows: 16, readonly: !can('segments') }, JSON.stringify(seg, null, 2));
-  const err = h('div', { class: 'error', role: 'alert' });
-  main.replaceChildren(h('p', {}, h('a', { href: '#/segments' }, '← Segments')), h('h1', {}, key),
-    h('div', { class: 'card' }, h('label', { for: 'segment-json' }, 'Definition: {description, included, excluded, rules: [{clauses}]}', text), err,
-      can('segments') ? h('button', { type: 'button', class: 'primary', 'data-edit': 'save', onClick: async () => {
-        err.textContent = '';
-        const r = await api('PUT', `/segments/${keyPath(key)}`, text.value);
-        if (!r.ok) { err.textContent = `${r.data.path ? `${r.data.path}: ` : ''}${errorText(r)}`; text.setAttribute('aria-invalid', 'true'); return; }
-        text.removeAttribute('aria-invalid');
-        toast(`Saved ${key} (version ${r.data.version})`);
-      } }, 'Save') : null));
+  const [res, segs] = await Promise.all([api('GET', `/segments/${keyPath(key)}`), api('GET', '/segments')]);
+  if (!res.ok && res.status !== 404) { main.replaceChildren(h('h1', {}, key), h('p', { class: 'error' }, errorText(res))); return; }
+  const head = [h('p', {}, h('a', { href: '#/segments' }, '← Segments')), h('h1', {}, res.ok ? key : `New segment ${key}`)];
+  if (!can('segments')) {
+    main.replaceChildren(...head, res.ok ? h('pre', { class: 'json', id: 'segment-json', tabindex: 0 }, JSON.stringify(res.data, null, 2)) : h('p', { class: 'muted' }, 'No such segment.'));
+    return;
+  }
+  const box = h('div');
+  const editor = segmentEditor(box, res.ok ? res.data : null, { segments: segs.ok ? segs.data : [] });
+  const json = h('pre', { class: 'json', id: 'segment-json' });
+  const jsonView = h('details', { class: 'card', onToggle: () => { json.textContent = JSON.stringify(editor.value(), null, 2); } }, h('summary', {}, 'JSON view'), json);
+  const save = h('button', { type: 'submit', class: 'primary', 'data-edit': 'save' }, 'Save segment');
+  const form = h('form', { 'aria-label': 'Segment editor', novalidate: true, onSubmit: async (e) => {
+    e.preventDefault();
+    editor.clearErrors();
+    const r = await api('PUT', `/segments/${keyPath(key)}`, editor.value());
+    if (!r.ok) { editor.showError(r.data && r.data.path, errorText(r)); return; }
+    toast(`Saved ${key} (version ${r.data.version})`);
+    segmentPage(key);
+  } }, box, jsonView, h('div', { class: 'card row' }, save,
+    res.ok ? h('button', { type: 'button', class: 'danger', 'data-edit': 'delete', onClick: async () => {
+      if (!window.confirm(`Delete segment ${key}?`)) return;
+      const r = await api('DELETE', `/segments/${keyPath(key)}`);
+      if (!r.ok) { editor.showError('', errorText(r)); return; }
+      toast(`Deleted ${key}`);
+      location.hash = '#/segments';
+    } }, 'Delete') : null));
+  main.replaceChildren(...head, form);
 }
 
 // ---------- experiments ----------

@@ -71,6 +71,38 @@ function parseValues(text, op) {
   return parts;
 }
 
+/** The clause builder, shared by flag rules and segment rules. */
+function clauseUI(env) {
+  const clauseRow = (clauses, c, i, path, sectionName) => {
+    const p = `${path}[${i}]`;
+    return h('div', { class: 'clause', 'data-path': p },
+      field('Attribute', h('input', { type: 'text', value: c.attribute || '', placeholder: c.op === 'in_segment' ? '(not used)' : 'country', 'data-path': `${p}.attribute`,
+        onInput: (e) => { if (e.target.value) c.attribute = e.target.value; else delete c.attribute; env.changed(); } })),
+      field('Operator', h('select', { 'data-path': `${p}.op`, onChange: (e) => {
+        c.op = e.target.value;
+        // Values are typed by the operator (numbers for lt/gt...): read them again.
+        const vi = e.target.closest('.clause').querySelector('input[data-path$=".values"]');
+        c.values = parseValues(vi.value, c.op);
+        if (c.op === 'in_segment') vi.setAttribute('list', env.segListId); else vi.removeAttribute('list');
+        env.changed();
+      } },
+        OPS.map(([op, label]) => h('option', { value: op, selected: op === c.op }, `${label} (${op})`)))),
+      field('Values (comma-separated, or a JSON array)', h('input', { type: 'text', value: valuesText(c.values), 'data-path': `${p}.values`, list: c.op === 'in_segment' ? env.segListId : undefined,
+        onInput: (e) => { c.values = parseValues(e.target.value, c.op); env.changed(); } })),
+      h('label', { class: 'inline' }, h('input', { type: 'checkbox', checked: c.negate, 'data-path': `${p}.negate`, onChange: (e) => { if (e.target.checked) c.negate = true; else delete c.negate; env.changed(); } }), 'not'),
+      h('button', { type: 'button', 'aria-label': `Remove condition ${i + 1}`, onClick: () => { clauses.splice(i, 1); env.rerender(sectionName); } }, '✕'));
+  };
+
+  const clauseBuilder = (owner, path, sectionName) => {
+    owner.clauses = owner.clauses || [];
+    return h('div', { 'data-path': path },
+      h('div', { class: 'muted' }, 'All conditions must match:'),
+      owner.clauses.map((c, i) => clauseRow(owner.clauses, c, i, path, sectionName)),
+      h('button', { type: 'button', 'data-role': 'add-clause', onClick: () => { owner.clauses.push({ attribute: '', op: 'eq', values: [] }); env.rerender(sectionName); } }, '+ Condition'));
+  };
+  return { clauseBuilder };
+}
+
 /**
  * Mounts the editor into `root` for `definition` (a new flag when null).
  * `ctx` = {segments: [...keys], flags: [...keys], onChange()}.
@@ -171,26 +203,7 @@ export function flagEditor(root, definition, ctx = {}) {
     return box;
   };
 
-  const clauseRow = (clauses, c, i, path, sectionName) => {
-    const p = `${path}[${i}]`;
-    return h('div', { class: 'clause', 'data-path': p },
-      field('Attribute', h('input', { type: 'text', value: c.attribute || '', placeholder: c.op === 'in_segment' ? '(not used)' : 'country', 'data-path': `${p}.attribute`,
-        onInput: (e) => { if (e.target.value) c.attribute = e.target.value; else delete c.attribute; changed(); } })),
-      field('Operator', h('select', { 'data-path': `${p}.op`, onChange: (e) => { c.op = e.target.value; changed(); } },
-        OPS.map(([op, label]) => h('option', { value: op, selected: op === c.op }, `${label} (${op})`)))),
-      field('Values (comma-separated, or a JSON array)', h('input', { type: 'text', value: valuesText(c.values), 'data-path': `${p}.values`, list: c.op === 'in_segment' ? segList.id : undefined,
-        onInput: (e) => { c.values = parseValues(e.target.value, c.op); changed(); } })),
-      h('label', { class: 'inline' }, h('input', { type: 'checkbox', checked: c.negate, 'data-path': `${p}.negate`, onChange: (e) => { if (e.target.checked) c.negate = true; else delete c.negate; changed(); } }), 'not'),
-      h('button', { type: 'button', 'aria-label': `Remove condition ${i + 1}`, onClick: () => { clauses.splice(i, 1); rerender(sectionName); } }, '✕'));
-  };
-
-  const clauseBuilder = (owner, path, sectionName) => {
-    owner.clauses = owner.clauses || [];
-    return h('div', { 'data-path': path },
-      h('div', { class: 'muted' }, 'All conditions must match:'),
-      owner.clauses.map((c, i) => clauseRow(owner.clauses, c, i, path, sectionName)),
-      h('button', { type: 'button', 'data-role': 'add-clause', onClick: () => { owner.clauses.push({ attribute: '', op: 'eq', values: [] }); rerender(sectionName); } }, '+ Condition'));
-  };
+  const { clauseBuilder } = clauseUI({ changed, rerender: (n) => rerender(n), segListId: segList.id });
 
   const general = section('general', 'General', () => [
     h('div', { class: 'grid2' },
@@ -290,36 +303,86 @@ export function flagEditor(root, definition, ctx = {}) {
       for (const k of ['tags', 'targets', 'rules', 'prerequisites']) if (out[k] && out[k].length === 0) delete out[k];
       return out;
     },
-    /** Shows a server message at the field its JSON path names (or the closest enclosing one). */
-    showError(path, message) {
-      let p = path || '';
-      let el = null;
-      while (p) {
-        el = root.querySelector(`[data-path="${CSS.escape(p)}"]`);
-        if (el) break;
-        const shorter = p.replace(/(\.[^.[\]]*|\[\d+\])$/, '');
-        if (shorter === p) break;
-        p = shorter;
-      }
-      el = el || general_error;
-      const msg = h('div', { class: 'field-error', role: 'alert', id: id('err'), 'data-error-for': path }, `${path ? `${path}: ` : ''}${message}`);
-      if (el === general_error) { general_error.replaceChildren(msg); return msg; }
-      el.setAttribute('aria-invalid', 'true');
-      el.setAttribute('aria-describedby', msg.id);
-      (el.closest('label') || el).after(msg);
-      if (el.focus) el.focus();
-      return msg;
-    },
-    clearErrors() {
-      root.querySelectorAll('.field-error[data-error-for]').forEach((e) => e.remove());
-      root.querySelectorAll('[aria-invalid="true"]').forEach((e) => e.removeAttribute('aria-invalid'));
-      general_error.replaceChildren();
-    },
+    showError: (path, message) => showErrorIn(root, general_error, path, message),
+    clearErrors: () => clearErrorsIn(root, general_error),
     rolloutOk() {
       const sums = [d.fallthrough, ...d.rules.map((r) => r.serve)].filter((s) => s && Array.isArray(s.rollout))
         .map((s) => s.rollout.reduce((a, r) => a + (r.weight || 0), 0));
       return sums.every((s) => s === 10000);
     },
+  };
+}
+
+/** Shows a server message at the field its JSON path names (or the closest enclosing one). */
+function showErrorIn(root, fallback, path, message) {
+  let p = path || '';
+  let el = null;
+  while (p) {
+    el = root.querySelector(`[data-path="${CSS.escape(p)}"]`);
+    if (el) break;
+    const shorter = p.replace(/(\.[^.[\]]*|\[\d+\])$/, '');
+    if (shorter === p) break;
+    p = shorter;
+  }
+  el = el || fallback;
+  const msg = h('div', { class: 'field-error', role: 'alert', id: `err-${++uid}`, 'data-error-for': path }, `${path ? `${path}: ` : ''}${message}`);
+  if (el === fallback) { fallback.replaceChildren(msg); return msg; }
+  el.setAttribute('aria-invalid', 'true');
+  el.setAttribute('aria-describedby', msg.id);
+  (el.closest('label') || el).after(msg);
+  if (el.focus) el.focus();
+  return msg;
+}
+
+function clearErrorsIn(root, fallback) {
+  root.querySelectorAll('.field-error[data-error-for]').forEach((e) => e.remove());
+  root.querySelectorAll('[aria-invalid="true"]').forEach((e) => e.removeAttribute('aria-invalid'));
+  fallback.replaceChildren();
+}
+
+/** Keys typed one per line or comma-separated. */
+function keysOf(text) {
+  return text.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Mounts a segment editor ({description, included, excluded, rules: [{clauses}]})
+ * into `root`; the same interface as the flag editor.
+ */
+export function segmentEditor(root, definition, ctx = {}) {
+  const d = structuredClone(definition || {});
+  for (const k of READ_ONLY) delete d[k];
+  d.included = d.included || [];
+  d.excluded = d.excluded || [];
+  d.rules = d.rules || [];
+  const changed = () => ctx.onChange && ctx.onChange();
+  const segList = h('datalist', { id: `segs-${++uid}` }, (ctx.segments || []).map((s) => h('option', { value: s })));
+  const rulesBox = h('section', { class: 'card', 'aria-label': 'Rules' });
+  const { clauseBuilder } = clauseUI({ changed, rerender: () => renderRules(), segListId: segList.id });
+  const renderRules = () => {
+    rulesBox.replaceChildren(h('h2', {}, 'Rules (any matching rule puts a context in the segment)'),
+      ...d.rules.map((r, i) => h('div', { class: 'list-item', 'data-path': `rules[${i}]` },
+        clauseBuilder(r, `rules[${i}].clauses`, 'rules'),
+        h('button', { type: 'button', 'aria-label': `Remove rule ${i + 1}`, onClick: () => { d.rules.splice(i, 1); renderRules(); changed(); } }, 'Remove rule'))),
+      h('button', { type: 'button', onClick: () => { d.rules.push({ clauses: [{ attribute: '', op: 'eq', values: [] }] }); renderRules(); changed(); } }, '+ Rule'));
+  };
+  renderRules();
+  const list = (name, label) => h('label', {}, h('span', {}, label), h('textarea', { rows: 3, 'data-path': name,
+    onInput: (e) => { d[name] = keysOf(e.target.value); changed(); } }, d[name].join('\n')));
+  const general_error = h('div', { class: 'error', role: 'alert' });
+  root.replaceChildren(segList, general_error,
+    h('section', { class: 'card', 'aria-label': 'General' }, h('h2', {}, 'General'),
+      h('label', {}, h('span', {}, 'Description'), h('input', { type: 'text', value: d.description || '', 'data-path': 'description', onInput: (e) => { d.description = e.target.value; changed(); } })),
+      h('div', { class: 'grid2' }, list('included', 'Included keys (always in; one per line)'), list('excluded', 'Excluded keys (never in; beats included)'))),
+    rulesBox);
+  return {
+    value() {
+      const out = structuredClone(d);
+      if (!out.description) delete out.description;
+      return out;
+    },
+    showError: (path, message) => showErrorIn(root, general_error, path, message),
+    clearErrors: () => clearErrorsIn(root, general_error),
   };
 }
 
