@@ -716,3 +716,41 @@ fn the_change_feed_is_server_sent_events_resumable_with_last_event_id() {
     );
     assert!(events.iter().any(|e| e["key"] == "prod:c"), "{events:?}");
 }
+
+fn login_status(port: u16, user: &str, pass: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let r = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &[],
+        &json!({"user": user, "password": pass}).to_string(),
+    );
+    (r.status, started.elapsed())
+}
+
+#[test]
+fn failed_logins_back_off_per_user_as_well_as_per_address_and_land_in_acl_log() {
+    let _g = serial();
+    let (s, hp) = start(&[]);
+    let mut con = admin_conn(&s);
+    add_user(&mut con, "pm", "pm-pw", &["+@flag-read"]);
+    add_user(&mut con, "other", "other-pw", &["+@flag-read"]);
+    for _ in 0..10 {
+        assert_eq!(login_status(hp, "pm", "guess").0, 401);
+    }
+    // A success from this address clears the address's record (as RESP AUTH
+    // does); pm's own record stays, so the next guess at pm still waits.
+    assert_eq!(login_status(hp, "other", "other-pw").0, 200);
+    let (status, took) = login_status(hp, "pm", "guess");
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_millis(100),
+        "a guess at a user in backoff waits its turn (took {took:?})"
+    );
+    // The right password still logs in (after its turn), and clears the record.
+    assert_eq!(login_status(hp, "pm", "pm-pw").0, 200);
+    let log = resp_cmd(&mut con, &["ACL", "LOG", "1"]);
+    let text = format!("{log:?}");
+    assert!(text.contains("auth") && text.contains("pm"), "{text}");
+}
