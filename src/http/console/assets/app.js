@@ -363,7 +363,10 @@ async function flagPage(key) {
   const showChart = async () => {
     const res = await api('GET', `/flags/${keyPath(key)}/stats`);
     if (!res.ok) { panel.replaceChildren(h('p', { class: 'muted' }, res.status === 501 ? 'Evaluation statistics are not available on this server.' : errorText(res))); return; }
+    const byReason = res.data.by_reason && typeof res.data.by_reason === 'object' ? Object.entries(res.data.by_reason).filter(([, n]) => typeof n === 'number') : [];
     panel.replaceChildren(h('div', { class: 'card chart' }, h('h2', {}, 'Evaluations by variation'), barChart(countsByVariation(res.data)),
+      byReason.length ? h('h2', {}, 'By reason') : null, byReason.length ? barChart(byReason) : null,
+      h('p', { class: 'muted' }, `First evaluated ${fmtTime(res.data.first_evaluated) || 'never'}, last ${fmtTime(res.data.last_evaluated) || 'never'}.`),
       h('details', {}, h('summary', {}, 'Raw statistics'), h('pre', { class: 'json' }, JSON.stringify(res.data, null, 2)))));
   };
   main.replaceChildren(h('p', {}, h('a', { href: '#/flags' }, '← Flags')), title, status, banner, tabBar, panel);
@@ -390,7 +393,7 @@ async function flagPage(key) {
 
 /** Counts per variation from a stats document, whatever its nesting. */
 function countsByVariation(stats) {
-  const src = stats.variations || stats.by_variation || stats.counts || stats;
+  const src = stats.by_variation || stats.variations || stats.counts || stats;
   if (Array.isArray(src)) return src.map((x) => [x.variation || x.name, Number(x.count || x.evaluations || 0)]);
   return Object.entries(src).filter(([, v]) => typeof v === 'number' || (v && typeof v.count === 'number')).map(([k, v]) => [k, typeof v === 'number' ? v : v.count]);
 }
@@ -418,13 +421,37 @@ function barChart(pairs) {
   return root;
 }
 
-/** Intervals as points with whiskers (experiment results). */
+/**
+ * Every estimate with a confidence interval in a results document
+ * (objects holding numeric ci_low and ci_high), labelled by where it sits
+ * (variation, metric), with its lift (or mean) as the point.
+ */
+function intervals(doc, label) {
+  const out = [];
+  if (Array.isArray(doc)) {
+    doc.forEach((x) => out.push(...intervals(x, label)));
+  } else if (doc && typeof doc === 'object') {
+    const here = doc.name || doc.variation || doc.metric;
+    const at = here ? [...label, here] : label;
+    if (typeof doc.ci_low === 'number' && typeof doc.ci_high === 'number') {
+      const mean = typeof doc.lift === 'number' ? doc.lift : typeof doc.mean === 'number' ? doc.mean : (doc.ci_low + doc.ci_high) / 2;
+      out.push({ name: at.join(' · ') || 'estimate', mean, lo: doc.ci_low, hi: doc.ci_high });
+    }
+    for (const [k, v] of Object.entries(doc)) {
+      if (v && typeof v === 'object') out.push(...intervals(v, Array.isArray(doc) || k === 'variations' || k === 'metrics' || here ? at : [...at, k]));
+    }
+  }
+  return out;
+}
+
+/** Intervals as points with whiskers (experiment results); a dashed line marks zero. */
 function intervalChart(rows) {
   const lo = Math.min(...rows.map((r) => r.lo));
   const hi = Math.max(...rows.map((r) => r.hi));
   const span = hi - lo || 1;
   const x = (v) => 140 + ((v - lo) / span) * 420;
   const root = svg('svg', { viewBox: `0 0 600 ${rows.length * 30 + 20}`, role: 'img', 'aria-label': rows.map((r) => `${r.name}: ${r.mean} (${r.lo} to ${r.hi})`).join('; ') });
+  if (lo < 0 && hi > 0) root.append(svg('line', { x1: x(0), x2: x(0), y1: 0, y2: rows.length * 30 + 20, stroke: '#8a94a6', 'stroke-dasharray': '4 3' }));
   rows.forEach((r, i) => {
     const y = i * 30 + 15;
     root.append(svg('text', { x: 0, y: y + 4, 'font-size': 13 }, r.name), svg('line', { x1: x(r.lo), x2: x(r.hi), y1: y, y2: y, stroke: '#2456c9', 'stroke-width': 2 }),
@@ -481,13 +508,7 @@ async function segmentPage(key) {
 async function experimentsPage(key) {
   if (key) {
     const [def, results] = await Promise.all([api('GET', `/experiments/${keyPath(key)}`), api('GET', `/experiments/${keyPath(key)}/results`)]);
-    const rows = [];
-    const vs = results.ok && (results.data.variations || results.data.arms || []);
-    for (const v of Array.isArray(vs) ? vs : Object.entries(vs || {}).map(([name, x]) => ({ name, ...x }))) {
-      const ci = v.ci || v.interval || [v.ci_low ?? v.lower, v.ci_high ?? v.upper];
-      const mean = v.mean ?? v.rate ?? v.conversion_rate ?? v.value;
-      if (Array.isArray(ci) && ci.every((n) => typeof n === 'number') && typeof mean === 'number') rows.push({ name: v.name || v.variation, mean, lo: ci[0], hi: ci[1] });
-    }
+    const rows = results.ok ? intervals(results.data, []) : [];
     main.replaceChildren(h('p', {}, h('a', { href: '#/experiments' }, '← Experiments')), h('h1', {}, key),
       rows.length ? h('div', { class: 'card chart' }, h('h2', {}, 'Results with confidence intervals'), intervalChart(rows)) : null,
       h('div', { class: 'card' }, h('h2', {}, 'Results'), h('pre', { class: 'json' }, JSON.stringify(results.ok ? results.data : { error: errorText(results) }, null, 2))),
