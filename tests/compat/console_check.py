@@ -104,7 +104,14 @@ def session_cookie():
 
 
 def api_with_cookie(cookie, path="/api/v1/flags"):
-    req = urllib.request.Request(BASE + path, headers={"Cookie": f"flagstaff_session={cookie}"})
+    return api_status(path, None, cookie)
+
+
+def api_status(path, authorization=None, cookie=None):
+    headers = {"Authorization": authorization} if authorization else {}
+    if cookie:
+        headers["Cookie"] = f"flagstaff_session={cookie}"
+    req = urllib.request.Request(BASE + path, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status
@@ -210,6 +217,22 @@ try:
     check(h["event"] == "rollback" and h["actor"] == "pm", "the rollback is recorded, by pm")
     first = json.loads(history("prod:checkout", 20)[-1]["after"])
     check(after["on"] == first["on"] and after["rules"] == first["rules"], "version 1's definition is back")
+
+    # Keyboard: arrow keys move between the tabs; panels without their commands stay hidden.
+    driver.get("about:blank")
+    driver.get(BASE + "/#/flag/prod%3Acheckout")
+    css("#flag-state")
+    clickable("#tab-editor").click()
+    css("#save")
+    driver.execute_script("document.getElementById('tab-editor').focus()")
+    driver.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    wait.until(lambda d: d.find_element(By.ID, "tab-json").get_attribute("aria-selected") == "true")
+    check(css("#flag-json").text.startswith("{"), "the arrow key opened the JSON tab")
+    stats_missing = api_status("/api/v1/flags/prod%3Acheckout/stats", f"Bearer default:{PASSWORD}") == 501
+    if stats_missing:
+        wait.until(lambda d: not d.find_elements(By.ID, "tab-chart"))
+        check(True, "no FLAG.STATS in this build: the evaluation chart tab is hidden")
+        check(not css('#nav a[href="#/experiments"]').is_displayed(), "and the Experiments page is hidden")
 
     # Phone width: the list still reads.
     driver.set_window_size(390, 844)

@@ -242,6 +242,16 @@ async function flagPage(key) {
     type: 'button', role: 'tab', id: `tab-${t}`, 'aria-controls': 'flag-panel', 'aria-selected': t === current ? 'true' : 'false',
     onClick: () => show(t),
   }, label)));
+  // Arrow keys move between tabs, as in the ARIA tabs pattern.
+  tabBar.addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+    const all = [...tabBar.querySelectorAll('[role=tab]')];
+    const i = all.indexOf(document.activeElement);
+    if (i < 0) return;
+    const next = all[(i + (e.key === 'ArrowRight' ? 1 : all.length - 1)) % all.length];
+    next.focus();
+    next.click();
+  });
   const renderStatus = () => {
     status.replaceChildren();
     if (isNew || !def) return;
