@@ -436,24 +436,30 @@ fn a_login_session_acts_as_its_user_and_writes_need_the_csrf_token() {
         &["+@flag-read", "+@flag-eval", "+@flag-write"],
     );
 
+    let login = |body: &str| {
+        request(
+            hp,
+            "POST",
+            "/api/v1/login",
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    };
     let r = request(
         hp,
         "POST",
         "/api/v1/login",
-        &[],
-        r#"{"user": "pm", "password": "wrong"}"#,
-    );
-    assert_eq!(r.status, 401);
-    assert!(r.header("set-cookie").is_none());
-    let r = request(hp, "POST", "/api/v1/login", &[], r#"{"user": "pm"}"#);
-    assert_eq!(r.status, 400);
-    let r = request(
-        hp,
-        "POST",
-        "/api/v1/login",
-        &[],
+        &[("Content-Type", "application/x-www-form-urlencoded")],
         r#"{"user": "pm", "password": "pm-pw"}"#,
     );
+    assert_eq!(r.status, 415, "a cross-site form cannot log a browser in");
+    assert!(r.header("set-cookie").is_none());
+    let r = login(r#"{"user": "pm", "password": "wrong"}"#);
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+    let r = login(r#"{"user": "pm"}"#);
+    assert_eq!(r.status, 400);
+    let r = login(r#"{"user": "pm", "password": "pm-pw"}"#);
     let cookie = r.header("set-cookie").unwrap();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
@@ -723,7 +729,7 @@ fn login_status(port: u16, user: &str, pass: &str) -> (u16, Duration) {
         port,
         "POST",
         "/api/v1/login",
-        &[],
+        &[("Content-Type", "application/json")],
         &json!({"user": user, "password": pass}).to_string(),
     );
     (r.status, started.elapsed())

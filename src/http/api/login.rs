@@ -22,8 +22,22 @@ use crate::protocol::Reply;
 pub async fn login(
     State(http): State<Arc<Http>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
+    // A cross-site HTML form cannot send JSON, and a cross-site fetch that
+    // does needs a CORS preflight: so no other site can log a browser in.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_body {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "ERR",
+            "send the login as Content-Type: application/json",
+        );
+    }
     let body = tri!(body_object(body).await);
     let (Some(user), Some(password)) = (
         body.get("user").and_then(Value::as_str),
