@@ -47,6 +47,7 @@ pub fn routes() -> Router<Arc<Http>> {
     Router::new()
         .route("/", get(index))
         .route("/console/{file}", get(asset))
+        .route("/favicon.ico", get(favicon))
 }
 
 fn serve(name: &str) -> Response<Body> {
@@ -76,6 +77,10 @@ fn serve(name: &str) -> Response<Body> {
 
 async fn index() -> Response<Body> {
     serve("index.html")
+}
+
+async fn favicon() -> Response<Body> {
+    serve("favicon.svg")
 }
 
 async fn asset(Path(file): Path<String>) -> Response<Body> {
