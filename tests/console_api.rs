@@ -760,3 +760,43 @@ fn failed_logins_back_off_per_user_as_well_as_per_address_and_land_in_acl_log() 
     let text = format!("{log:?}");
     assert!(text.contains("auth") && text.contains("pm"), "{text}");
 }
+
+#[test]
+fn the_console_is_served_from_the_binary_with_a_strict_content_security_policy() {
+    let _g = serial();
+    let (_s, hp) = start(&[]);
+    let page = request(hp, "GET", "/", &[], "");
+    assert_eq!(page.status, 200, "no login needed to get the login page");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(html.contains(r#"src="/console/app.js""#), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    for (file, kind) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("editor.js", "text/javascript; charset=utf-8"),
+        ("api.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    ] {
+        let r = request(hp, "GET", &format!("/console/{file}"), &[], "");
+        assert_eq!(r.status, 200, "{file}");
+        assert_eq!(r.header("content-type"), Some(kind), "{file}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            !text.contains("https://") && !text.contains("http://cdn"),
+            "{file} loads nothing from elsewhere"
+        );
+    }
+    assert_eq!(request(hp, "GET", "/console/nope.js", &[], "").status, 404);
+}
