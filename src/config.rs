@@ -221,6 +221,9 @@ pub struct Cli {
     /// Run the cluster bus (and the --join request) over mutual TLS: members present --tls-cert-file and must chain to --tls-ca-cert-file (yes or no) [default: no]
     #[arg(long, env = "FLAGSTAFF_TLS_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
     pub tls_cluster: Option<bool>,
+    /// Seconds a console login session lasts without a request before it expires [default: 28800]
+    #[arg(long, env = "FLAGSTAFF_SESSION_TTL", value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl: Option<u64>,
 }
 
 /// Tools that talk to a running server instead of being one.
@@ -303,6 +306,7 @@ struct FileConfig {
     tls_auth_clients_user: Option<TlsAuthClientsUser>,
     tls_http: Option<bool>,
     tls_cluster: Option<bool>,
+    session_ttl: Option<u64>,
 }
 
 /// A configuration problem, worded as one line.
@@ -435,6 +439,8 @@ pub struct Settings {
     pub tls_http: bool,
     /// Whether the cluster bus and joins use mutual TLS.
     pub tls_cluster: bool,
+    /// Seconds a console session lasts without a request.
+    pub session_ttl: u64,
 }
 
 impl Default for Settings {
@@ -489,6 +495,7 @@ impl Default for Settings {
             tls_auth_clients_user: TlsAuthClientsUser::Off,
             tls_http: false,
             tls_cluster: false,
+            session_ttl: 8 * 3600,
         }
     }
 }
@@ -627,6 +634,10 @@ impl Settings {
                 .tls_cluster
                 .or(file.tls_cluster)
                 .unwrap_or(d.tls_cluster),
+            session_ttl: cli
+                .session_ttl
+                .or(file.session_ttl)
+                .unwrap_or(d.session_ttl),
         };
         let mut s = s;
         // As Redis: client certificates are required once there is a CA to check them.

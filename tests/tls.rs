@@ -502,11 +502,24 @@ fn sighup_reloads_certificates_without_dropping_connections() {
 
 /// One HTTP/1.1 request over TLS; returns the status line and the body.
 fn https_get(port: u16, pki: &Pki, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = tls_connect(port, &pki.ca_file, Some(&pki.client))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    let text = https_exchange(
+        port,
+        pki,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     )?;
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, body))
+}
+
+/// Sends one raw HTTP/1.1 request over TLS and returns the whole answer (head and body).
+fn https_exchange(port: u16, pki: &Pki, request: &str) -> std::io::Result<String> {
+    let mut s = tls_connect(port, &pki.ca_file, Some(&pki.client))?;
+    s.write_all(request.as_bytes())?;
     s.flush()?;
     let mut raw = Vec::new();
     match s.read_to_end(&mut raw) {
@@ -515,14 +528,7 @@ fn https_get(port: u16, pki: &Pki, path: &str) -> std::io::Result<(String, Strin
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
         Err(e) => return Err(e),
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.lines().next().unwrap_or_default().to_string();
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Ok((status, body))
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
 #[test]
@@ -548,6 +554,23 @@ fn tls_http_serves_https_with_the_same_certificate() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(body.contains("ok"), "{body}");
     assert_eq!(presented(http_port, &pki), der_of(&pki.server.cert));
+    // A console login over HTTPS gets a session cookie browsers only send back over TLS.
+    let login = r#"{"user":"default","password":"any"}"#;
+    let answer = https_exchange(
+        http_port,
+        &pki,
+        &format!(
+            "POST /api/v1/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{login}",
+            login.len()
+        ),
+    )
+    .unwrap();
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no session cookie: {answer}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
     // Plain HTTP on the HTTPS port gets no HTTP answer.
     let mut plain = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
     plain

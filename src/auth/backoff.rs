@@ -6,6 +6,7 @@
 //! connections it opens. A success clears the address's record.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,18 +29,27 @@ struct Record {
     last_failure: Instant,
 }
 
-/// Failed-login records by client address.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    by_addr: Mutex<HashMap<IpAddr, Record>>,
+/// Failed-login records by client address (or by another key: the HTTP
+/// console also keys one by user name).
+#[derive(Debug)]
+pub struct Backoff<K = IpAddr> {
+    by_addr: Mutex<HashMap<K, Record>>,
 }
 
-impl Backoff {
+impl<K> Default for Backoff<K> {
+    fn default() -> Self {
+        Backoff {
+            by_addr: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Backoff<K> {
     /// How long a login attempt from `addr` must wait before it is answered
     /// (zero unless the address is in backoff).
-    pub fn wait(&self, addr: IpAddr, now: Instant) -> Duration {
+    pub fn wait(&self, addr: &K, now: Instant) -> Duration {
         let map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&addr)
+        map.get(addr)
             .filter(|r| r.failures >= FREE_FAILURES)
             .map_or(Duration::ZERO, |r| {
                 r.next_turn.saturating_duration_since(now)
@@ -47,15 +57,15 @@ impl Backoff {
     }
 
     /// Records a failure; returns how long its answer waits.
-    pub fn failed(&self, addr: IpAddr, now: Instant) -> Duration {
+    pub fn failed(&self, addr: &K, now: Instant) -> Duration {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
+        if map.len() >= MAX_TRACKED && !map.contains_key(addr) {
             map.retain(|_, r| now.saturating_duration_since(r.last_failure) < FORGET_AFTER);
             if map.len() >= MAX_TRACKED {
                 map.clear();
             }
         }
-        let r = map.entry(addr).or_insert(Record {
+        let r = map.entry(addr.clone()).or_insert(Record {
             failures: 0,
             next_turn: now,
             last_failure: now,
@@ -75,9 +85,9 @@ impl Backoff {
     }
 
     /// Clears an address's record after a successful login.
-    pub fn succeeded(&self, addr: IpAddr) {
+    pub fn succeeded(&self, addr: &K) {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&addr);
+        map.remove(addr);
     }
 }
 
@@ -87,22 +97,22 @@ mod tests {
 
     #[test]
     fn penalties_start_after_the_free_failures_and_queue_up() {
-        let b = Backoff::default();
+        let b: Backoff = Backoff::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let t = Instant::now();
         for _ in 0..FREE_FAILURES {
-            assert_eq!(b.failed(ip, t), Duration::ZERO);
+            assert_eq!(b.failed(&ip, t), Duration::ZERO);
         }
-        assert_eq!(b.failed(ip, t), BASE_PENALTY);
-        assert_eq!(b.failed(ip, t), BASE_PENALTY * 3);
-        assert_eq!(b.wait(ip, t), BASE_PENALTY * 3);
-        assert_eq!(b.wait(other, t), Duration::ZERO);
+        assert_eq!(b.failed(&ip, t), BASE_PENALTY);
+        assert_eq!(b.failed(&ip, t), BASE_PENALTY * 3);
+        assert_eq!(b.wait(&ip, t), BASE_PENALTY * 3);
+        assert_eq!(b.wait(&other, t), Duration::ZERO);
         for _ in 0..20 {
-            b.failed(ip, t);
+            b.failed(&ip, t);
         }
-        assert!(b.wait(ip, t) > MAX_PENALTY * 10);
-        b.succeeded(ip);
-        assert_eq!(b.wait(ip, t), Duration::ZERO);
+        assert!(b.wait(&ip, t) > MAX_PENALTY * 10);
+        b.succeeded(&ip);
+        assert_eq!(b.wait(&ip, t), Duration::ZERO);
     }
 }

@@ -133,14 +133,14 @@ pub(crate) fn login(
     // whatever its outcome, so a guesser learns nothing sooner.
     let addr = ctx.session.client.addr.ip();
     let now = std::time::Instant::now();
-    let wait = ctx.state.auth_backoff.wait(addr, now);
+    let wait = ctx.state.auth_backoff.wait(&addr, now);
     let result = ctx.state.users.authenticate(user, pass);
     let wait = match &result {
         Ok(_) => {
-            ctx.state.auth_backoff.succeeded(addr);
+            ctx.state.auth_backoff.succeeded(&addr);
             wait
         }
-        Err(_) => wait.max(ctx.state.auth_backoff.failed(addr, now)),
+        Err(_) => wait.max(ctx.state.auth_backoff.failed(&addr, now)),
     };
     if !wait.is_zero() {
         ctx.session.reply_delay = Some(wait);

@@ -275,6 +275,33 @@ async fn run(
     (Some(reply.into()), Flow::Continue)
 }
 
+/// Most items a reply to [`run_as_value`] may hold.
+pub const MAX_VALUE_ITEMS: usize = 100_000;
+
+/// Runs one request for a caller that is not a RESP connection (the HTTP
+/// admin API) and returns its reply as a value: the same table, checks (auth,
+/// ACL, loading) and handlers as a connection's command, so the two encodings
+/// never diverge. A paged reply is read whole, off the runtime thread.
+pub async fn run_as_value(session: &mut Session, state: &ServerState, args: &[Bytes]) -> Reply {
+    crate::metrics::add(&state.stats.commands_processed, 1);
+    let (output, _) = run(session, state, args, std::future::pending()).await;
+    let reply = match output {
+        Some(Output::Reply(r)) => r,
+        Some(Output::Paged(p)) => {
+            match tokio::task::spawn_blocking(move || p.collect(MAX_VALUE_ITEMS)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Reply::error(format!("ERR {e}")),
+                Err(_) => Reply::error("ERR internal error: reading the reply failed"),
+            }
+        }
+        None => Reply::error("ERR the request was cancelled"),
+    };
+    if reply.is_error() {
+        crate::metrics::add(&state.stats.error_replies, 1);
+    }
+    reply
+}
+
 /// Waits, without blocking the runtime, until state storage holds every
 /// write applied here so far (readers of storage never wait themselves).
 async fn storage_caught_up(state: &ServerState) {

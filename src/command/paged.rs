@@ -107,3 +107,46 @@ pub fn encode_part(part: &Part, proto: Protocol, out: &mut BytesMut) {
         Part::Items(_) => {}
     }
 }
+
+impl Paged {
+    /// Reads the whole reply into one value, at most `max_items` items from
+    /// its sources (more is an error). It does storage I/O: call it on a
+    /// blocking thread. For callers that need a value, not bytes (the HTTP API).
+    pub fn collect(mut self, max_items: usize) -> Result<Reply, String> {
+        let mut budget = max_items;
+        collect_part(&mut self.parts, &mut budget)
+    }
+}
+
+fn collect_part(parts: &mut VecDeque<Part>, budget: &mut usize) -> Result<Reply, String> {
+    match parts.pop_front() {
+        None => Err("a paged reply ended early".into()),
+        Some(Part::Whole(r)) => Ok(r),
+        Some(Part::ArrayHeader(n)) => (0..n)
+            .map(|_| collect_part(parts, budget))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Reply::Array),
+        Some(Part::MapHeader(n)) => (0..n)
+            .map(|_| Ok((collect_part(parts, budget)?, collect_part(parts, budget)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map(Reply::Map),
+        Some(Part::Items(mut source)) => {
+            let total = source.total()?;
+            if total > *budget {
+                return Err(format!(
+                    "the reply holds {total} items, more than {budget}; ask for fewer"
+                ));
+            }
+            *budget -= total;
+            let mut items = Vec::with_capacity(total);
+            loop {
+                let page = source.next_page()?;
+                if page.is_empty() {
+                    break;
+                }
+                items.extend(page);
+            }
+            Ok(Reply::Array(items))
+        }
+    }
+}

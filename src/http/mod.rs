@@ -3,7 +3,9 @@
 //! ([`crate::command::flag::detail_of`], the counters INFO reads); nothing
 //! here evaluates flags or counts on its own.
 
+pub mod api;
 pub mod auth;
+mod console;
 mod cors;
 mod health;
 mod metrics;
@@ -45,6 +47,12 @@ pub struct Http {
     pub limiter: auth::RateLimiter,
     /// HTTP counters, rendered by `/metrics`.
     pub stats: HttpStats,
+    /// Console login sessions.
+    pub sessions: api::session::Sessions,
+    /// Failed console logins by user name (the address backoff is RESP's).
+    pub login_backoff: crate::auth::Backoff<String>,
+    /// Whether this port is served over TLS (session cookies get `Secure`).
+    pub tls: bool,
 }
 
 /// HTTP request counters (by endpoint and status class).
@@ -127,6 +135,8 @@ fn router(http: Arc<Http>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::single))
+        .nest("/api/v1", api::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .with_state(http)
 }
@@ -151,6 +161,10 @@ pub async fn serve(
     let http = Arc::new(Http {
         limiter: auth::RateLimiter::new(state.settings.http_rate_limit),
         stats: HttpStats::default(),
+        sessions: api::session::Sessions::new(Duration::from_secs(state.settings.session_ttl)),
+        login_backoff: crate::auth::Backoff::default(),
+        // Under --tls-http the session cookie is marked Secure.
+        tls: tls.is_some(),
         state: state.clone(),
     });
     let app = router(http.clone());

@@ -20,7 +20,13 @@ install_tools() {
         log "creating python venv"
         python3 -m venv "$root/.venv-compat"
     fi
-    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4'
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        # Debian's browser and driver: Playwright/selenium browser downloads do not work here.
+        log "installing chromium and chromium-driver"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4' 'selenium>=4.20,<5'
     log "installing node clients"
     (cd "$here" && npm install --no-audit --no-fund --silent >/dev/null)
 }
@@ -139,6 +145,16 @@ log "OpenFeature: Python SDK + OFREP provider"
 log "OpenFeature: Node server SDK + OFREP provider"
 node "$here/ofrep_check.js" "$port" "$http_port" "$limited_port" "$limited_http"
 kill "$limited_pid" 2>/dev/null || true
+log "admin console: headless Chromium driven by selenium (screenshots in tests/compat/screenshots/)"
+console_port=$(free_port)
+console_http=$(free_port)
+"$root/target/debug/flagstaff" --port "$console_port" --http-port "$console_http" --data-dir "$work/console" \
+    --log-level warn --requirepass console-pw &
+console_pid=$!
+trap 'kill "$server_pid" "$limited_pid" "$console_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+wait_pong "$console_port" console-pw
+"$root/.venv-compat/bin/python" "$here/console_check.py" "$console_port" "$console_http" console-pw
+kill "$console_pid" 2>/dev/null || true
 log "ioredis subscriber"
 node "$here/ioredis_subscriber_check.js" "$port"
 log "change feed: redis-py pub/sub and examples/local_cache.py across a restart"

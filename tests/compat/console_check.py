@@ -1,0 +1,312 @@
+"""The admin console in a real browser: Debian's headless Chromium driven by
+selenium through Debian's chromedriver (no browser download). Each scenario
+checks the page against what redis-cli sees, and saves a screenshot into
+tests/compat/screenshots/ (not committed).
+
+usage: console_check.py <resp-port> <http-port> <default-password>
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import redis
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+RESP_PORT, HTTP_PORT, PASSWORD = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+BASE = f"http://127.0.0.1:{HTTP_PORT}"
+SHOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "screenshots")
+os.makedirs(SHOTS, exist_ok=True)
+
+r = redis.Redis(port=RESP_PORT, password=PASSWORD, decode_responses=True, protocol=2)
+r.execute_command("ACL", "SETUSER", "pm", "reset", "on", ">pm-secret", "~*", "&*",
+                  "+@connection", "+@flag-eval", "+@flag-read", "+@flag-write")
+r.execute_command("ACL", "SETUSER", "viewer", "reset", "on", ">viewer-secret", "~*", "&*",
+                  "+@connection", "+@flag-eval", "+@flag-read")
+r.execute_command("ACL", "SETUSER", "temp", "reset", "on", ">temp-secret", "~*", "&*",
+                  "+@connection", "+@flag-eval", "+@flag-read")
+
+
+def flag_get(key):
+    text = r.execute_command("FLAG.GET", key)
+    return json.loads(text) if text else None
+
+
+def history(key, count=5):
+    raw = r.execute_command("FLAG.HISTORY", key, "COUNT", count)
+    return [dict(zip(e[::2], e[1::2])) for e in raw]
+
+
+profile = tempfile.mkdtemp(prefix="flagstaff-chromium-")
+opts = webdriver.ChromeOptions()
+opts.binary_location = "/usr/bin/chromium"
+for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,800"]:
+    opts.add_argument(flag)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+driver.set_window_size(1280, 800)
+wait = WebDriverWait(driver, 20, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
+step = 0
+
+
+def shot(name):
+    global step
+    step += 1
+    driver.save_screenshot(os.path.join(SHOTS, f"{step:02d}-{name}.png"))
+
+
+def check(cond, what):
+    if not cond:
+        shot("FAILED")
+        raise SystemExit(f"FAIL: {what}")
+    print(f"ok - {what}")
+
+
+def css(sel):
+    return wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, sel)))
+
+
+def clickable(sel):
+    return wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, sel)))
+
+
+def fill(el, text):
+    el.send_keys(Keys.CONTROL, "a")
+    el.send_keys(Keys.DELETE)
+    el.send_keys(text)
+
+
+def login(user, password):
+    driver.delete_all_cookies()
+    driver.get("about:blank")
+    driver.get(BASE + "/#/flags")
+    fill(css("#login-user"), user)
+    fill(css("#login-password"), password)
+    css("#login-password").send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_element(By.ID, "user").text == user)
+
+
+def session_cookie():
+    c = driver.get_cookie("flagstaff_session")
+    return c and c["value"]
+
+
+def api_with_cookie(cookie, path="/api/v1/flags"):
+    return api_status(path, None, cookie)
+
+
+def api_status(path, authorization=None, cookie=None):
+    headers = {"Authorization": authorization} if authorization else {}
+    if cookie:
+        headers["Cookie"] = f"flagstaff_session={cookie}"
+    req = urllib.request.Request(BASE + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+try:
+    # 1. Log in.
+    driver.get(BASE + "/")
+    css("#login-user")
+    check("Log in" in driver.page_source, "an unauthenticated visit gets the login page")
+    shot("login")
+    fill(css("#login-user"), "pm")
+    fill(css("#login-password"), "wrong")
+    css("#login-password").send_keys(Keys.ENTER)
+    wait.until(lambda d: "invalid" in d.find_element(By.ID, "login-error").text)
+    check(True, "a wrong password is refused with a message")
+    login("pm", "pm-secret")
+    cookie = driver.get_cookie("flagstaff_session")
+    check(cookie["httpOnly"] and cookie.get("sameSite") == "Strict", "the session cookie is HttpOnly and SameSite=Strict")
+    shot("flag-list-empty")
+
+    # 2. Create a flag with a rule and a 30/70 rollout through the form.
+    clickable("#new-flag").click()
+    fill(css("#new-key"), "prod:checkout")
+    fill(css('[data-path="description"]'), "New checkout flow")
+    fill(css('[data-path="tags"]'), "payments, eu")
+    css('[data-path="on"]').click()
+    clickable('[data-role="add-rule"]').click()
+    fill(css('[data-path="rules[0].id"]'), "eu-users")
+    fill(css('[data-path="rules[0].clauses[0].attribute"]'), "country")
+    css('[data-path="rules[0].clauses[0].op"]').send_keys("is one of")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "DE, FR")
+    rule = css('[data-rule="0"]')
+    rule.find_element(By.CSS_SELECTOR, '[data-role="rollout-mode"]').click()
+    pct = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-rule="0"] input[data-role="percent"][data-variation="on"]'))
+    fill(pct, "30")
+    total = driver.find_element(By.CSS_SELECTOR, '[data-path="rules[0].serve.rollout"]').text
+    check("100.0%" in total and "must" not in total, f"the sliders sum to 100% ({total})")
+    shot("editor-rule-rollout")
+    clickable("#save").click()
+    wait.until(lambda d: "#/flag/prod%3Acheckout" in d.current_url or "#/flag/prod:checkout" in d.current_url)
+    css("#flag-state")
+
+    # 3. redis-cli shows it exactly as entered.
+    d = flag_get("prod:checkout")
+    check(d is not None and d["updated_by"] == "pm", "FLAG.GET finds the flag, written by pm")
+    check(d["description"] == "New checkout flow" and d["tags"] == ["payments", "eu"] and d["on"] is True, "description, tags and on as entered")
+    check(d["rules"][0]["id"] == "eu-users", "the rule id as entered")
+    check(d["rules"][0]["clauses"] == [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}], f"the clause as entered: {d['rules'][0]['clauses']}")
+    weights = {w["variation"]: w["weight"] for w in d["rules"][0]["serve"]["rollout"]}
+    check(weights == {"on": 3000, "off": 7000}, f"the rollout is 30/70: {weights}")
+    shot("flag-created")
+
+    # 4. A change from redis-cli updates the open page without a reload.
+    driver.execute_script("window.__noReload = 42")
+    check(css("#flag-state").get_attribute("data-state") == "on", "the page shows the flag on")
+    r.execute_command("FLAG.TOGGLE", "prod:checkout", "OFF", "REASON", "from redis-cli")
+    wait.until(lambda d: d.find_element(By.ID, "flag-state").get_attribute("data-state") == "off")
+    check(driver.execute_script("return window.__noReload") == 42, "the page updated live, without a reload")
+    check("by default" in css("#live-update").text, "the live banner names the actor")
+    shot("live-update")
+    r.execute_command("FLAG.TOGGLE", "prod:checkout", "ON", "REASON", "back on")
+    wait.until(lambda d: d.find_element(By.ID, "flag-state").get_attribute("data-state") == "on")
+
+    # 5. An invalid rule shows the server's message at the field.
+    op = css('[data-path="rules[0].clauses[0].op"]')
+    op.send_keys("matches regex")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "([unclosed")
+    clickable("#save").click()
+    err = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '.field-error[data-error-for^="rules[0].clauses[0]"]'))
+    invalid = driver.find_elements(By.CSS_SELECTOR, '[data-path^="rules[0].clauses[0]"][aria-invalid="true"]')
+    check(bool(invalid), f"the field is marked invalid ({err.text})")
+    check("regex" in err.text.lower() or "pattern" in err.text.lower() or "unclosed" in err.text.lower(), f"the server's message is shown at the field: {err.text}")
+    check(flag_get("prod:checkout")["rules"][0]["clauses"][0]["op"] == "in", "the refused change wrote nothing")
+    shot("invalid-rule")
+
+    # 6. The kill switch, with a reason, is in FLAG.HISTORY with the user as actor.
+    driver.get(BASE + "/#/flags")
+    clickable('tr[data-key="prod:checkout"] button[data-edit="kill"]').click()
+    clickable("#kill-confirm").click()
+    check("required" in css("dialog .error").text, "the kill switch needs a reason")
+    fill(css("#kill-reason"), "incident 1234: checkout errors")
+    shot("kill-switch")
+    clickable("#kill-confirm").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-key="prod:checkout"] [data-state]').get_attribute("data-state") == "off")
+    h = history("prod:checkout", 1)[0]
+    check(h["event"] == "toggle" and h["actor"] == "pm" and h["reason"] == "incident 1234: checkout errors", f"FLAG.HISTORY: {h['event']} by {h['actor']}: {h['reason']}")
+    shot("flag-list")
+
+    # 7. Roll back from the diff view.
+    before = flag_get("prod:checkout")
+    driver.get(BASE + "/#/flag/prod%3Acheckout")
+    clickable("#tab-history").click()
+    clickable('tr[data-version="1"] [data-role="diff"]').click()
+    wait.until(lambda d: "Version 1" in d.find_element(By.ID, "diff").text)
+    shot("history-diff")
+    clickable('tr[data-version="1"] [data-edit="rollback"]').click()
+    wait.until(lambda d: flag_get("prod:checkout")["version"] == before["version"] + 1)
+    after = flag_get("prod:checkout")
+    h = history("prod:checkout", 1)[0]
+    check(h["event"] == "rollback" and h["actor"] == "pm", "the rollback is recorded, by pm")
+    first = json.loads(history("prod:checkout", 20)[-1]["after"])
+    check(after["on"] == first["on"] and after["rules"] == first["rules"], "version 1's definition is back")
+
+    # Keyboard: arrow keys move between the tabs; panels without their commands stay hidden.
+    driver.get("about:blank")
+    driver.get(BASE + "/#/flag/prod%3Acheckout")
+    css("#flag-state")
+    clickable("#tab-editor").click()
+    css("#save")
+    driver.execute_script("document.getElementById('tab-editor').focus()")
+    driver.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    wait.until(lambda d: d.find_element(By.ID, "tab-json").get_attribute("aria-selected") == "true")
+    check(css("#flag-json").text.startswith("{"), "the arrow key opened the JSON tab")
+    stats_missing = api_status("/api/v1/flags/prod%3Acheckout/stats", f"Bearer default:{PASSWORD}") == 501
+    if stats_missing:
+        wait.until(lambda d: not d.find_elements(By.ID, "tab-chart"))
+        check(True, "no FLAG.STATS in this build: the evaluation chart tab is hidden")
+        check(not css('#nav a[href="#/experiments"]').is_displayed(), "and the Experiments page is hidden")
+
+    # Phone width: the list still reads.
+    driver.set_window_size(390, 844)
+    driver.get(BASE + "/#/flags")
+    css('tr[data-key="prod:checkout"]')
+    shot("phone-flag-list")
+    driver.set_window_size(1280, 800)
+
+    # 8. Logout: the old cookie is refused.
+    old = session_cookie()
+    check(api_with_cookie(old) == 200, "the session cookie works while logged in")
+    clickable("#logout").click()
+    css("#login-user")
+    check(api_with_cookie(old) == 401, "the cookie is refused after logout")
+
+    # 9. A viewer sees no edit controls, and a forged write gets 403.
+    login("viewer", "viewer-secret")
+    css('tr[data-key="prod:checkout"]')
+    check(not driver.find_elements(By.CSS_SELECTOR, "[data-edit]"), "the flag list has no edit controls for a viewer")
+    driver.get(BASE + "/#/flag/prod%3Acheckout")
+    css("#flag-json")
+    check(not driver.find_elements(By.CSS_SELECTOR, "[data-edit], #save, form[aria-label='Flag editor']"), "the flag page has no edit controls for a viewer")
+    clickable("#tab-history").click()
+    css("#history")
+    check(not driver.find_elements(By.CSS_SELECTOR, "[data-edit]"), "the history has no rollback for a viewer")
+    shot("viewer")
+    status = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/session').then(r => r.json()).then(me =>
+          fetch('/api/v1/flags/prod%3Acheckout/toggle', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf},
+                body: JSON.stringify({on: true, reason: 'forged'})})).then(r => done(r.status));
+    """)
+    check(status == 403, f"a viewer's forged write gets 403 (got {status})")
+    check(flag_get("prod:checkout")["version"] == after["version"], "and changes nothing")
+
+    # 10. ACL DELUSER ends the session.
+    login("temp", "temp-secret")
+    temp = session_cookie()
+    check(api_with_cookie(temp) == 200, "temp's session works")
+    r.execute_command("ACL", "DELUSER", "temp")
+    check(api_with_cookie(temp) == 401, "the cookie is refused after ACL DELUSER")
+    driver.refresh()
+    css("#login-user")
+    check(True, "the console shows the login page again")
+
+    # Segments through their form: included keys and a rule; errors at the field.
+    login("pm", "pm-secret")
+    driver.get(BASE + "/#/segments")
+    fill(css("#new-segment"), "prod:beta-testers")
+    clickable('[data-edit="new-segment"]').click()
+    fill(css('[data-path="included"]'), "user-1\nuser-2")
+    rules_add = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "section[aria-label='Rules'] > button") if b.text == "+ Rule"][0])
+    rules_add.click()
+    fill(css('[data-path="rules[0].clauses[0].attribute"]'), "version")
+    css('[data-path="rules[0].clauses[0].op"]').send_keys("semver >")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "not-a-version")
+    clickable("[data-edit='save']").click()
+    err = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '.field-error[data-error-for^="rules[0].clauses[0]"]'))
+    check(r.execute_command("SEGMENT.GET", "prod:beta-testers") is None, f"a bad semver is refused at the field ({err.text}) and nothing is written")
+    fill(css('[data-path="rules[0].clauses[0].values"]'), "2.0.0")
+    clickable("[data-edit='save']").click()
+    wait.until(lambda d: r.execute_command("SEGMENT.GET", "prod:beta-testers") is not None)
+    seg = json.loads(r.execute_command("SEGMENT.GET", "prod:beta-testers"))
+    check(seg["included"] == ["user-1", "user-2"], f"SEGMENT.GET shows the included keys: {seg['included']}")
+    check(seg["rules"] == [{"clauses": [{"attribute": "version", "op": "semver_gt", "values": ["2.0.0"]}]}], f"and the rule: {seg['rules']}")
+    shot("segment")
+
+    # The screenshot for the docs: the editor at 1280x800.
+    driver.get(BASE + "/#/flag/prod%3Acheckout")
+    rule = css('[data-rule="0"]')
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", rule)
+    time.sleep(0.3)
+    shot("editor")
+    print("console: all scenarios passed")
+finally:
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
