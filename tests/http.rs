@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, serial, temp_dir, Reap, Server};
+use common::{cmd_err, free_port, serial, temp_dir, Reap, Server};
 use serde_json::{json, Value};
 
 /// An HTTP response: status, headers (lower-case names) and body.
@@ -799,6 +799,186 @@ fn metrics_parse_line_by_line_and_counters_move() {
             "flagstaff_http_requests_total{endpoint=\"ofrep_flag\",code=\"2xx\"}"
         ) >= 1.0
     );
+}
+
+/// One `INFO` field (`name:value`) as a number.
+fn info_field(info: &str, name: &str) -> f64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO has no {name}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("INFO {name} is not a number"))
+}
+
+/// One `key=value` of an INFO line such as `cmdstat_flag.eval:calls=5,usec=...`.
+fn info_subfield(info: &str, line: &str, key: &str) -> f64 {
+    let fields = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{line}:")))
+        .unwrap_or_else(|| panic!("INFO has no {line}"));
+    fields
+        .split(',')
+        .find_map(|f| f.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{line} has no {key}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_commands_errors_denials_and_storage_as_info_does() {
+    let _g = serial();
+    let (s, hp) = start(&["--snapshot-every", "5"]);
+    let scrape = || parse_exposition(&get(hp, "/metrics").text());
+    let value = |samples: &[(String, f64)], name: &str| {
+        samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let before = scrape();
+    load(&s);
+    let mut con = s.conn();
+    for _ in 0..5 {
+        let _: Option<String> = redis::cmd("FLAG.EVAL")
+            .arg("prod:banner")
+            .query(&mut con)
+            .unwrap();
+    }
+    // A wrong arity is refused before running; a missing key is an error reply.
+    assert!(redis::cmd("FLAG.EVAL").query::<()>(&mut con).is_err());
+    assert!(redis::cmd("NOSUCHCOMMAND").query::<()>(&mut con).is_err());
+    assert!(redis::cmd("AUTH")
+        .arg("nobody")
+        .arg("wrong")
+        .query::<()>(&mut con)
+        .is_err());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">apppw")
+        .arg("~prod:*")
+        .arg("+@flag-eval")
+        .query(&mut con)
+        .unwrap();
+    let mut app = s.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg("app")
+        .arg("apppw")
+        .query(&mut app)
+        .unwrap();
+    assert!(cmd_err(&mut app, &["FLAG.DEL", "prod:banner"]).starts_with("NOPERM"));
+    assert!(cmd_err(&mut app, &["FLAG.EVAL", "staging:x"]).starts_with("NOPERM"));
+    let after = scrape();
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    let writes = flag_set().len() as f64;
+    for (name, at_least) in [
+        ("flagstaff_commands_total{cmd=\"flag.eval\"}", 5.0),
+        ("flagstaff_commands_total{cmd=\"flag.set\"}", writes),
+        ("flagstaff_commands_total{cmd=\"acl|setuser\"}", 1.0),
+        (
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.eval\"}",
+            2.0,
+        ),
+        (
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.del\"}",
+            1.0,
+        ),
+        ("flagstaff_errors_total{kind=\"ERR\"}", 2.0),
+        ("flagstaff_errors_total{kind=\"WRONGPASS\"}", 1.0),
+        ("flagstaff_errors_total{kind=\"NOPERM\"}", 2.0),
+        ("flagstaff_acl_denied_total{reason=\"auth\"}", 1.0),
+        ("flagstaff_acl_denied_total{reason=\"cmd\"}", 1.0),
+        ("flagstaff_acl_denied_total{reason=\"key\"}", 1.0),
+        (
+            "flagstaff_flag_evaluation_reasons_total{reason=\"FALLTHROUGH\"}",
+            5.0,
+        ),
+        ("flagstaff_writes_applied_total", writes),
+        ("flagstaff_command_duration_seconds_count", 5.0 + writes),
+        ("flagstaff_wal_fsync_duration_seconds_count", 1.0),
+        ("flagstaff_wal_batch_records_count", 1.0),
+        ("flagstaff_wal_batch_records_sum", writes),
+        ("flagstaff_snapshots_total", 1.0),
+        ("flagstaff_snapshot_duration_seconds_count", 1.0),
+        ("flagstaff_stream_length", writes),
+    ] {
+        assert!(
+            moved(name) >= at_least,
+            "{name} moved by {} < {at_least}",
+            moved(name)
+        );
+    }
+    assert!(
+        value(
+            &after,
+            "flagstaff_commands_duration_seconds_total{cmd=\"flag.eval\"}"
+        ) > 0.0
+    );
+    assert!(value(&after, "flagstaff_command_duration_seconds_sum") > 0.0);
+    assert!(after
+        .iter()
+        .any(|(n, _)| n == "flagstaff_command_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(after
+        .iter()
+        .any(|(n, _)| n == "flagstaff_pubsub_disconnections_total"));
+    // One source, two renderings: INFO reads the same counters.
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    for (line, key, metric) in [
+        (
+            "cmdstat_flag.eval",
+            "calls",
+            "flagstaff_commands_total{cmd=\"flag.eval\"}",
+        ),
+        (
+            "cmdstat_flag.eval",
+            "rejected_calls",
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.eval\"}",
+        ),
+        (
+            "errorstat_NOPERM",
+            "count",
+            "flagstaff_errors_total{kind=\"NOPERM\"}",
+        ),
+        (
+            "errorstat_WRONGPASS",
+            "count",
+            "flagstaff_errors_total{kind=\"WRONGPASS\"}",
+        ),
+    ] {
+        assert_eq!(
+            info_subfield(&info, line, key),
+            value(&after, metric),
+            "{line} {key}"
+        );
+    }
+    for (field, metric) in [
+        ("writes_applied", "flagstaff_writes_applied_total"),
+        (
+            "acl_access_denied_auth",
+            "flagstaff_acl_denied_total{reason=\"auth\"}",
+        ),
+        (
+            "acl_access_denied_key",
+            "flagstaff_acl_denied_total{reason=\"key\"}",
+        ),
+        (
+            "evaluations_fallthrough",
+            "flagstaff_flag_evaluation_reasons_total{reason=\"FALLTHROUGH\"}",
+        ),
+        ("snapshots", "flagstaff_snapshots_total"),
+        ("wal_fsyncs", "flagstaff_wal_fsync_duration_seconds_count"),
+    ] {
+        assert_eq!(info_field(&info, field), value(&after, metric), "{field}");
+    }
+    // commandstats is long: plain INFO leaves it out, as Redis does.
+    let plain: String = redis::cmd("INFO").query(&mut con).unwrap();
+    assert!(!plain.contains("cmdstat_") && plain.contains("errorstat_NOPERM"));
 }
 
 #[test]
