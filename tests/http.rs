@@ -457,6 +457,69 @@ impl Rng {
 }
 
 #[test]
+fn ofrep_split_by_targeting_key_without_one_is_targeting_key_missing() {
+    let _g = serial();
+    let (s, hp) = start(&[]);
+    load(&s);
+    let mut con = s.conn();
+    let by_org = json!({"on": true, "variations": [{"name": "x", "value": 1}, {"name": "y", "value": 2}],
+        "off_variation": "x",
+        "fallthrough": {"rollout": [{"variation": "x", "weight": 5000}, {"variation": "y", "weight": 5000}],
+                        "bucket_by": "org"}});
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:by-org")
+        .arg(by_org.to_string())
+        .query(&mut con)
+        .unwrap();
+    let eval = |key: &str, ctx: &str| {
+        post(
+            hp,
+            &format!("{FLAG}{key}"),
+            &format!(r#"{{"context":{ctx}}}"#),
+        )
+    };
+    // A fallthrough rollout by targeting key, and a rule's rollout, with no key.
+    for (key, ctx) in [
+        ("prod:split", "{}"),
+        ("prod:checkout", r#"{"plan":"beta"}"#),
+    ] {
+        let r = eval(key, ctx);
+        assert_eq!(r.status, 400, "{key} {ctx}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v = r.json();
+        assert_eq!(v["key"], key);
+        assert_eq!(v["errorCode"], "TARGETING_KEY_MISSING");
+        assert!(v["errorDetails"].as_str().unwrap().contains("targetingKey"));
+        assert!(r.header("etag").is_none());
+    }
+    // With a key, or where the key is not what splits, it is an answer.
+    assert_eq!(
+        eval("prod:split", r#"{"targetingKey":"u1"}"#).json()["reason"],
+        "SPLIT"
+    );
+    assert_eq!(eval("prod:checkout", "{}").json()["reason"], "DEFAULT");
+    assert_eq!(eval("prod:checkout", r#"{"plan":"pro"}"#).status, 200);
+    let r = eval("prod:by-org", r#"{"org":"acme"}"#);
+    assert_eq!(
+        (r.status, r.json()["reason"].clone()),
+        (200, json!("SPLIT"))
+    );
+    // In bulk, the flag that needs the key reports it; the others answer.
+    let bulk = post(hp, "/ofrep/v1/evaluate/flags", r#"{"context":{}}"#);
+    assert_eq!(bulk.status, 200);
+    let flags = bulk.json()["flags"].as_array().unwrap().clone();
+    let of = |key: &str| flags.iter().find(|f| f["key"] == key).unwrap().clone();
+    assert_eq!(of("prod:split")["errorCode"], "TARGETING_KEY_MISSING");
+    assert_eq!(of("prod:banner")["reason"], "STATIC");
+    // RESP keeps answering: FLAG.DETAIL has no such error.
+    let v: Option<String> = redis::cmd("FLAG.EVAL")
+        .arg("prod:split")
+        .query(&mut con)
+        .unwrap();
+    assert!(v.is_some());
+}
+
+#[test]
 fn http_and_resp_agree_for_a_thousand_random_contexts() {
     let _g = serial();
     let (s, hp) = start(&[]);
@@ -903,7 +966,8 @@ fn metrics_count_commands_errors_denials_and_storage_as_info_does() {
         ("flagstaff_wal_batch_records_sum", writes),
         ("flagstaff_snapshots_total", 1.0),
         ("flagstaff_snapshot_duration_seconds_count", 1.0),
-        ("flagstaff_stream_length", writes),
+        // Compaction trims the stream behind snapshots: some entries remain.
+        ("flagstaff_stream_length", 1.0),
     ] {
         assert!(
             moved(name) >= at_least,

@@ -244,6 +244,9 @@ pub struct Served {
     pub reason: Reason,
     /// Why it was served, in OpenFeature's terms ([`openfeature_reason`]).
     pub openfeature_reason: &'static str,
+    /// It came from a rollout split by targeting key, and the context has
+    /// none (OFREP's `TARGETING_KEY_MISSING`).
+    pub targeting_key_missing: bool,
 }
 
 /// Why a flag could not be evaluated.
@@ -321,6 +324,8 @@ pub fn detail_of(
         value: variation.json.clone(),
         variation: variation.name.clone(),
         openfeature_reason: openfeature_reason(&entry.compiled, &e),
+        targeting_key_missing: context.get("key").is_none()
+            && crate::flag::split_by_targeting_key(&entry.compiled, &e),
         reason: e.reason,
     });
     detail

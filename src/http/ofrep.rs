@@ -204,9 +204,21 @@ fn with_etag(mut r: Response<Body>, tag: &str) -> Response<Body> {
 }
 
 /// One flag's OFREP object: `evaluationSuccess`, or the failure with its
-/// status (404 `FLAG_NOT_FOUND`, 400 `INVALID_CONTEXT`).
+/// status (404 `FLAG_NOT_FOUND`, 400 `INVALID_CONTEXT`, 400
+/// `TARGETING_KEY_MISSING` when a rollout split by targeting key served a
+/// context without one).
 fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
     match &d.result {
+        Ok(s) if s.targeting_key_missing => (
+            StatusCode::BAD_REQUEST,
+            failure_body(
+                key,
+                "TARGETING_KEY_MISSING",
+                &format!(
+                    "flag {key} splits users by targeting key and the context has no targetingKey"
+                ),
+            ),
+        ),
         Ok(s) => {
             let mut metadata = format!(
                 "\"version\":{},\"revision\":{},\"stale\":{}",
@@ -245,16 +257,18 @@ fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
                     (StatusCode::BAD_REQUEST, "INVALID_CONTEXT", why.clone())
                 }
             };
-            (
-                status,
-                format!(
-                    "{{\"key\":{},\"errorCode\":\"{code}\",\"errorDetails\":{}}}",
-                    quote(key),
-                    quote(&details)
-                ),
-            )
+            (status, failure_body(key, code, &details))
         }
     }
+}
+
+/// An `evaluationFailure` object: `key`, `errorCode`, `errorDetails`.
+fn failure_body(key: &str, code: &str, details: &str) -> String {
+    format!(
+        "{{\"key\":{},\"errorCode\":\"{code}\",\"errorDetails\":{}}}",
+        quote(key),
+        quote(details)
+    )
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
