@@ -1046,6 +1046,86 @@ fn metrics_count_commands_errors_denials_and_storage_as_info_does() {
 }
 
 #[test]
+fn http_login_failures_share_the_resp_backoff_and_count_in_info_and_acl_log() {
+    let _g = serial();
+    let (s, hp) = start(&["--requirepass", "right"]);
+    let mut admin = s.conn();
+    let _: () = redis::cmd("AUTH").arg("right").query(&mut admin).unwrap();
+    // 5 free failures, then penalties of 10, 20, 40, 80 and 160 ms, over
+    // both credential headers and both endpoints that check them.
+    for i in 0..10 {
+        let wrong = format!("default:guess{i}");
+        let r = match i % 3 {
+            0 => request(
+                hp,
+                "POST",
+                &format!("{FLAG}prod:x"),
+                &[("X-API-Key", &wrong)],
+                b"{}",
+            ),
+            1 => request(
+                hp,
+                "POST",
+                "/ofrep/v1/evaluate/flags",
+                &[("Authorization", &format!("Bearer {wrong}"))],
+                b"{}",
+            ),
+            _ => request(
+                hp,
+                "POST",
+                &format!("{FLAG}prod:x"),
+                &[("Authorization", &format!("Bearer {wrong}"))],
+                b"{}",
+            ),
+        };
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
+    assert_eq!(info_field(&info, "acl_access_denied_auth"), 10.0);
+    // One aggregated ACL LOG entry, as for AUTH.
+    let log: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    let field = |name: &str| log[0][name].clone();
+    assert_eq!(field("count"), redis::Value::Int(10));
+    assert_eq!(field("reason"), redis::Value::BulkString(b"auth".to_vec()));
+    assert_eq!(field("object"), redis::Value::BulkString(b"http".to_vec()));
+    assert_eq!(
+        field("username"),
+        redis::Value::BulkString(b"default".to_vec())
+    );
+    let redis::Value::BulkString(info) = field("client-info") else {
+        panic!("{log:?}")
+    };
+    assert!(
+        String::from_utf8_lossy(&info).contains("http=/ofrep/"),
+        "{log:?}"
+    );
+    // The same address is in backoff for RESP now: its next wrong AUTH waits
+    // the next penalty (320 ms).
+    let mut guesser = s.raw();
+    let started = Instant::now();
+    guesser.roundtrip(
+        &common::resp(&["AUTH", "wrong"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a RESP failure after 10 HTTP ones was answered in {:?}",
+        started.elapsed()
+    );
+    // The right password still works over HTTP (after its turn).
+    let r = request(
+        hp,
+        "POST",
+        &format!("{FLAG}prod:x"),
+        &[("X-API-Key", "default:right")],
+        b"{}",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
 fn livez_and_readyz_answer_like_kubernetes() {
     let _g = serial();
     let (_s, hp) = start(&[]);

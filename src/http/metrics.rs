@@ -18,7 +18,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::auth::{authenticate, credential};
+use super::auth::{credential, login};
 use super::{text, Endpoint, Http};
 use crate::metrics::get;
 
@@ -456,7 +456,7 @@ pub async fn metrics(
     };
     let unchecked = !settings.metrics_auth && !http.state.users.default_is_open();
     if !unchecked {
-        if let Err(e) = authenticate(&http.state.users, cred, peer.ip()) {
+        if let Err(e) = login(&http.state, cred, peer, "/metrics").await {
             let status = match e {
                 super::auth::AuthError::Protected => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::auth::{authenticate, credential, AuthError, Identity};
+use super::auth::{credential, login, AuthError, Identity};
 use super::{json, quote, Http, MAX_BODY};
 use crate::command::flag::{detail_of, Detail, DetailError};
 use crate::flag::context::AttrValue;
@@ -41,14 +41,16 @@ fn failure(status: StatusCode, key: Option<&str>, code: &str, details: &str) -> 
 }
 
 /// Who the request acts as, or the response refusing it (401, 403, 429, 503).
-fn admit(
+async fn admit(
     http: &Http,
     peer: SocketAddr,
     headers: &HeaderMap,
+    path: &str,
     key: Option<&str>,
 ) -> Result<Identity, Response<Body>> {
-    let identity =
-        authenticate(&http.state.users, credential(headers), peer.ip()).map_err(|e| {
+    let identity = login(&http.state, credential(headers), peer, path)
+        .await
+        .map_err(|e| {
             let status = match e {
                 AuthError::Protected => StatusCode::FORBIDDEN,
                 AuthError::Missing | AuthError::Wrong => StatusCode::UNAUTHORIZED,
@@ -297,7 +299,7 @@ pub async fn single(
         }
     };
     let key = key.as_str();
-    let identity = match admit(&http, peer, &headers, Some(key)) {
+    let identity = match admit(&http, peer, &headers, uri.path(), Some(key)).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -346,7 +348,7 @@ pub async fn bulk(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let identity = match admit(&http, peer, &headers, None) {
+    let identity = match admit(&http, peer, &headers, "/ofrep/v1/evaluate/flags", None).await {
         Ok(i) => i,
         Err(r) => return r,
     };
