@@ -654,6 +654,69 @@ fn failed_logins_back_off_per_address_while_others_are_served() {
     );
 }
 
+/// Counts the replies (one line each) in what is readable on `stream` now.
+fn drain_lines(stream: &mut std::net::TcpStream) -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 64 * 1024];
+    let mut lines = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return lines,
+            Ok(n) => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
+            Err(_) => return lines,
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_wrong_auths_over_100_connections_are_slowed_counted_and_logged() {
+    use std::io::Write;
+    let _g = serial();
+    let s = Server::start(&["--requirepass", "right"]);
+    let mut admin = login(&s, "default", "right");
+    let mut guessers: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    for (c, g) in guessers.iter_mut().enumerate() {
+        let guesses: Vec<u8> = (0..100)
+            .flat_map(|i| resp(&["AUTH", &format!("guess-{c}-{i}")]))
+            .collect();
+        g.write_all(&guesses).unwrap();
+        g.set_nonblocking(true).unwrap();
+    }
+    // Each connection's guesses are decided one after the other, each
+    // waiting its turn in the address's backoff; the counter moves as they
+    // are decided.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    let first_second = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    assert!(
+        (100..10_000).contains(&first_second),
+        "the backoff did not slow the guesser: {first_second} decided in the first second"
+    );
+    // Another client keeps being answered while 100 connections guess.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(cmd_str(&mut admin, &["PING"]).unwrap(), "PONG");
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(5), "PING took {slowest:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    let log = cmd_value(&mut admin, &["ACL", "LOG"]).unwrap();
+    let counted_after = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    let answered: usize = guessers.iter_mut().map(drain_lines).sum();
+    assert!(answered <= counted_after, "{answered} answered, {counted_after} counted");
+    assert!(counted < 10_000, "{counted} decided in 3 s");
+    // One ACL LOG entry aggregates them (count), as Redis groups similar entries.
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "brute force: {counted_after} of 10000 guesses decided in {secs:.1} s ({:.0} attempts/s; {first_second} in the first second); slowest PING {slowest:?}",
+        counted_after as f64 / secs
+    );
+}
+
 #[test]
 fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
     let _g = serial();
@@ -747,14 +810,15 @@ fn users_replicate_to_followers_and_survive_kill_9() {
             .unwrap()
     };
     assert!(!line.contains("apppw"), "{line}");
-    // Enforced on the follower.
-    eventually(|| {
-        let mut raw = second.raw();
-        raw.send(&resp(&["AUTH", "app", "apppw"]));
-        raw.read_exact_len(5) == b"+OK\r\n"
-    });
+    // Enforced on the follower within one round trip: after a read barrier
+    // there, the very next AUTH succeeds (no retry).
+    let mut raw = second.raw();
+    raw.send(&resp(&["RAFT.BARRIER"]));
+    let applied = raw.read_until(b"\r\n");
+    assert!(applied.starts_with(b":"), "{applied:?}");
+    raw.roundtrip(&resp(&["AUTH", "app", "apppw"]), b"+OK\r\n");
+    raw.roundtrip(&resp(&["FLAG.EVAL", "prod:a"]), b"$4\r\ntrue\r\n");
     let mut app = login(&second, "app", "apppw");
-    eventually(|| cmd_str(&mut app, &["FLAG.EVAL", "prod:a"]).is_ok_and(|v| v == "true"));
     assert_eq!(
         cmd_err(&mut app, &["FLAG.EVAL", "staging:a"]),
         "NOPERM No permissions to access a key"
