@@ -654,6 +654,112 @@ fn failed_logins_back_off_per_address_while_others_are_served() {
     );
 }
 
+#[test]
+fn users_travel_in_an_admins_dump_and_import_as_one_entry() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    set(&mut admin, &["FLAG.SET", "prod:a", FLAG]);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@flag-eval",
+            "+@flag-read",
+        ],
+    );
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">opspw",
+            "allkeys",
+            "+@flag-admin",
+            "+@flag-read",
+        ],
+    );
+    let dump = cmd_str(&mut admin, &["FLAG.DUMP"]).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let app_line = doc["users"]["app"].as_str().unwrap().to_string();
+    assert!(
+        app_line.starts_with("user app on ") && app_line.contains(" #"),
+        "{app_line}"
+    );
+    assert!(
+        !dump.contains("apppw"),
+        "never a clear-text password: {dump}"
+    );
+    // A non-admin's dump has no users; an admin user's has them.
+    let mut app = login(&s, "app", "apppw");
+    let dump_app: serde_json::Value =
+        serde_json::from_str(&cmd_str(&mut app, &["FLAG.DUMP"]).unwrap()).unwrap();
+    assert!(dump_app.get("users").is_none(), "{dump_app}");
+    assert!(dump_app["flags"].get("prod:a").is_some());
+    let mut ops = login(&s, "ops", "opspw");
+    let dump_ops: serde_json::Value =
+        serde_json::from_str(&cmd_str(&mut ops, &["FLAG.DUMP"]).unwrap()).unwrap();
+    assert_eq!(dump_ops["users"]["app"], app_line.as_str());
+    // Imported into an empty server, the users work there at once.
+    let other = Server::start(&[]);
+    let mut other_admin = other.conn();
+    let revision = |c: &mut redis::Connection| {
+        cmd_str(c, &["RAFT.INFO"])
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("last_log_index:")
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap()
+    };
+    let before = revision(&mut other_admin);
+    let n: i64 = redis::cmd("FLAG.IMPORT")
+        .arg(&dump)
+        .query(&mut other_admin)
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(revision(&mut other_admin), before + 1, "one raft entry");
+    let mut app2 = login(&other, "app", "apppw");
+    assert_eq!(
+        cmd_str(&mut app2, &["FLAG.EVAL", "prod:a"]).unwrap(),
+        "true"
+    );
+    assert_eq!(
+        cmd_err(&mut app2, &["FLAG.EVAL", "staging:a"]),
+        "NOPERM No permissions to access a key"
+    );
+    let list: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query(&mut other_admin)
+        .unwrap();
+    assert!(list.contains(&app_line), "{list:?}");
+    // Importing users takes ACL SETUSER; a bad line changes nothing.
+    ok(
+        &mut other_admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "importer",
+            "on",
+            ">ipw",
+            "allkeys",
+            "+flag.import",
+        ],
+    );
+    let mut importer = login(&other, "importer", "ipw");
+    assert!(cmd_err(&mut importer, &["FLAG.IMPORT", &dump]).starts_with("NOPERM"));
+    let bad = dump.replace("+@flag-eval", "+@no-such-category");
+    assert!(cmd_err(&mut other_admin, &["FLAG.IMPORT", &bad]).starts_with("INVALID users"));
+}
+
 /// Counts the replies (one line each) in what is readable on `stream` now.
 fn drain_lines(stream: &mut std::net::TcpStream) -> usize {
     use std::io::Read;
@@ -707,7 +813,10 @@ fn ten_thousand_wrong_auths_over_100_connections_are_slowed_counted_and_logged()
     let log = cmd_value(&mut admin, &["ACL", "LOG"]).unwrap();
     let counted_after = info_field(&mut admin, "acl_access_denied_auth") as usize;
     let answered: usize = guessers.iter_mut().map(drain_lines).sum();
-    assert!(answered <= counted_after, "{answered} answered, {counted_after} counted");
+    assert!(
+        answered <= counted_after,
+        "{answered} answered, {counted_after} counted"
+    );
     assert!(counted < 10_000, "{counted} decided in 3 s");
     // One ACL LOG entry aggregates them (count), as Redis groups similar entries.
     let secs = started.elapsed().as_secs_f64();

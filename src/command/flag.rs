@@ -594,6 +594,13 @@ pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
     let reader = restricted_reader(ctx);
     let view = ctx.state.store.view();
+    if administers_users(ctx) {
+        return Ok(Reply::bulk(view.dump_with_users(|k| {
+            pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
+                && readable(&reader, k)
+        }))
+        .into());
+    }
     if reader.is_some() {
         return Ok(Reply::bulk(view.dump_where(|k| {
             pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
@@ -604,12 +611,53 @@ pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     Ok(Reply::bulk(view.dump(pattern.map(|p| &p[..]))).into())
 }
 
+/// Whether the caller administers users (may run `ACL SETUSER`, a
+/// `@flag-admin` command): only then do dumps carry users and imports set them.
+fn administers_users(ctx: &mut Ctx<'_>) -> bool {
+    let Some(user) = ctx.session.acl_user(&ctx.state.users) else {
+        return false;
+    };
+    if user.allows_everything() {
+        return true;
+    }
+    let args = [Bytes::from_static(b"ACL"), Bytes::from_static(b"SETUSER")];
+    let Some(spec) = super::resolve(&args) else {
+        return false;
+    };
+    let id = super::acl::CATALOG.id(spec.name).unwrap_or(usize::MAX);
+    user.check(&spec.acl_request(id, &args)).is_ok()
+}
+
 /// `FLAG.IMPORT dump-json [REASON text]`: applies a `FLAG.DUMP` document,
-/// all of it or none of it; replies with the number of keys written.
+/// all of it or none of it; replies with the number of keys written. Users
+/// in the document (an admin's dump) are set in the same raft entry; that
+/// takes a caller who may run `ACL SETUSER`.
 pub fn import(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
     let document = String::from_utf8_lossy(&args[1]).into_owned();
-    crate::store::parse_dump(&document).map_err(|e| CommandError::Coded(e.to_string().into()))?;
+    let dump = crate::store::parse_dump(&document)
+        .map_err(|e| CommandError::Coded(e.to_string().into()))?;
+    if !dump.users.is_empty() {
+        if !administers_users(ctx) {
+            return Err(CommandError::Coded(
+                format!(
+                    "NOPERM User {} has no permissions to import users (it needs ACL SETUSER)",
+                    ctx.session.user
+                )
+                .into(),
+            ));
+        }
+        let text: String = dump.users.iter().map(|(_, l)| format!("{l}\n")).collect();
+        let parsed = crate::auth::parse_aclfile(&super::acl::CATALOG, "users", &text)
+            .map_err(|e| CommandError::Coded(format!("INVALID users: {e}").into()))?;
+        for (name, line) in &dump.users {
+            if !parsed.contains_key(name) {
+                return Err(CommandError::Coded(
+                    format!("INVALID users[{name:?}]: the line names another user: {line}").into(),
+                ));
+            }
+        }
+    }
     let op = WriteOp::Import {
         document,
         reason: reason(reason_arg),
