@@ -760,6 +760,100 @@ fn users_travel_in_an_admins_dump_and_import_as_one_entry() {
     assert!(cmd_err(&mut other_admin, &["FLAG.IMPORT", &bad]).starts_with("INVALID users"));
 }
 
+#[test]
+fn user_changes_are_audited_as_acl_user_history_for_admins_only() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">opspw",
+            "allkeys",
+            "+@flag-admin",
+            "+@flag-read",
+        ],
+    );
+    let mut ops = login(&s, "ops", "opspw");
+    ok(
+        &mut ops,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@flag-eval",
+        ],
+    );
+    ok(&mut admin, &["ACL", "SETUSER", "app", "+@flag-read"]);
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("app")
+        .query(&mut ops)
+        .unwrap();
+    let history: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("FLAG.HISTORY")
+        .arg("acl:app")
+        .query(&mut admin)
+        .unwrap();
+    let text = |e: &std::collections::HashMap<String, redis::Value>, f: &str| match &e[f] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Nil => "nil".into(),
+        other => format!("{other:?}"),
+    };
+    let summary: Vec<(String, String)> = history
+        .iter()
+        .map(|e| (text(e, "event"), text(e, "actor")))
+        .collect();
+    assert_eq!(
+        summary,
+        [("delete", "ops"), ("set", "default"), ("set", "ops")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let created: serde_json::Value = serde_json::from_str(&text(&history[2], "after")).unwrap();
+    let line = created["acl"].as_str().unwrap();
+    assert!(
+        line.starts_with("user app on ") && line.contains(" #"),
+        "{line}"
+    );
+    assert_eq!(text(&history[2], "before"), "nil");
+    assert_eq!(text(&history[0], "after"), "nil");
+    let all = format!("{history:?}");
+    assert!(!all.contains("apppw"), "never a clear-text password: {all}");
+    assert!(all.contains("+@flag-read"), "{all}");
+    // Only user administrators read it; the change stream does not carry it.
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "viewer",
+            "on",
+            ">vpw",
+            "allkeys",
+            "+@flag-read",
+            "+@flag-eval",
+        ],
+    );
+    let mut viewer = login(&s, "viewer", "vpw");
+    assert!(cmd_err(&mut viewer, &["FLAG.HISTORY", "acl:app"]).starts_with("NOPERM"));
+    let stream = format!(
+        "{:?}",
+        cmd_value(&mut admin, &["XRANGE", "flagstaff:changes", "-", "+"]).unwrap()
+    );
+    assert!(
+        !stream.contains("acl") && !stream.contains("\"user\""),
+        "{stream}"
+    );
+    // The prefix is reserved: no flag can hide a user's history.
+    assert!(cmd_err(&mut admin, &["FLAG.SET", "acl:app", FLAG]).contains("reserved"));
+}
+
 /// Counts the replies (one line each) in what is readable on `stream` now.
 fn drain_lines(stream: &mut std::net::TcpStream) -> usize {
     use std::io::Read;
@@ -819,6 +913,33 @@ fn ten_thousand_wrong_auths_over_100_connections_are_slowed_counted_and_logged()
     );
     assert!(counted < 10_000, "{counted} decided in 3 s");
     // One ACL LOG entry aggregates them (count), as Redis groups similar entries.
+    let redis::Value::Array(entries) = log else {
+        panic!("{log:?}")
+    };
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let fields: Vec<redis::Value> = match &entries[0] {
+        redis::Value::Array(kv) => kv.clone(),
+        redis::Value::Map(kv) => kv
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|p| p[0] == redis::Value::BulkString(name.as_bytes().to_vec()))
+            .map(|p| p[1].clone())
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+    };
+    assert_eq!(field("reason"), redis::Value::BulkString(b"auth".to_vec()));
+    let redis::Value::Int(count) = field("count") else {
+        panic!("{fields:?}")
+    };
+    assert!(
+        (counted..=counted_after).contains(&(count as usize)),
+        "ACL LOG count {count}, INFO {counted}..{counted_after}"
+    );
     let secs = started.elapsed().as_secs_f64();
     println!(
         "brute force: {counted_after} of 10000 guesses decided in {secs:.1} s ({:.0} attempts/s; {first_second} in the first second); slowest PING {slowest:?}",

@@ -20,7 +20,11 @@ pub fn now_ms() -> f64 {
 
 /// A key argument for a write: UTF-8 with the key syntax.
 pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
-    if let Some(why) = key_problem(arg) {
+    let why = key_problem(arg).or_else(|| {
+        arg.starts_with(USER_HISTORY_PREFIX.as_bytes())
+            .then(|| "the prefix acl: is reserved for the history of ACL users".to_string())
+    });
+    if let Some(why) = why {
         return Err(CommandError::err(format!(
             "invalid key '{}': {why}",
             String::from_utf8_lossy(arg)
@@ -28,6 +32,9 @@ pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
     }
     Ok(String::from_utf8_lossy(arg).into_owned())
 }
+
+/// `FLAG.HISTORY acl:<user>` reads the audit history of an ACL user.
+pub const USER_HISTORY_PREFIX: &str = "acl:";
 
 /// A key argument for a read; `None` when it cannot name a stored key.
 pub fn read_key(arg: &[u8]) -> Option<&str> {
@@ -437,6 +444,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
 /// page at a time (including every write this node applied).
 struct HistoryPages {
     storage: Arc<dyn StateStorage>,
+    kind: Kind,
     key: String,
     ready: Vec<Reply>,
     /// The newest record not read yet (`None` once all are read).
@@ -445,7 +453,12 @@ struct HistoryPages {
 }
 
 impl HistoryPages {
-    fn new(ctx: &Ctx<'_>, key: &str, count: usize) -> Result<HistoryPages, CommandError> {
+    fn new(
+        ctx: &Ctx<'_>,
+        kind: Kind,
+        key: &str,
+        count: usize,
+    ) -> Result<HistoryPages, CommandError> {
         let Some(node) = ctx.state.raft.get() else {
             return Err(CommandError::Loading);
         };
@@ -453,6 +466,7 @@ impl HistoryPages {
         let storage = node.storage_at(revision).map_err(CommandError::err)?;
         Ok(HistoryPages {
             storage,
+            kind,
             key: key.to_string(),
             ready: Vec::new(),
             // Writes applied later are not part of this answer.
@@ -472,7 +486,7 @@ impl HistoryPages {
         let want = self.left.min(PAGE_ITEMS);
         let (page, more) = self
             .storage
-            .history_page(Kind::Flag, &self.key, upto, want, PAGE_BYTES)
+            .history_page(self.kind, &self.key, upto, want, PAGE_BYTES)
             .map_err(|e| e.to_string())?;
         self.left -= page.len();
         self.upto = match page.last() {
@@ -498,7 +512,7 @@ impl PageSource for HistoryPages {
         let rest = match self.upto {
             Some(upto) if self.left > 0 => self
                 .storage
-                .history_count(Kind::Flag, &self.key, upto)
+                .history_count(self.kind, &self.key, upto)
                 .map_err(|e| e.to_string())?,
             _ => 0,
         };
@@ -535,6 +549,8 @@ fn history_entry(r: &AuditRecord) -> Reply {
 /// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
 /// of revision, version, event, actor, ts, reason, before, after (the
 /// definitions as JSON text). A long history is written page by page.
+/// `FLAG.HISTORY acl:<user>` is an ACL user's (`{"acl": <ACL LIST line>}`
+/// before and after), for callers who may run `ACL SETUSER`.
 pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let key = read_key(&args[1]).unwrap_or_default();
     let [count] = parse::options(&args[2..], ["COUNT"])?;
@@ -545,7 +561,21 @@ pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         },
         None => usize::MAX,
     };
-    let mut pages = HistoryPages::new(ctx, key, count)?;
+    // `acl:<user>`: who changed that user and when (for user administrators).
+    let (kind, key) = match key.strip_prefix(USER_HISTORY_PREFIX) {
+        Some(name) if administers_users(ctx) => (Kind::User, name),
+        Some(_) => {
+            return Err(CommandError::Coded(
+                format!(
+                    "NOPERM User {} has no permissions to read the history of ACL users",
+                    ctx.session.user
+                )
+                .into(),
+            ))
+        }
+        None => (Kind::Flag, key),
+    };
+    let mut pages = HistoryPages::new(ctx, kind, key, count)?;
     let first = pages.records().map_err(CommandError::err)?;
     pages.ready = first.iter().map(history_entry).collect();
     if pages.complete() {
@@ -561,7 +591,7 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
     // Page through the history, so a long one is never held whole.
-    let mut pages = HistoryPages::new(ctx, &key, usize::MAX)?;
+    let mut pages = HistoryPages::new(ctx, Kind::Flag, &key, usize::MAX)?;
     let definition = loop {
         let page = pages.records().map_err(CommandError::err)?;
         // A deletion records the version it removed without a definition:

@@ -79,6 +79,7 @@ fn missed_events(image: &StateImage, applied: u64, view: &StateView) -> Vec<Audi
         if r.after.is_some() && seen.insert((r.kind, r.key.clone())) {
             r.document = match r.kind {
                 Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered.clone()),
+                Kind::User => None,
                 Kind::Segment => view
                     .segments
                     .get(r.key.as_str())

@@ -219,6 +219,7 @@ impl StateView {
             match kind {
                 Kind::Flag => v.flag_tombstones.insert(key.as_str().into(), *version),
                 Kind::Segment => v.segment_tombstones.insert(key.as_str().into(), *version),
+                Kind::User => None,
             };
         }
         v.users = Arc::new(image.users.iter().cloned().collect());
@@ -456,6 +457,7 @@ impl ApplyCtx<'_> {
             (_, None) => None,
             (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered.clone()),
             (Kind::Segment, Some(_)) => self.v.segments.get(key).map(|e| e.rendered.clone()),
+            (Kind::User, Some(_)) => None,
         };
         self.audit.push(AuditRecord {
             kind,
@@ -498,6 +500,8 @@ impl ApplyCtx<'_> {
                     version,
                 },
             ),
+            // Users are deleted by `set_users`, without tombstones.
+            Kind::User => return,
         };
         tombstones.insert(k.clone(), version);
         self.v.key_revisions.insert(k, self.revision);
@@ -515,6 +519,7 @@ impl ApplyCtx<'_> {
                 self.v.segments.get(key).map(|e| e.version),
                 self.v.segment_tombstones.get(key),
             ),
+            Kind::User => (None, None),
         };
         current.or(tomb.copied()).unwrap_or(0) + 1
     }
@@ -746,18 +751,41 @@ impl ApplyCtx<'_> {
         }
         let names: std::collections::BTreeSet<&String> =
             self.v.users.keys().chain(map.keys()).collect();
-        let mut changed = false;
+        let mut changed = Vec::new();
         for name in names {
             let after = map.get(name);
-            if self.v.users.get(name) != after {
-                changed = true;
+            let before = self.v.users.get(name);
+            if before != after {
+                changed.push((name.clone(), before.cloned(), after.cloned()));
                 self.changes.push(Change::User {
                     name: name.clone(),
                     acl: after.cloned(),
                 });
             }
         }
-        if changed {
+        // Audited as `acl:<name>` in FLAG.HISTORY: who changed which user and
+        // when, with the ACL LIST line (hashes, never clear text); the
+        // version of a user is the revision of its change.
+        let as_json = |line: Option<String>| line.map(|l| serde_json::json!({ "acl": l }));
+        let any = !changed.is_empty();
+        for (name, before, after) in changed {
+            let event = if after.is_some() {
+                Event::Set
+            } else {
+                Event::Delete
+            };
+            let version = self.revision;
+            self.record(
+                Kind::User,
+                &name,
+                version,
+                event,
+                &None,
+                as_json(before),
+                as_json(after),
+            );
+        }
+        if any {
             self.v.users_revision = self.revision;
         }
         self.v.users = Arc::new(map);
