@@ -655,6 +655,299 @@ fn failed_logins_back_off_per_address_while_others_are_served() {
 }
 
 #[test]
+fn users_travel_in_an_admins_dump_and_import_as_one_entry() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    set(&mut admin, &["FLAG.SET", "prod:a", FLAG]);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@flag-eval",
+            "+@flag-read",
+        ],
+    );
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">opspw",
+            "allkeys",
+            "+@flag-admin",
+            "+@flag-read",
+        ],
+    );
+    let dump = cmd_str(&mut admin, &["FLAG.DUMP"]).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let app_line = doc["users"]["app"].as_str().unwrap().to_string();
+    assert!(
+        app_line.starts_with("user app on ") && app_line.contains(" #"),
+        "{app_line}"
+    );
+    assert!(
+        !dump.contains("apppw"),
+        "never a clear-text password: {dump}"
+    );
+    // A non-admin's dump has no users; an admin user's has them.
+    let mut app = login(&s, "app", "apppw");
+    let dump_app: serde_json::Value =
+        serde_json::from_str(&cmd_str(&mut app, &["FLAG.DUMP"]).unwrap()).unwrap();
+    assert!(dump_app.get("users").is_none(), "{dump_app}");
+    assert!(dump_app["flags"].get("prod:a").is_some());
+    let mut ops = login(&s, "ops", "opspw");
+    let dump_ops: serde_json::Value =
+        serde_json::from_str(&cmd_str(&mut ops, &["FLAG.DUMP"]).unwrap()).unwrap();
+    assert_eq!(dump_ops["users"]["app"], app_line.as_str());
+    // Imported into an empty server, the users work there at once.
+    let other = Server::start(&[]);
+    let mut other_admin = other.conn();
+    let revision = |c: &mut redis::Connection| {
+        cmd_str(c, &["RAFT.INFO"])
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("last_log_index:")
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap()
+    };
+    let before = revision(&mut other_admin);
+    let n: i64 = redis::cmd("FLAG.IMPORT")
+        .arg(&dump)
+        .query(&mut other_admin)
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(revision(&mut other_admin), before + 1, "one raft entry");
+    let mut app2 = login(&other, "app", "apppw");
+    assert_eq!(
+        cmd_str(&mut app2, &["FLAG.EVAL", "prod:a"]).unwrap(),
+        "true"
+    );
+    assert_eq!(
+        cmd_err(&mut app2, &["FLAG.EVAL", "staging:a"]),
+        "NOPERM No permissions to access a key"
+    );
+    let list: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query(&mut other_admin)
+        .unwrap();
+    assert!(list.contains(&app_line), "{list:?}");
+    // Importing users takes ACL SETUSER; a bad line changes nothing.
+    ok(
+        &mut other_admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "importer",
+            "on",
+            ">ipw",
+            "allkeys",
+            "+flag.import",
+        ],
+    );
+    let mut importer = login(&other, "importer", "ipw");
+    assert!(cmd_err(&mut importer, &["FLAG.IMPORT", &dump]).starts_with("NOPERM"));
+    let bad = dump.replace("+@flag-eval", "+@no-such-category");
+    assert!(cmd_err(&mut other_admin, &["FLAG.IMPORT", &bad]).starts_with("INVALID users"));
+}
+
+#[test]
+fn user_changes_are_audited_as_acl_user_history_for_admins_only() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">opspw",
+            "allkeys",
+            "+@flag-admin",
+            "+@flag-read",
+        ],
+    );
+    let mut ops = login(&s, "ops", "opspw");
+    ok(
+        &mut ops,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">apppw",
+            "~prod:*",
+            "+@flag-eval",
+        ],
+    );
+    ok(&mut admin, &["ACL", "SETUSER", "app", "+@flag-read"]);
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("app")
+        .query(&mut ops)
+        .unwrap();
+    let history: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("FLAG.HISTORY")
+        .arg("acl:app")
+        .query(&mut admin)
+        .unwrap();
+    let text = |e: &std::collections::HashMap<String, redis::Value>, f: &str| match &e[f] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Nil => "nil".into(),
+        other => format!("{other:?}"),
+    };
+    let summary: Vec<(String, String)> = history
+        .iter()
+        .map(|e| (text(e, "event"), text(e, "actor")))
+        .collect();
+    assert_eq!(
+        summary,
+        [("delete", "ops"), ("set", "default"), ("set", "ops")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let created: serde_json::Value = serde_json::from_str(&text(&history[2], "after")).unwrap();
+    let line = created["acl"].as_str().unwrap();
+    assert!(
+        line.starts_with("user app on ") && line.contains(" #"),
+        "{line}"
+    );
+    assert_eq!(text(&history[2], "before"), "nil");
+    assert_eq!(text(&history[0], "after"), "nil");
+    let all = format!("{history:?}");
+    assert!(!all.contains("apppw"), "never a clear-text password: {all}");
+    assert!(all.contains("+@flag-read"), "{all}");
+    // Only user administrators read it; the change stream does not carry it.
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "viewer",
+            "on",
+            ">vpw",
+            "allkeys",
+            "+@flag-read",
+            "+@flag-eval",
+        ],
+    );
+    let mut viewer = login(&s, "viewer", "vpw");
+    assert!(cmd_err(&mut viewer, &["FLAG.HISTORY", "acl:app"]).starts_with("NOPERM"));
+    let stream = format!(
+        "{:?}",
+        cmd_value(&mut admin, &["XRANGE", "flagstaff:changes", "-", "+"]).unwrap()
+    );
+    assert!(
+        !stream.contains("acl") && !stream.contains("\"user\""),
+        "{stream}"
+    );
+    // The prefix is reserved: no flag can hide a user's history.
+    assert!(cmd_err(&mut admin, &["FLAG.SET", "acl:app", FLAG]).contains("reserved"));
+}
+
+/// Counts the replies (one line each) in what is readable on `stream` now.
+fn drain_lines(stream: &mut std::net::TcpStream) -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 64 * 1024];
+    let mut lines = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return lines,
+            Ok(n) => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
+            Err(_) => return lines,
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_wrong_auths_over_100_connections_are_slowed_counted_and_logged() {
+    use std::io::Write;
+    let _g = serial();
+    let s = Server::start(&["--requirepass", "right"]);
+    let mut admin = login(&s, "default", "right");
+    let mut guessers: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    for (c, g) in guessers.iter_mut().enumerate() {
+        let guesses: Vec<u8> = (0..100)
+            .flat_map(|i| resp(&["AUTH", &format!("guess-{c}-{i}")]))
+            .collect();
+        g.write_all(&guesses).unwrap();
+        g.set_nonblocking(true).unwrap();
+    }
+    // Each connection's guesses are decided one after the other, each
+    // waiting its turn in the address's backoff; the counter moves as they
+    // are decided.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    let first_second = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    assert!(
+        (100..10_000).contains(&first_second),
+        "the backoff did not slow the guesser: {first_second} decided in the first second"
+    );
+    // Another client keeps being answered while 100 connections guess.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(cmd_str(&mut admin, &["PING"]).unwrap(), "PONG");
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(5), "PING took {slowest:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    let log = cmd_value(&mut admin, &["ACL", "LOG"]).unwrap();
+    let counted_after = info_field(&mut admin, "acl_access_denied_auth") as usize;
+    let answered: usize = guessers.iter_mut().map(drain_lines).sum();
+    assert!(
+        answered <= counted_after,
+        "{answered} answered, {counted_after} counted"
+    );
+    assert!(counted < 10_000, "{counted} decided in 3 s");
+    // One ACL LOG entry aggregates them (count), as Redis groups similar entries.
+    let redis::Value::Array(entries) = log else {
+        panic!("{log:?}")
+    };
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let fields: Vec<redis::Value> = match &entries[0] {
+        redis::Value::Array(kv) => kv.clone(),
+        redis::Value::Map(kv) => kv
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|p| p[0] == redis::Value::BulkString(name.as_bytes().to_vec()))
+            .map(|p| p[1].clone())
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+    };
+    assert_eq!(field("reason"), redis::Value::BulkString(b"auth".to_vec()));
+    let redis::Value::Int(count) = field("count") else {
+        panic!("{fields:?}")
+    };
+    assert!(
+        (counted..=counted_after).contains(&(count as usize)),
+        "ACL LOG count {count}, INFO {counted}..{counted_after}"
+    );
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "brute force: {counted_after} of 10000 guesses decided in {secs:.1} s ({:.0} attempts/s; {first_second} in the first second); slowest PING {slowest:?}",
+        counted_after as f64 / secs
+    );
+}
+
+#[test]
 fn revoking_channel_access_disconnects_only_unauthorised_subscribers() {
     let _g = serial();
     let s = Server::start(&[]);
@@ -747,14 +1040,15 @@ fn users_replicate_to_followers_and_survive_kill_9() {
             .unwrap()
     };
     assert!(!line.contains("apppw"), "{line}");
-    // Enforced on the follower.
-    eventually(|| {
-        let mut raw = second.raw();
-        raw.send(&resp(&["AUTH", "app", "apppw"]));
-        raw.read_exact_len(5) == b"+OK\r\n"
-    });
+    // Enforced on the follower within one round trip: after a read barrier
+    // there, the very next AUTH succeeds (no retry).
+    let mut raw = second.raw();
+    raw.send(&resp(&["RAFT.BARRIER"]));
+    let applied = raw.read_until(b"\r\n");
+    assert!(applied.starts_with(b":"), "{applied:?}");
+    raw.roundtrip(&resp(&["AUTH", "app", "apppw"]), b"+OK\r\n");
+    raw.roundtrip(&resp(&["FLAG.EVAL", "prod:a"]), b"$4\r\ntrue\r\n");
     let mut app = login(&second, "app", "apppw");
-    eventually(|| cmd_str(&mut app, &["FLAG.EVAL", "prod:a"]).is_ok_and(|v| v == "true"));
     assert_eq!(
         cmd_err(&mut app, &["FLAG.EVAL", "staging:a"]),
         "NOPERM No permissions to access a key"

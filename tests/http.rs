@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, serial, temp_dir, Reap, Server};
+use common::{cmd_err, free_port, serial, temp_dir, Reap, Server};
 use serde_json::{json, Value};
 
 /// An HTTP response: status, headers (lower-case names) and body.
@@ -457,6 +457,69 @@ impl Rng {
 }
 
 #[test]
+fn ofrep_split_by_targeting_key_without_one_is_targeting_key_missing() {
+    let _g = serial();
+    let (s, hp) = start(&[]);
+    load(&s);
+    let mut con = s.conn();
+    let by_org = json!({"on": true, "variations": [{"name": "x", "value": 1}, {"name": "y", "value": 2}],
+        "off_variation": "x",
+        "fallthrough": {"rollout": [{"variation": "x", "weight": 5000}, {"variation": "y", "weight": 5000}],
+                        "bucket_by": "org"}});
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:by-org")
+        .arg(by_org.to_string())
+        .query(&mut con)
+        .unwrap();
+    let eval = |key: &str, ctx: &str| {
+        post(
+            hp,
+            &format!("{FLAG}{key}"),
+            &format!(r#"{{"context":{ctx}}}"#),
+        )
+    };
+    // A fallthrough rollout by targeting key, and a rule's rollout, with no key.
+    for (key, ctx) in [
+        ("prod:split", "{}"),
+        ("prod:checkout", r#"{"plan":"beta"}"#),
+    ] {
+        let r = eval(key, ctx);
+        assert_eq!(r.status, 400, "{key} {ctx}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v = r.json();
+        assert_eq!(v["key"], key);
+        assert_eq!(v["errorCode"], "TARGETING_KEY_MISSING");
+        assert!(v["errorDetails"].as_str().unwrap().contains("targetingKey"));
+        assert!(r.header("etag").is_none());
+    }
+    // With a key, or where the key is not what splits, it is an answer.
+    assert_eq!(
+        eval("prod:split", r#"{"targetingKey":"u1"}"#).json()["reason"],
+        "SPLIT"
+    );
+    assert_eq!(eval("prod:checkout", "{}").json()["reason"], "DEFAULT");
+    assert_eq!(eval("prod:checkout", r#"{"plan":"pro"}"#).status, 200);
+    let r = eval("prod:by-org", r#"{"org":"acme"}"#);
+    assert_eq!(
+        (r.status, r.json()["reason"].clone()),
+        (200, json!("SPLIT"))
+    );
+    // In bulk, the flag that needs the key reports it; the others answer.
+    let bulk = post(hp, "/ofrep/v1/evaluate/flags", r#"{"context":{}}"#);
+    assert_eq!(bulk.status, 200);
+    let flags = bulk.json()["flags"].as_array().unwrap().clone();
+    let of = |key: &str| flags.iter().find(|f| f["key"] == key).unwrap().clone();
+    assert_eq!(of("prod:split")["errorCode"], "TARGETING_KEY_MISSING");
+    assert_eq!(of("prod:banner")["reason"], "STATIC");
+    // RESP keeps answering: FLAG.DETAIL has no such error.
+    let v: Option<String> = redis::cmd("FLAG.EVAL")
+        .arg("prod:split")
+        .query(&mut con)
+        .unwrap();
+    assert!(v.is_some());
+}
+
+#[test]
 fn http_and_resp_agree_for_a_thousand_random_contexts() {
     let _g = serial();
     let (s, hp) = start(&[]);
@@ -799,6 +862,267 @@ fn metrics_parse_line_by_line_and_counters_move() {
             "flagstaff_http_requests_total{endpoint=\"ofrep_flag\",code=\"2xx\"}"
         ) >= 1.0
     );
+}
+
+/// One `INFO` field (`name:value`) as a number.
+fn info_field(info: &str, name: &str) -> f64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO has no {name}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("INFO {name} is not a number"))
+}
+
+/// One `key=value` of an INFO line such as `cmdstat_flag.eval:calls=5,usec=...`.
+fn info_subfield(info: &str, line: &str, key: &str) -> f64 {
+    let fields = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{line}:")))
+        .unwrap_or_else(|| panic!("INFO has no {line}"));
+    fields
+        .split(',')
+        .find_map(|f| f.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{line} has no {key}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_commands_errors_denials_and_storage_as_info_does() {
+    let _g = serial();
+    let (s, hp) = start(&["--snapshot-every", "5"]);
+    let scrape = || parse_exposition(&get(hp, "/metrics").text());
+    let value = |samples: &[(String, f64)], name: &str| {
+        samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let before = scrape();
+    load(&s);
+    let mut con = s.conn();
+    for _ in 0..5 {
+        let _: Option<String> = redis::cmd("FLAG.EVAL")
+            .arg("prod:banner")
+            .query(&mut con)
+            .unwrap();
+    }
+    // A wrong arity is refused before running; a missing key is an error reply.
+    assert!(redis::cmd("FLAG.EVAL").query::<()>(&mut con).is_err());
+    assert!(redis::cmd("NOSUCHCOMMAND").query::<()>(&mut con).is_err());
+    assert!(redis::cmd("AUTH")
+        .arg("nobody")
+        .arg("wrong")
+        .query::<()>(&mut con)
+        .is_err());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">apppw")
+        .arg("~prod:*")
+        .arg("+@flag-eval")
+        .query(&mut con)
+        .unwrap();
+    let mut app = s.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg("app")
+        .arg("apppw")
+        .query(&mut app)
+        .unwrap();
+    assert!(cmd_err(&mut app, &["FLAG.DEL", "prod:banner"]).starts_with("NOPERM"));
+    assert!(cmd_err(&mut app, &["FLAG.EVAL", "staging:x"]).starts_with("NOPERM"));
+    let after = scrape();
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    let writes = flag_set().len() as f64;
+    for (name, at_least) in [
+        ("flagstaff_commands_total{cmd=\"flag.eval\"}", 5.0),
+        ("flagstaff_commands_total{cmd=\"flag.set\"}", writes),
+        ("flagstaff_commands_total{cmd=\"acl|setuser\"}", 1.0),
+        (
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.eval\"}",
+            2.0,
+        ),
+        (
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.del\"}",
+            1.0,
+        ),
+        ("flagstaff_errors_total{kind=\"ERR\"}", 2.0),
+        ("flagstaff_errors_total{kind=\"WRONGPASS\"}", 1.0),
+        ("flagstaff_errors_total{kind=\"NOPERM\"}", 2.0),
+        ("flagstaff_acl_denied_total{reason=\"auth\"}", 1.0),
+        ("flagstaff_acl_denied_total{reason=\"cmd\"}", 1.0),
+        ("flagstaff_acl_denied_total{reason=\"key\"}", 1.0),
+        (
+            "flagstaff_flag_evaluation_reasons_total{reason=\"FALLTHROUGH\"}",
+            5.0,
+        ),
+        ("flagstaff_writes_applied_total", writes),
+        ("flagstaff_command_duration_seconds_count", 5.0 + writes),
+        ("flagstaff_wal_fsync_duration_seconds_count", 1.0),
+        ("flagstaff_wal_batch_records_count", 1.0),
+        ("flagstaff_wal_batch_records_sum", writes),
+        ("flagstaff_snapshots_total", 1.0),
+        ("flagstaff_snapshot_duration_seconds_count", 1.0),
+        // Compaction trims the stream behind snapshots: some entries remain.
+        ("flagstaff_stream_length", 1.0),
+    ] {
+        assert!(
+            moved(name) >= at_least,
+            "{name} moved by {} < {at_least}",
+            moved(name)
+        );
+    }
+    assert!(
+        value(
+            &after,
+            "flagstaff_commands_duration_seconds_total{cmd=\"flag.eval\"}"
+        ) > 0.0
+    );
+    assert!(value(&after, "flagstaff_command_duration_seconds_sum") > 0.0);
+    assert!(after
+        .iter()
+        .any(|(n, _)| n == "flagstaff_command_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(after
+        .iter()
+        .any(|(n, _)| n == "flagstaff_pubsub_disconnections_total"));
+    // One source, two renderings: INFO reads the same counters.
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    for (line, key, metric) in [
+        (
+            "cmdstat_flag.eval",
+            "calls",
+            "flagstaff_commands_total{cmd=\"flag.eval\"}",
+        ),
+        (
+            "cmdstat_flag.eval",
+            "rejected_calls",
+            "flagstaff_commands_rejected_calls_total{cmd=\"flag.eval\"}",
+        ),
+        (
+            "errorstat_NOPERM",
+            "count",
+            "flagstaff_errors_total{kind=\"NOPERM\"}",
+        ),
+        (
+            "errorstat_WRONGPASS",
+            "count",
+            "flagstaff_errors_total{kind=\"WRONGPASS\"}",
+        ),
+    ] {
+        assert_eq!(
+            info_subfield(&info, line, key),
+            value(&after, metric),
+            "{line} {key}"
+        );
+    }
+    for (field, metric) in [
+        ("writes_applied", "flagstaff_writes_applied_total"),
+        (
+            "acl_access_denied_auth",
+            "flagstaff_acl_denied_total{reason=\"auth\"}",
+        ),
+        (
+            "acl_access_denied_key",
+            "flagstaff_acl_denied_total{reason=\"key\"}",
+        ),
+        (
+            "evaluations_fallthrough",
+            "flagstaff_flag_evaluation_reasons_total{reason=\"FALLTHROUGH\"}",
+        ),
+        ("snapshots", "flagstaff_snapshots_total"),
+        ("wal_fsyncs", "flagstaff_wal_fsync_duration_seconds_count"),
+    ] {
+        assert_eq!(info_field(&info, field), value(&after, metric), "{field}");
+    }
+    // commandstats is long: plain INFO leaves it out, as Redis does.
+    let plain: String = redis::cmd("INFO").query(&mut con).unwrap();
+    assert!(!plain.contains("cmdstat_") && plain.contains("errorstat_NOPERM"));
+}
+
+#[test]
+fn http_login_failures_share_the_resp_backoff_and_count_in_info_and_acl_log() {
+    let _g = serial();
+    let (s, hp) = start(&["--requirepass", "right"]);
+    let mut admin = s.conn();
+    let _: () = redis::cmd("AUTH").arg("right").query(&mut admin).unwrap();
+    // 5 free failures, then penalties of 10, 20, 40, 80 and 160 ms, over
+    // both credential headers and both endpoints that check them.
+    for i in 0..10 {
+        let wrong = format!("default:guess{i}");
+        let r = match i % 3 {
+            0 => request(
+                hp,
+                "POST",
+                &format!("{FLAG}prod:x"),
+                &[("X-API-Key", &wrong)],
+                b"{}",
+            ),
+            1 => request(
+                hp,
+                "POST",
+                "/ofrep/v1/evaluate/flags",
+                &[("Authorization", &format!("Bearer {wrong}"))],
+                b"{}",
+            ),
+            _ => request(
+                hp,
+                "POST",
+                &format!("{FLAG}prod:x"),
+                &[("Authorization", &format!("Bearer {wrong}"))],
+                b"{}",
+            ),
+        };
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
+    assert_eq!(info_field(&info, "acl_access_denied_auth"), 10.0);
+    // One aggregated ACL LOG entry, as for AUTH.
+    let log: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    let field = |name: &str| log[0][name].clone();
+    assert_eq!(field("count"), redis::Value::Int(10));
+    assert_eq!(field("reason"), redis::Value::BulkString(b"auth".to_vec()));
+    assert_eq!(field("object"), redis::Value::BulkString(b"http".to_vec()));
+    assert_eq!(
+        field("username"),
+        redis::Value::BulkString(b"default".to_vec())
+    );
+    let redis::Value::BulkString(info) = field("client-info") else {
+        panic!("{log:?}")
+    };
+    assert!(
+        String::from_utf8_lossy(&info).contains("http=/ofrep/"),
+        "{log:?}"
+    );
+    // The same address is in backoff for RESP now: its next wrong AUTH waits
+    // the next penalty (320 ms).
+    let mut guesser = s.raw();
+    let started = Instant::now();
+    guesser.roundtrip(
+        &common::resp(&["AUTH", "wrong"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a RESP failure after 10 HTTP ones was answered in {:?}",
+        started.elapsed()
+    );
+    // The right password still works over HTTP (after its turn).
+    let r = request(
+        hp,
+        "POST",
+        &format!("{FLAG}prod:x"),
+        &[("X-API-Key", "default:right")],
+        b"{}",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
 }
 
 #[test]

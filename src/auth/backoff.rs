@@ -84,6 +84,20 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
         r.next_turn.saturating_duration_since(now)
     }
 
+    /// Settles one login attempt from `addr`: records its outcome and
+    /// returns how long its answer waits. While the address is in backoff
+    /// every attempt waits for its turn, whatever its outcome, so a guesser
+    /// learns nothing sooner. RESP's AUTH/HELLO and HTTP credentials share it.
+    pub fn settle(&self, addr: &K, now: Instant, succeeded: bool) -> Duration {
+        let wait = self.wait(addr, now);
+        if succeeded {
+            self.succeeded(addr);
+            wait
+        } else {
+            wait.max(self.failed(addr, now))
+        }
+    }
+
     /// Clears an address's record after a successful login.
     pub fn succeeded(&self, addr: &K) {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());

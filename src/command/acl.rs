@@ -120,6 +120,20 @@ fn deny(
     );
 }
 
+/// Counts a failed HTTP login in INFO `acl_access_denied_auth` and records
+/// it in `ACL LOG` (reason `auth`, object `http`), as a failed AUTH is.
+pub fn deny_http_login(state: &ServerState, username: &str, client_info: String) {
+    crate::metrics::add(&state.stats.acl_denied_auth, 1);
+    state.acl_log.add(
+        LogReason::Auth,
+        LogContext::Toplevel,
+        "http".to_string(),
+        username.to_string(),
+        client_info,
+        crate::clock::unix_ms(),
+    );
+}
+
 /// Logs the connection in as `user` if the password matches; a failure is
 /// counted and logged (reason `auth`, object the command as typed).
 pub(crate) fn login(
@@ -129,19 +143,12 @@ pub(crate) fn login(
     pass: &[u8],
 ) -> Result<(), CommandError> {
     sync_users(ctx.state);
-    // While the address is in backoff, every attempt waits for its turn,
-    // whatever its outcome, so a guesser learns nothing sooner.
     let addr = ctx.session.client.addr.ip();
-    let now = std::time::Instant::now();
-    let wait = ctx.state.auth_backoff.wait(&addr, now);
     let result = ctx.state.users.authenticate(user, pass);
-    let wait = match &result {
-        Ok(_) => {
-            ctx.state.auth_backoff.succeeded(&addr);
-            wait
-        }
-        Err(_) => wait.max(ctx.state.auth_backoff.failed(&addr, now)),
-    };
+    let wait = ctx
+        .state
+        .auth_backoff
+        .settle(&addr, std::time::Instant::now(), result.is_ok());
     if !wait.is_zero() {
         ctx.session.reply_delay = Some(wait);
     }

@@ -20,7 +20,11 @@ pub fn now_ms() -> f64 {
 
 /// A key argument for a write: UTF-8 with the key syntax.
 pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
-    if let Some(why) = key_problem(arg) {
+    let why = key_problem(arg).or_else(|| {
+        arg.starts_with(USER_HISTORY_PREFIX.as_bytes())
+            .then(|| "the prefix acl: is reserved for the history of ACL users".to_string())
+    });
+    if let Some(why) = why {
         return Err(CommandError::err(format!(
             "invalid key '{}': {why}",
             String::from_utf8_lossy(arg)
@@ -28,6 +32,9 @@ pub fn write_key(arg: &[u8]) -> Result<String, CommandError> {
     }
     Ok(String::from_utf8_lossy(arg).into_owned())
 }
+
+/// `FLAG.HISTORY acl:<user>` reads the audit history of an ACL user.
+pub const USER_HISTORY_PREFIX: &str = "acl:";
 
 /// A key argument for a read; `None` when it cannot name a stored key.
 pub fn read_key(arg: &[u8]) -> Option<&str> {
@@ -244,6 +251,9 @@ pub struct Served {
     pub reason: Reason,
     /// Why it was served, in OpenFeature's terms ([`openfeature_reason`]).
     pub openfeature_reason: &'static str,
+    /// It came from a rollout split by targeting key, and the context has
+    /// none (OFREP's `TARGETING_KEY_MISSING`).
+    pub targeting_key_missing: bool,
 }
 
 /// Why a flag could not be evaluated.
@@ -321,6 +331,8 @@ pub fn detail_of(
         value: variation.json.clone(),
         variation: variation.name.clone(),
         openfeature_reason: openfeature_reason(&entry.compiled, &e),
+        targeting_key_missing: context.get("key").is_none()
+            && crate::flag::split_by_targeting_key(&entry.compiled, &e),
         reason: e.reason,
     });
     detail
@@ -432,6 +444,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
 /// page at a time (including every write this node applied).
 struct HistoryPages {
     storage: Arc<dyn StateStorage>,
+    kind: Kind,
     key: String,
     ready: Vec<Reply>,
     /// The newest record not read yet (`None` once all are read).
@@ -440,7 +453,12 @@ struct HistoryPages {
 }
 
 impl HistoryPages {
-    fn new(ctx: &Ctx<'_>, key: &str, count: usize) -> Result<HistoryPages, CommandError> {
+    fn new(
+        ctx: &Ctx<'_>,
+        kind: Kind,
+        key: &str,
+        count: usize,
+    ) -> Result<HistoryPages, CommandError> {
         let Some(node) = ctx.state.raft.get() else {
             return Err(CommandError::Loading);
         };
@@ -448,6 +466,7 @@ impl HistoryPages {
         let storage = node.storage_at(revision).map_err(CommandError::err)?;
         Ok(HistoryPages {
             storage,
+            kind,
             key: key.to_string(),
             ready: Vec::new(),
             // Writes applied later are not part of this answer.
@@ -467,7 +486,7 @@ impl HistoryPages {
         let want = self.left.min(PAGE_ITEMS);
         let (page, more) = self
             .storage
-            .history_page(Kind::Flag, &self.key, upto, want, PAGE_BYTES)
+            .history_page(self.kind, &self.key, upto, want, PAGE_BYTES)
             .map_err(|e| e.to_string())?;
         self.left -= page.len();
         self.upto = match page.last() {
@@ -493,7 +512,7 @@ impl PageSource for HistoryPages {
         let rest = match self.upto {
             Some(upto) if self.left > 0 => self
                 .storage
-                .history_count(Kind::Flag, &self.key, upto)
+                .history_count(self.kind, &self.key, upto)
                 .map_err(|e| e.to_string())?,
             _ => 0,
         };
@@ -530,6 +549,8 @@ fn history_entry(r: &AuditRecord) -> Reply {
 /// `FLAG.HISTORY key [COUNT n]`: audit entries, newest first. Each is a map
 /// of revision, version, event, actor, ts, reason, before, after (the
 /// definitions as JSON text). A long history is written page by page.
+/// `FLAG.HISTORY acl:<user>` is an ACL user's (`{"acl": <ACL LIST line>}`
+/// before and after), for callers who may run `ACL SETUSER`.
 pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let key = read_key(&args[1]).unwrap_or_default();
     let [count] = parse::options(&args[2..], ["COUNT"])?;
@@ -540,7 +561,21 @@ pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         },
         None => usize::MAX,
     };
-    let mut pages = HistoryPages::new(ctx, key, count)?;
+    // `acl:<user>`: who changed that user and when (for user administrators).
+    let (kind, key) = match key.strip_prefix(USER_HISTORY_PREFIX) {
+        Some(name) if administers_users(ctx) => (Kind::User, name),
+        Some(_) => {
+            return Err(CommandError::Coded(
+                format!(
+                    "NOPERM User {} has no permissions to read the history of ACL users",
+                    ctx.session.user
+                )
+                .into(),
+            ))
+        }
+        None => (Kind::Flag, key),
+    };
+    let mut pages = HistoryPages::new(ctx, kind, key, count)?;
     let first = pages.records().map_err(CommandError::err)?;
     pages.ready = first.iter().map(history_entry).collect();
     if pages.complete() {
@@ -556,7 +591,7 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
     let version = parse::uint(&args[2])?;
     let [reason_arg] = parse::options(&args[3..], ["REASON"])?;
     // Page through the history, so a long one is never held whole.
-    let mut pages = HistoryPages::new(ctx, &key, usize::MAX)?;
+    let mut pages = HistoryPages::new(ctx, Kind::Flag, &key, usize::MAX)?;
     let definition = loop {
         let page = pages.records().map_err(CommandError::err)?;
         // A deletion records the version it removed without a definition:
@@ -589,6 +624,13 @@ pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
     let reader = restricted_reader(ctx);
     let view = ctx.state.store.view();
+    if administers_users(ctx) {
+        return Ok(Reply::bulk(view.dump_with_users(|k| {
+            pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
+                && readable(&reader, k)
+        }))
+        .into());
+    }
     if reader.is_some() {
         return Ok(Reply::bulk(view.dump_where(|k| {
             pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
@@ -599,12 +641,53 @@ pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     Ok(Reply::bulk(view.dump(pattern.map(|p| &p[..]))).into())
 }
 
+/// Whether the caller administers users (may run `ACL SETUSER`, a
+/// `@flag-admin` command): only then do dumps carry users and imports set them.
+fn administers_users(ctx: &mut Ctx<'_>) -> bool {
+    let Some(user) = ctx.session.acl_user(&ctx.state.users) else {
+        return false;
+    };
+    if user.allows_everything() {
+        return true;
+    }
+    let args = [Bytes::from_static(b"ACL"), Bytes::from_static(b"SETUSER")];
+    let Some(spec) = super::resolve(&args) else {
+        return false;
+    };
+    let id = super::acl::CATALOG.id(spec.name).unwrap_or(usize::MAX);
+    user.check(&spec.acl_request(id, &args)).is_ok()
+}
+
 /// `FLAG.IMPORT dump-json [REASON text]`: applies a `FLAG.DUMP` document,
-/// all of it or none of it; replies with the number of keys written.
+/// all of it or none of it; replies with the number of keys written. Users
+/// in the document (an admin's dump) are set in the same raft entry; that
+/// takes a caller who may run `ACL SETUSER`.
 pub fn import(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let [reason_arg] = parse::options(&args[2..], ["REASON"])?;
     let document = String::from_utf8_lossy(&args[1]).into_owned();
-    crate::store::parse_dump(&document).map_err(|e| CommandError::Coded(e.to_string().into()))?;
+    let dump = crate::store::parse_dump(&document)
+        .map_err(|e| CommandError::Coded(e.to_string().into()))?;
+    if !dump.users.is_empty() {
+        if !administers_users(ctx) {
+            return Err(CommandError::Coded(
+                format!(
+                    "NOPERM User {} has no permissions to import users (it needs ACL SETUSER)",
+                    ctx.session.user
+                )
+                .into(),
+            ));
+        }
+        let text: String = dump.users.iter().map(|(_, l)| format!("{l}\n")).collect();
+        let parsed = crate::auth::parse_aclfile(&super::acl::CATALOG, "users", &text)
+            .map_err(|e| CommandError::Coded(format!("INVALID users: {e}").into()))?;
+        for (name, line) in &dump.users {
+            if !parsed.contains_key(name) {
+                return Err(CommandError::Coded(
+                    format!("INVALID users[{name:?}]: the line names another user: {line}").into(),
+                ));
+            }
+        }
+    }
     let op = WriteOp::Import {
         document,
         reason: reason(reason_arg),

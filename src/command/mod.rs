@@ -110,18 +110,75 @@ pub struct PendingWrite {
     pub render: fn(OpResult) -> Reply,
 }
 
-static TABLE_INDEX: LazyLock<HashMap<&'static str, &'static CommandSpec>> =
-    LazyLock::new(|| table::COMMANDS.iter().map(|c| (c.name, c)).collect());
+/// A command of the table and its counter slot; its subcommands' slots
+/// follow it, in table order.
+struct Indexed {
+    spec: &'static CommandSpec,
+    slot: usize,
+}
 
-/// Finds a command by name, case-insensitively, without allocating.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+static TABLE_INDEX: LazyLock<HashMap<&'static str, Indexed>> = LazyLock::new(|| {
+    let mut slot = 0;
+    let mut index = HashMap::new();
+    for spec in table::COMMANDS {
+        index.insert(spec.name, Indexed { spec, slot });
+        slot += 1 + spec.subcommands.len();
+    }
+    index
+});
+
+/// The name of the command counted in each slot of `Stats::commands`
+/// (`container|sub` for subcommands), in slot order.
+pub static SLOT_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    table::COMMANDS
+        .iter()
+        .flat_map(|c| std::iter::once(c.name).chain(c.subcommands.iter().map(|s| s.name)))
+        .collect()
+});
+
+fn lookup_indexed(name: &[u8]) -> Option<&'static Indexed> {
     let mut buf = [0u8; 32];
     let lower = buf.get_mut(..name.len())?;
     for (d, s) in lower.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
     let lower = std::str::from_utf8(lower).ok()?;
-    TABLE_INDEX.get(lower).copied()
+    TABLE_INDEX.get(lower)
+}
+
+/// Finds a command by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    lookup_indexed(name).map(|i| i.spec)
+}
+
+/// The counter slot of the command (or container subcommand) a request
+/// names, if it names one.
+pub(crate) fn slot_of(args: &[Bytes]) -> Option<usize> {
+    resolve_slot(args).ok().map(|(_, slot)| slot)
+}
+
+/// The command a request names and its counter slot: the existence and
+/// subcommand checks of the dispatcher.
+fn resolve_slot(args: &[Bytes]) -> Result<(&'static CommandSpec, usize), CommandError> {
+    let Some(found) = args.first().and_then(|n| lookup_indexed(n)) else {
+        return Err(CommandError::unknown_command(args));
+    };
+    let spec = found.spec;
+    if spec.subcommands.is_empty() || args.len() < 2 {
+        return Ok((spec, found.slot));
+    }
+    let short = |s: &CommandSpec| s.name.rsplit('|').next().unwrap_or(s.name);
+    match spec
+        .subcommands
+        .iter()
+        .position(|s| short(s).as_bytes().eq_ignore_ascii_case(&args[1]))
+    {
+        Some(i) => Ok((&spec.subcommands[i], found.slot + 1 + i)),
+        None => Err(CommandError::UnknownSubcommand {
+            container: spec.name.to_ascii_uppercase(),
+            sub: String::from_utf8_lossy(&args[1]).into_owned(),
+        }),
+    }
 }
 
 /// Finds a subcommand of `parent` by name, case-insensitively.
@@ -170,8 +227,9 @@ pub async fn execute(
     };
     match output {
         Some(Output::Reply(reply)) => {
-            if reply.is_error() {
+            if let Reply::Error(text) = &reply {
                 crate::metrics::add(&state.stats.error_replies, 1);
+                state.stats.errors.count(text);
             }
             // Encoded after running, so `HELLO 3` answers in the protocol it chose.
             if !silent {
@@ -190,8 +248,12 @@ async fn run(
     args: &[Bytes],
     hangup: impl std::future::Future<Output = ()>,
 ) -> (Option<Output>, Flow) {
-    let spec = match check(session, state, args) {
-        Ok(spec) => spec,
+    let checked = resolve_slot(args).and_then(|(spec, slot)| {
+        check(session, state, spec, args).inspect_err(|_| state.stats.count_rejected(slot))?;
+        Ok((spec, slot))
+    });
+    let (spec, slot) = match checked {
+        Ok(found) => found,
         Err(e) => {
             if let Some(multi) = session.multi.as_mut() {
                 multi.aborted = true;
@@ -209,10 +271,29 @@ async fn run(
             return (Some(reply.into()), Flow::Continue);
         }
     }
+    let started = std::time::Instant::now();
+    let blocks = spec.runs.has(Runs::BLOCKS) && args.iter().any(|a| parse::is(a, "BLOCK"));
+    let (output, flow) = run_checked(session, state, spec, args, blocks, hangup).await;
+    let failed = matches!(&output, Some(Output::Reply(r)) if r.is_error());
+    // A blocked command's wait is not its cost (Redis excludes it too).
+    let elapsed = (!blocks).then(|| started.elapsed());
+    state.stats.count_call(slot, elapsed, failed);
+    (output, flow)
+}
+
+/// Runs a command that passed the checks and is not queued.
+async fn run_checked(
+    session: &mut Session,
+    state: &ServerState,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    blocks: bool,
+    hangup: impl std::future::Future<Output = ()>,
+) -> (Option<Output>, Flow) {
     if spec.runs.has(Runs::READS_STORAGE) {
         storage_caught_up(state).await;
     }
-    let action = if spec.runs.has(Runs::BLOCKS) && args.iter().any(|a| parse::is(a, "BLOCK")) {
+    let action = if blocks {
         Ok(Action::Block)
     } else {
         (spec.handler)(&mut Ctx { session, state }, args)
@@ -244,8 +325,12 @@ async fn run(
         Ok(Action::Exec) => {
             let output = transaction::exec(session, state).await;
             if let Output::Reply(Reply::Array(items)) = &output {
-                let errors = items.iter().filter(|r| r.is_error()).count();
-                crate::metrics::add(&state.stats.error_replies, errors as u64);
+                for item in items {
+                    if let Reply::Error(text) = item {
+                        crate::metrics::add(&state.stats.error_replies, 1);
+                        state.stats.errors.count(text);
+                    }
+                }
             }
             show_to_monitors(session, state, spec, args);
             return (Some(output), Flow::Continue);
@@ -333,26 +418,16 @@ async fn commit_one(state: &ServerState, w: PendingWrite) -> Reply {
 }
 
 /// The checks every command passes before it runs or is queued, in Redis's
-/// order: existence, arity, authentication, `no-multi`, the RESP2 subscribed
-/// context, then loading; ACL after `no-multi`. A container's subcommand is resolved here, so its
-/// own arity and flags apply.
+/// order (after [`resolve_slot`]'s existence check, which resolves a
+/// container's subcommand so its own arity and flags apply): arity,
+/// authentication, `no-multi`, the RESP2 subscribed context, then loading;
+/// ACL after `no-multi`.
 fn check(
     session: &mut Session,
     state: &ServerState,
+    spec: &'static CommandSpec,
     args: &[Bytes],
-) -> Result<&'static CommandSpec, CommandError> {
-    let Some(mut spec) = lookup(&args[0]) else {
-        return Err(CommandError::unknown_command(args));
-    };
-    if !spec.subcommands.is_empty() && args.len() >= 2 {
-        let Some(sub) = lookup_sub(spec, &args[1]) else {
-            return Err(CommandError::UnknownSubcommand {
-                container: spec.name.to_ascii_uppercase(),
-                sub: String::from_utf8_lossy(&args[1]).into_owned(),
-            });
-        };
-        spec = sub;
-    }
+) -> Result<(), CommandError> {
     if !spec.arity_ok(args.len()) {
         return Err(CommandError::WrongArity(spec.name.to_string()));
     }
@@ -385,7 +460,7 @@ fn check(
             "Replica can't interact with the keyspace",
         ));
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// Runs a container command's subcommand (`CLIENT ID`), with its own arity check.

@@ -157,9 +157,15 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "commandstats",
+    "errorstats",
     "flagstaff",
     "keyspace",
 ];
+
+/// Sections only `INFO all`, `INFO everything` or their own name show (as
+/// in Redis, per-command counters are long).
+const NOT_DEFAULT: &[&str] = &["commandstats"];
 
 /// `INFO [section ...]`.
 pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
@@ -167,13 +173,12 @@ pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| w == "all" || w == "default" || w == "everything");
+    let all = wanted.iter().any(|w| w == "all" || w == "everything");
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
     let mut text = String::new();
     for section in DEFAULT_SECTIONS {
-        if all || wanted.iter().any(|w| w == section) {
+        if all || (default && !NOT_DEFAULT.contains(section)) || wanted.iter().any(|w| w == section)
+        {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
@@ -239,12 +244,19 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
                     (w, s, n.log_entries())
                 })
                 .unwrap_or_default();
+            let disk = &metrics::STORAGE;
             write!(
                 out,
-                "# Persistence\r\nloading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:1\r\naof_fsync:{}\r\nwal_bytes:{wal_bytes}\r\nstate_bytes:{state_bytes}\r\nlog_entries:{log_entries}\r\nsnapshot_every:{}\r\n",
+                "# Persistence\r\nloading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:1\r\naof_fsync:{}\r\nwal_bytes:{wal_bytes}\r\nstate_bytes:{state_bytes}\r\nlog_entries:{log_entries}\r\nsnapshot_every:{}\r\nwal_fsyncs:{}\r\nwal_fsync_usec:{}\r\nwal_batches:{}\r\nwal_batched_records:{}\r\nsnapshots:{}\r\nsnapshot_usec:{}\r\n",
                 u8::from(st.is_loading()),
                 fsync_name(s.fsync),
                 s.snapshot_every,
+                disk.wal_fsync.count(),
+                disk.wal_fsync.sum(),
+                disk.wal_batch.count(),
+                disk.wal_batch.sum(),
+                metrics::get(&disk.snapshots),
+                disk.snapshot_duration.sum(),
             )
         }
         "stats" => {
@@ -266,7 +278,7 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             metrics::get(&st.hub.disconnected),
             metrics::get(&st.stats.protocol_errors),
             metrics::get(&st.stats.evaluations),
-            metrics::get(&st.stats.writes_applied),
+            metrics::get(&metrics::STORAGE.writes_applied),
             metrics::get(&st.stats.acl_denied_auth),
             metrics::get(&st.stats.acl_denied_cmd),
             metrics::get(&st.stats.acl_denied_key),
@@ -288,15 +300,54 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
                 None => Ok(()),
             }
         }
-        "flagstaff" => write!(
+        "commandstats" => {
+            let _ = out.write_str("# Commandstats\r\n");
+            for (name, c) in super::SLOT_NAMES.iter().zip(&st.stats.commands) {
+                let calls = metrics::get(&c.calls);
+                let (rejected, failed) = (metrics::get(&c.rejected), metrics::get(&c.failed));
+                if calls + rejected == 0 {
+                    continue;
+                }
+                let usec = metrics::get(&c.nanos) / 1000;
+                let per_call = if calls > 0 {
+                    usec as f64 / calls as f64
+                } else {
+                    0.0
+                };
+                let _ = write!(
+                    out,
+                    "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n"
+                );
+            }
+            Ok(())
+        }
+        "errorstats" => {
+            let _ = out.write_str("# Errorstats\r\n");
+            for (kind, n) in st.stats.errors.snapshot() {
+                let _ = write!(out, "errorstat_{kind}:count={n}\r\n");
+            }
+            Ok(())
+        }
+        "flagstaff" => {
+            let _ = out.write_str("# Flagstaff\r\n");
+            for (name, n) in metrics::REASONS.iter().zip(&st.stats.evaluation_reasons) {
+                let _ = write!(
+                    out,
+                    "evaluations_{}:{}\r\n",
+                    name.to_ascii_lowercase(),
+                    metrics::get(n)
+                );
+            }
+            write!(
             out,
-            "# Flagstaff\r\nflags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\npeer_messages_dropped:{}\r\n",
+            "flags:{}\r\nsegments:{}\r\nrevision:{}\r\nstale:{}\r\npeer_messages_dropped:{}\r\n",
             counts.flags,
             counts.segments,
             counts.revision,
             u8::from(st.is_stale()),
             st.raft.get().map_or(0, |n| n.peer_messages_dropped())
-        ),
+        )
+        }
         "keyspace" => {
             let keys = counts.flags + counts.segments;
             if keys > 0 {

@@ -61,7 +61,7 @@ impl ServerState {
             hub,
             monitors: Monitors::default(),
             changes: tokio::sync::watch::Sender::new(0),
-            stats: Stats::default(),
+            stats: Stats::with_commands(super::SLOT_NAMES.len()),
             started: Instant::now(),
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),

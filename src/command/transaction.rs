@@ -185,6 +185,14 @@ async fn exec_replies(session: &mut Session, state: &ServerState) -> Replies {
             replies[i] = Some(output);
         }
     }
+    // Each queued command counts as a call when EXEC runs it, as in Redis
+    // (its time is EXEC's).
+    for (args, reply) in multi.queued.iter().zip(&replies) {
+        if let Some(slot) = super::slot_of(args) {
+            let failed = matches!(reply, Some(Output::Reply(r)) if r.is_error());
+            state.stats.count_call(slot, None, failed);
+        }
+    }
     Replies::Each(
         replies
             .into_iter()

@@ -23,7 +23,7 @@ pub use compile::{compile_flag, compile_segment, CompiledFlag, CompiledSegment};
 pub use context::{Context, ContextError};
 pub use eval::{evaluate, Evaluation, FlagSource, Reason};
 pub use model::{FlagDef, SegmentDef};
-pub use openfeature::openfeature_reason;
+pub use openfeature::{openfeature_reason, split_by_targeting_key};
 pub use validate::{parse_flag, parse_segment, Invalid};
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! OpenFeature's vocabulary for an evaluation: the one mapping that both
 //! `FLAG.DETAIL` (`openfeature_reason`) and the OFREP handler use.
 
-use super::compile::{CompiledFlag, CompiledServe};
+use super::compile::{Attr, CompiledFlag, CompiledServe};
 use super::eval::{Evaluation, Reason};
 
 /// The OpenFeature reason (`STATIC`, `DEFAULT`, `TARGETING_MATCH`, `SPLIT`,
@@ -30,4 +30,17 @@ pub fn openfeature_reason(flag: &CompiledFlag, evaluation: &Evaluation) -> &'sta
         }
         Reason::Fallthrough => "DEFAULT",
     }
+}
+
+/// Whether `evaluation` of `flag` served a rollout that buckets users by
+/// their targeting key (`bucket_by` unset or `key`): without a targeting key
+/// every user would land in bucket 0, so OFREP answers
+/// `TARGETING_KEY_MISSING` rather than a split that is not one.
+pub fn split_by_targeting_key(flag: &CompiledFlag, evaluation: &Evaluation) -> bool {
+    let serve = match &evaluation.reason {
+        Reason::RuleMatch { index, .. } => flag.rules.get(*index).map(|r| &r.serve),
+        Reason::Fallthrough => Some(&flag.fallthrough),
+        _ => None,
+    };
+    matches!(serve, Some(CompiledServe::Rollout(r)) if matches!(&r.bucket_by, Attr::Named(n) if &**n == "key"))
 }

@@ -81,6 +81,41 @@ pub fn authenticate(
     })
 }
 
+/// [`authenticate`] with the login rules RESP's AUTH follows: a request
+/// that carries a credential waits its turn in the per-address backoff
+/// RESP shares, and a wrong one counts in INFO `acl_access_denied_auth` and
+/// `ACL LOG`. `what` says what was asked (`POST /metrics`), for the log.
+pub async fn login(
+    state: &crate::command::ServerState,
+    credential: Option<&str>,
+    peer: std::net::SocketAddr,
+    what: &str,
+) -> Result<Identity, AuthError> {
+    let result = authenticate(&state.users, credential, peer.ip());
+    let Some(token) = credential else {
+        return result;
+    };
+    if matches!(result, Err(AuthError::Protected)) {
+        return result;
+    }
+    let wait = state
+        .auth_backoff
+        .settle(&peer.ip(), Instant::now(), result.is_ok());
+    if result.is_err() {
+        let user = token.split_once(':').map_or("default", |(u, _)| u);
+        let path: String = what.chars().take(128).collect();
+        let info = format!("addr={peer} http={path}");
+        crate::command::acl::deny_http_login(state, user, info);
+    }
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+    result
+}
+
 /// A token bucket per user: `rate` requests a second, bursts up to `rate`.
 #[derive(Debug)]
 pub struct RateLimiter {

@@ -7,18 +7,192 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
-use super::auth::{authenticate, credential};
+use super::auth::{credential, login};
 use super::{text, Endpoint, Http};
 use crate::metrics::get;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A [`crate::metrics::Histogram`] read at one instant, ready to encode.
+#[derive(Debug)]
+struct Buckets {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Buckets {
+    /// The histogram's values times `scale` (1e-6 turns microseconds into seconds).
+    fn of(h: &crate::metrics::Histogram, scale: f64) -> Self {
+        let buckets = h
+            .buckets()
+            .into_iter()
+            .map(|(bound, n)| {
+                let le = if bound == u64::MAX {
+                    f64::INFINITY
+                } else {
+                    bound as f64 * scale
+                };
+                (le, n)
+            })
+            .collect::<Vec<_>>();
+        Buckets {
+            sum: h.sum() as f64 * scale,
+            count: buckets.iter().map(|(_, n)| n).sum(),
+            buckets,
+        }
+    }
+}
+
+impl EncodeMetric for Buckets {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A counter family with one label, from `(label value, count)` pairs.
+fn labelled(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, u64)>,
+) {
+    let family = Family::<Labels, Counter<u64>>::default();
+    for (value, n) in values {
+        family.get_or_create(&vec![(label, value)]).inc_by(n);
+    }
+    r.register(name, help, family);
+}
+
+/// A counter family in seconds with one label, from `(label value, seconds)` pairs.
+fn labelled_seconds(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, f64)>,
+) {
+    let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    for (value, secs) in values {
+        family.get_or_create(&vec![(label, value)]).inc_by(secs);
+    }
+    r.register_with_unit(name, help, Unit::Seconds, family);
+}
+
+/// Per-command, error and ACL counters: what `INFO commandstats`,
+/// `INFO errorstats` and `INFO stats` show.
+fn commands(r: &mut Registry, s: &crate::metrics::Stats) {
+    let used = || {
+        crate::command::SLOT_NAMES
+            .iter()
+            .zip(&s.commands)
+            .filter(|(_, c)| get(&c.calls) + get(&c.rejected) > 0)
+    };
+    labelled(
+        r,
+        "commands",
+        "Commands run, by command (INFO commandstats calls)",
+        "cmd",
+        used().map(|(n, c)| (n.to_string(), get(&c.calls))),
+    );
+    labelled_seconds(
+        r,
+        "commands_duration",
+        "Time spent running each command (INFO commandstats usec)",
+        "cmd",
+        used().map(|(n, c)| (n.to_string(), get(&c.nanos) as f64 / 1e9)),
+    );
+    labelled(
+        r,
+        "commands_rejected_calls",
+        "Commands refused before running, by command (INFO commandstats rejected_calls)",
+        "cmd",
+        used().map(|(n, c)| (n.to_string(), get(&c.rejected))),
+    );
+    labelled(
+        r,
+        "commands_failed_calls",
+        "Commands that ran and answered an error, by command (INFO commandstats failed_calls)",
+        "cmd",
+        used().map(|(n, c)| (n.to_string(), get(&c.failed))),
+    );
+    r.register_with_unit(
+        "command_duration",
+        "Time each command took to run, all commands together",
+        Unit::Seconds,
+        Buckets::of(&s.command_duration, 1e-6),
+    );
+    labelled(
+        r,
+        "errors",
+        "Error replies by kind, the error's first word (INFO errorstats)",
+        "kind",
+        s.errors.snapshot(),
+    );
+    labelled(
+        r,
+        "acl_denied",
+        "Accesses ACL refused, by reason (INFO acl_access_denied_*)",
+        "reason",
+        [
+            ("auth", &s.acl_denied_auth),
+            ("cmd", &s.acl_denied_cmd),
+            ("key", &s.acl_denied_key),
+            ("channel", &s.acl_denied_channel),
+        ]
+        .map(|(reason, n)| (reason.to_string(), get(n))),
+    );
+}
+
+/// The storage paths' counters: INFO persistence's `wal_*` and `snapshot*`.
+fn storage(r: &mut Registry) {
+    let disk = &crate::metrics::STORAGE;
+    counter(
+        r,
+        "writes_applied",
+        "Write requests applied to the state (INFO writes_applied)",
+        get(&disk.writes_applied),
+    );
+    r.register_with_unit(
+        "wal_fsync_duration",
+        "Time each write-ahead log fdatasync took",
+        Unit::Seconds,
+        Buckets::of(&disk.wal_fsync, 1e-6),
+    );
+    r.register(
+        "wal_batch_records",
+        "Records written per write-ahead log batch (group commit)",
+        Buckets::of(&disk.wal_batch, 1.0),
+    );
+    counter(
+        r,
+        "snapshots",
+        "Snapshots built on this node",
+        get(&disk.snapshots),
+    );
+    r.register_with_unit(
+        "snapshot_duration",
+        "Time each snapshot built here took to build and write",
+        Unit::Seconds,
+        Buckets::of(&disk.snapshot_duration, 1e-6),
+    );
+}
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     let c = Counter::<u64>::default();
@@ -101,12 +275,8 @@ pub fn render(http: &Http) -> String {
         "Flag evaluations by reason (FLAG.DETAIL's names)",
         reasons,
     );
-    counter(
-        &mut r,
-        "writes_applied",
-        "Writes applied to the state",
-        get(&s.writes_applied),
-    );
+    commands(&mut r, s);
+    storage(&mut r);
     counter(
         &mut r,
         "net_input_bytes",
@@ -218,6 +388,14 @@ pub fn render(http: &Http) -> String {
             "Entries held in the log since the last compaction",
             node.log_entries() as i64,
         );
+        if let Ok(n) = node.stream_len(st.store.view().revision) {
+            gauge(
+                &mut r,
+                "stream_length",
+                "Entries in the change stream flagstaff:changes (XLEN)",
+                n as i64,
+            );
+        }
         let (wal, state) = node.disk_bytes();
         gauge(
             &mut r,
@@ -278,7 +456,7 @@ pub async fn metrics(
     };
     let unchecked = !settings.metrics_auth && !http.state.users.default_is_open();
     if !unchecked {
-        if let Err(e) = authenticate(&http.state.users, cred, peer.ip()) {
+        if let Err(e) = login(&http.state, cred, peer, "/metrics").await {
             let status = match e {
                 super::auth::AuthError::Protected => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,
@@ -286,7 +464,11 @@ pub async fn metrics(
             return text(status, format!("{e}\n"));
         }
     }
-    let mut resp = text(StatusCode::OK, render(&http));
+    // Counting the change stream and reading /proc touch the disk: off the runtime thread.
+    let body = tokio::task::spawn_blocking(move || render(&http))
+        .await
+        .unwrap_or_default();
+    let mut resp = text(StatusCode::OK, body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::auth::{authenticate, credential, AuthError, Identity};
+use super::auth::{credential, login, AuthError, Identity};
 use super::{json, quote, Http, MAX_BODY};
 use crate::command::flag::{detail_of, Detail, DetailError};
 use crate::flag::context::AttrValue;
@@ -41,14 +41,16 @@ fn failure(status: StatusCode, key: Option<&str>, code: &str, details: &str) -> 
 }
 
 /// Who the request acts as, or the response refusing it (401, 403, 429, 503).
-fn admit(
+async fn admit(
     http: &Http,
     peer: SocketAddr,
     headers: &HeaderMap,
+    path: &str,
     key: Option<&str>,
 ) -> Result<Identity, Response<Body>> {
-    let identity =
-        authenticate(&http.state.users, credential(headers), peer.ip()).map_err(|e| {
+    let identity = login(&http.state, credential(headers), peer, path)
+        .await
+        .map_err(|e| {
             let status = match e {
                 AuthError::Protected => StatusCode::FORBIDDEN,
                 AuthError::Missing | AuthError::Wrong => StatusCode::UNAUTHORIZED,
@@ -204,9 +206,21 @@ fn with_etag(mut r: Response<Body>, tag: &str) -> Response<Body> {
 }
 
 /// One flag's OFREP object: `evaluationSuccess`, or the failure with its
-/// status (404 `FLAG_NOT_FOUND`, 400 `INVALID_CONTEXT`).
+/// status (404 `FLAG_NOT_FOUND`, 400 `INVALID_CONTEXT`, 400
+/// `TARGETING_KEY_MISSING` when a rollout split by targeting key served a
+/// context without one).
 fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
     match &d.result {
+        Ok(s) if s.targeting_key_missing => (
+            StatusCode::BAD_REQUEST,
+            failure_body(
+                key,
+                "TARGETING_KEY_MISSING",
+                &format!(
+                    "flag {key} splits users by targeting key and the context has no targetingKey"
+                ),
+            ),
+        ),
         Ok(s) => {
             let mut metadata = format!(
                 "\"version\":{},\"revision\":{},\"stale\":{}",
@@ -245,16 +259,18 @@ fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
                     (StatusCode::BAD_REQUEST, "INVALID_CONTEXT", why.clone())
                 }
             };
-            (
-                status,
-                format!(
-                    "{{\"key\":{},\"errorCode\":\"{code}\",\"errorDetails\":{}}}",
-                    quote(key),
-                    quote(&details)
-                ),
-            )
+            (status, failure_body(key, code, &details))
         }
     }
+}
+
+/// An `evaluationFailure` object: `key`, `errorCode`, `errorDetails`.
+fn failure_body(key: &str, code: &str, details: &str) -> String {
+    format!(
+        "{{\"key\":{},\"errorCode\":\"{code}\",\"errorDetails\":{}}}",
+        quote(key),
+        quote(details)
+    )
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
@@ -283,7 +299,7 @@ pub async fn single(
         }
     };
     let key = key.as_str();
-    let identity = match admit(&http, peer, &headers, Some(key)) {
+    let identity = match admit(&http, peer, &headers, uri.path(), Some(key)).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -332,7 +348,7 @@ pub async fn bulk(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let identity = match admit(&http, peer, &headers, None) {
+    let identity = match admit(&http, peer, &headers, "/ofrep/v1/evaluate/flags", None).await {
         Ok(i) => i,
         Err(r) => return r,
     };

@@ -17,8 +17,6 @@ pub struct Stats {
     pub commands_processed: AtomicU64,
     /// Flag evaluations answered.
     pub evaluations: AtomicU64,
-    /// Writes applied.
-    pub writes_applied: AtomicU64,
     /// Bytes read from clients.
     pub net_input_bytes: AtomicU64,
     /// Bytes written to clients.
@@ -39,7 +37,152 @@ pub struct Stats {
     pub rates: Mutex<Rates>,
     /// Flag evaluations by reason, in [`REASONS`] order.
     pub evaluation_reasons: [AtomicU64; 5],
+    /// Per-command counters, one slot per command table entry (empty until
+    /// the server sizes it with [`Stats::with_commands`]).
+    pub commands: Box<[CommandStat]>,
+    /// Time commands took to run, all commands together.
+    pub command_duration: Histogram,
+    /// Error replies by kind (the first word of the error).
+    pub errors: ErrorStats,
 }
+
+/// One command's counters, as Redis's `INFO commandstats` shows them.
+#[derive(Debug, Default)]
+pub struct CommandStat {
+    /// Times it ran.
+    pub calls: AtomicU64,
+    /// Nanoseconds it ran for, in total.
+    pub nanos: AtomicU64,
+    /// Times it was refused before running (arity, authentication, ACL, loading...).
+    pub rejected: AtomicU64,
+    /// Times it ran and answered an error.
+    pub failed: AtomicU64,
+}
+
+/// Buckets of [`Histogram`]s of durations, in microseconds (upper bounds).
+pub const DURATION_BUCKETS_US: &[u64] = &[
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000,
+];
+
+/// Buckets of [`Histogram`]s of counts (a batch's size).
+pub const SIZE_BUCKETS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+
+/// Most finite buckets a [`Histogram`] holds.
+const MAX_BUCKETS: usize = 17;
+
+/// A histogram with fixed upper bounds, counted with relaxed atomics; the
+/// last slot counts values above every bound (`+Inf`).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: [AtomicU64; MAX_BUCKETS + 1],
+    sum: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(DURATION_BUCKETS_US)
+    }
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending, at most 17).
+    pub const fn new(bounds: &'static [u64]) -> Self {
+        assert!(bounds.len() <= MAX_BUCKETS);
+        Histogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; MAX_BUCKETS + 1],
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one value.
+    pub fn observe(&self, v: u64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        add(&self.buckets[i], 1);
+        add(&self.sum, v);
+    }
+
+    /// The upper bounds and the count of values in each bucket (not
+    /// cumulative), `u64::MAX` standing for `+Inf`.
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.bounds
+            .iter()
+            .copied()
+            .chain([u64::MAX])
+            .zip(&self.buckets)
+            .map(|(b, n)| (b, get(n)))
+            .collect()
+    }
+
+    /// How many values were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets[..=self.bounds.len()].iter().map(get).sum()
+    }
+
+    /// The sum of the values counted.
+    pub fn sum(&self) -> u64 {
+        get(&self.sum)
+    }
+}
+
+/// Distinct error kinds counted before new ones are ignored, as Redis caps
+/// `errorstats` (a client cannot grow the table without bound).
+pub const ERROR_KINDS_LIMIT: usize = 128;
+
+/// Error replies by kind: `ERR`, `NOPERM`, `WRONGPASS`...
+#[derive(Debug, Default)]
+pub struct ErrorStats(Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl ErrorStats {
+    /// Counts one error reply by its first word.
+    pub fn count(&self, text: &str) {
+        let kind = text.split(' ').next().unwrap_or("");
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(kind) {
+            *n += 1;
+        } else if map.len() < ERROR_KINDS_LIMIT {
+            map.insert(kind.to_string(), 1);
+        }
+    }
+
+    /// Every kind seen and its count, by kind.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+}
+
+/// Counters of the storage paths (the write-ahead log's writer thread, the
+/// state machine's apply and snapshots), which run below the server state
+/// and so count into this one process-wide set.
+#[derive(Debug)]
+pub struct StorageStats {
+    /// Write requests applied to the state (on every node).
+    pub writes_applied: AtomicU64,
+    /// Time each write-ahead log `fdatasync` took, in microseconds.
+    pub wal_fsync: Histogram,
+    /// Records written per write-ahead log batch (one sync each).
+    pub wal_batch: Histogram,
+    /// Snapshots built on this node (installed ones are not counted).
+    pub snapshots: AtomicU64,
+    /// Time each snapshot built here took to build and write, in microseconds.
+    pub snapshot_duration: Histogram,
+}
+
+/// The storage counters of this process.
+pub static STORAGE: StorageStats = StorageStats {
+    writes_applied: AtomicU64::new(0),
+    wal_fsync: Histogram::new(DURATION_BUCKETS_US),
+    wal_batch: Histogram::new(SIZE_BUCKETS),
+    snapshots: AtomicU64::new(0),
+    snapshot_duration: Histogram::new(DURATION_BUCKETS_US),
+};
 
 /// Samples a rate is averaged over, as Redis does (`STATS_METRIC_SAMPLES`).
 const RATE_SAMPLES: usize = 16;
@@ -86,6 +229,37 @@ pub struct Rates {
 }
 
 impl Stats {
+    /// Counters with `n` per-command slots.
+    pub fn with_commands(n: usize) -> Self {
+        Stats {
+            commands: (0..n).map(|_| CommandStat::default()).collect(),
+            ..Stats::default()
+        }
+    }
+
+    /// Counts one run of the command in `slot` that took `elapsed` (`None`:
+    /// it blocked, so its time is not its cost, as Redis excludes it).
+    pub fn count_call(&self, slot: usize, elapsed: Option<std::time::Duration>, failed: bool) {
+        if let Some(c) = self.commands.get(slot) {
+            add(&c.calls, 1);
+            if failed {
+                add(&c.failed, 1);
+            }
+            if let Some(d) = elapsed {
+                let nanos = d.as_nanos() as u64;
+                add(&c.nanos, nanos);
+                self.command_duration.observe(nanos / 1000);
+            }
+        }
+    }
+
+    /// Counts a refusal of the command in `slot`.
+    pub fn count_rejected(&self, slot: usize) {
+        if let Some(c) = self.commands.get(slot) {
+            add(&c.rejected, 1);
+        }
+    }
+
     /// Takes one sample of every rate; called every 100 ms.
     pub fn sample_rates(&self) {
         let now = Instant::now();

@@ -79,6 +79,7 @@ fn missed_events(image: &StateImage, applied: u64, view: &StateView) -> Vec<Audi
         if r.after.is_some() && seen.insert((r.kind, r.key.clone())) {
             r.document = match r.kind {
                 Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered.clone()),
+                Kind::User => None,
                 Kind::Segment => view
                     .segments
                     .get(r.key.as_str())
@@ -192,6 +193,7 @@ impl StateMachine {
                         outcomes.push(
                             match store::apply(&view, entry.log_id.index, seq_base, req) {
                                 Ok(done) => {
+                                    crate::metrics::add(&crate::metrics::STORAGE.writes_applied, 1);
                                     if let Some(next) = done.view {
                                         batch.revision = Some(entry.log_id.index);
                                         view = Arc::new(next);
@@ -271,6 +273,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
 impl StateMachine {
     fn build_snapshot_blocking(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let started = std::time::Instant::now();
         let (applied, image) = self.image_now()?;
         let snapshot_id = match applied.log_id {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
@@ -290,6 +293,10 @@ impl StateMachine {
         })?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         tracing::info!(index, bytes = bytes.len(), "snapshot written");
+        let disk = &crate::metrics::STORAGE;
+        crate::metrics::add(&disk.snapshots, 1);
+        disk.snapshot_duration
+            .observe(started.elapsed().as_micros() as u64);
         // The change stream's retention follows compaction, one window behind.
         self.inner
             .storage

@@ -406,6 +406,13 @@ impl Writer {
             while let Ok(job) = rx.try_recv() {
                 jobs.push(job);
             }
+            let records = jobs
+                .iter()
+                .filter(|j| matches!(j, Job::Write { .. }))
+                .count();
+            if records > 0 {
+                crate::metrics::STORAGE.wal_batch.observe(records as u64);
+            }
             let mut done = Vec::new();
             let mut result = Ok(());
             let mut close = None;
@@ -478,7 +485,10 @@ impl Writer {
 
     fn sync(&mut self) -> io::Result<()> {
         if self.dirty {
+            let started = Instant::now();
             self.file.sync_data()?;
+            let disk = &crate::metrics::STORAGE;
+            disk.wal_fsync.observe(started.elapsed().as_micros() as u64);
             self.dirty = false;
         }
         self.last_sync = Instant::now();

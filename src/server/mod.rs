@@ -342,6 +342,7 @@ async fn publish_changes(
         let encode = |batch: &[crate::store::AuditRecord]| -> Vec<(bytes::Bytes, bytes::Bytes)> {
             batch
                 .iter()
+                .filter(|r| r.kind != crate::store::Kind::User)
                 .map(|r| (r.channel().into(), r.event_json().into()))
                 .collect()
         };

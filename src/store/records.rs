@@ -43,7 +43,8 @@ pub struct SegmentRecord {
     pub updated_by: String,
 }
 
-/// Flag or segment.
+/// Flag, segment, or ACL user (whose audit records are kept, never
+/// published or streamed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -51,6 +52,8 @@ pub enum Kind {
     Flag,
     /// A segment.
     Segment,
+    /// An ACL user (audit only).
+    User,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
         match self {
             Kind::Flag => "flag",
             Kind::Segment => "segment",
+            Kind::User => "user",
         }
     }
 }

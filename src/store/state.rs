@@ -219,6 +219,7 @@ impl StateView {
             match kind {
                 Kind::Flag => v.flag_tombstones.insert(key.as_str().into(), *version),
                 Kind::Segment => v.segment_tombstones.insert(key.as_str().into(), *version),
+                Kind::User => None,
             };
         }
         v.users = Arc::new(image.users.iter().cloned().collect());
@@ -266,6 +267,17 @@ impl StateView {
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
     pub fn dump(&self, pattern: Option<&[u8]>) -> String {
         self.dump_where(|k| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false)))
+    }
+
+    /// [`Self::dump_where`] plus the ACL users (`"users"`: name → `ACL LIST`
+    /// line, passwords as SHA-256 hashes), for a caller who administers users.
+    pub fn dump_with_users(&self, keep: impl Fn(&str) -> bool) -> String {
+        let mut doc = self.dump_where(keep);
+        doc.pop();
+        doc.push_str(",\"users\":");
+        doc.push_str(&serde_json::to_string(&*self.users).unwrap_or_else(|_| "{}".into()));
+        doc.push('}');
+        doc
     }
 
     /// [`Self::dump`] of the keys `keep` accepts (a user's readable keys).
@@ -445,6 +457,7 @@ impl ApplyCtx<'_> {
             (_, None) => None,
             (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered.clone()),
             (Kind::Segment, Some(_)) => self.v.segments.get(key).map(|e| e.rendered.clone()),
+            (Kind::User, Some(_)) => None,
         };
         self.audit.push(AuditRecord {
             kind,
@@ -487,6 +500,8 @@ impl ApplyCtx<'_> {
                     version,
                 },
             ),
+            // Users are deleted by `set_users`, without tombstones.
+            Kind::User => return,
         };
         tombstones.insert(k.clone(), version);
         self.v.key_revisions.insert(k, self.revision);
@@ -504,6 +519,7 @@ impl ApplyCtx<'_> {
                 self.v.segments.get(key).map(|e| e.version),
                 self.v.segment_tombstones.get(key),
             ),
+            Kind::User => (None, None),
         };
         current.or(tomb.copied()).unwrap_or(0) + 1
     }
@@ -630,37 +646,7 @@ impl ApplyCtx<'_> {
     fn op(&mut self, op: &WriteOp) -> OpResult {
         match op {
             WriteOp::SetUsers { users, replace_all } => {
-                let mut map = if *replace_all {
-                    std::collections::BTreeMap::new()
-                } else {
-                    (*self.v.users).clone()
-                };
-                let mut existed = 0;
-                for (name, acl) in users {
-                    if self.v.users.contains_key(name) {
-                        existed += 1;
-                    }
-                    match acl {
-                        Some(line) => map.insert(name.clone(), line.clone()),
-                        None => map.remove(name),
-                    };
-                }
-                let names: std::collections::BTreeSet<&String> =
-                    self.v.users.keys().chain(map.keys()).collect();
-                for name in names {
-                    let after = map.get(name);
-                    if self.v.users.get(name) != after {
-                        self.changes.push(Change::User {
-                            name: name.clone(),
-                            acl: after.cloned(),
-                        });
-                    }
-                }
-                if !self.changes.is_empty() {
-                    self.v.users_revision = self.revision;
-                }
-                self.v.users = Arc::new(map);
-                Ok(OpOutcome::Version(existed))
+                Ok(OpOutcome::Version(self.set_users(users, *replace_all)))
             }
             WriteOp::SetFlag {
                 key,
@@ -745,8 +731,70 @@ impl ApplyCtx<'_> {
         }
     }
 
+    /// Sets (`Some` line) or deletes (`None`) ACL users, or replaces them
+    /// all; returns how many of the named users existed before.
+    fn set_users(&mut self, users: &[(String, Option<String>)], replace_all: bool) -> u64 {
+        let mut map = if replace_all {
+            std::collections::BTreeMap::new()
+        } else {
+            (*self.v.users).clone()
+        };
+        let mut existed = 0;
+        for (name, acl) in users {
+            if self.v.users.contains_key(name) {
+                existed += 1;
+            }
+            match acl {
+                Some(line) => map.insert(name.clone(), line.clone()),
+                None => map.remove(name),
+            };
+        }
+        let names: std::collections::BTreeSet<&String> =
+            self.v.users.keys().chain(map.keys()).collect();
+        let mut changed = Vec::new();
+        for name in names {
+            let after = map.get(name);
+            let before = self.v.users.get(name);
+            if before != after {
+                changed.push((name.clone(), before.cloned(), after.cloned()));
+                self.changes.push(Change::User {
+                    name: name.clone(),
+                    acl: after.cloned(),
+                });
+            }
+        }
+        // Audited as `acl:<name>` in FLAG.HISTORY: who changed which user and
+        // when, with the ACL LIST line (hashes, never clear text); the
+        // version of a user is the revision of its change.
+        let as_json = |line: Option<String>| line.map(|l| serde_json::json!({ "acl": l }));
+        let any = !changed.is_empty();
+        for (name, before, after) in changed {
+            let event = if after.is_some() {
+                Event::Set
+            } else {
+                Event::Delete
+            };
+            let version = self.revision;
+            self.record(
+                Kind::User,
+                &name,
+                version,
+                event,
+                &None,
+                as_json(before),
+                as_json(after),
+            );
+        }
+        if any {
+            self.v.users_revision = self.revision;
+        }
+        self.v.users = Arc::new(map);
+        existed
+    }
+
     /// Applies a `FLAG.DUMP` document: every definition is checked first,
-    /// and either all of it applies or none of it does.
+    /// and either all of it applies or none of it does. Users the document
+    /// carries are set (others are kept), in the same entry.
     fn import(&mut self, document: &str, reason: &Option<String>) -> OpResult {
         let parsed = parse_dump(document)?;
         let saved = (self.v.clone(), self.changes.len(), self.audit.len());
@@ -762,6 +810,14 @@ impl ApplyCtx<'_> {
                 self.set_flag(key, def.clone(), alloc, Event::Set, reason)
                     .map_err(|e| prefix_error(e, &format!("flags[{key:?}]")))?;
                 count += 1;
+            }
+            if !parsed.users.is_empty() {
+                let users: Vec<(String, Option<String>)> = parsed
+                    .users
+                    .iter()
+                    .map(|(n, l)| (n.clone(), Some(l.clone())))
+                    .collect();
+                self.set_users(&users, false);
             }
             Ok(())
         })();
@@ -841,6 +897,9 @@ pub struct Dump {
     pub flags: Vec<(String, FlagDef, Allocations)>,
     /// (key, definition), by key.
     pub segments: Vec<(String, SegmentDef)>,
+    /// ACL users: (name, `ACL LIST` line), by name; checked by the caller,
+    /// which knows the ACL grammar.
+    pub users: Vec<(String, String)>,
 }
 
 /// Parses and checks a dump document on its own: every definition valid.
@@ -854,7 +913,10 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
         return Err(invalid("$", "a dump is a JSON object".into()));
     };
     for k in obj.keys() {
-        if !matches!(k.as_str(), "revision" | "stream_id" | "flags" | "segments") {
+        if !matches!(
+            k.as_str(),
+            "revision" | "stream_id" | "flags" | "segments" | "users"
+        ) {
             return Err(invalid(k, "unknown field".into()));
         }
     }
@@ -890,11 +952,22 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
             .map_err(|e| invalid(&format!("flags[{key:?}].{}", e.path), e.why))?;
         flags.push((key, parsed, allocations));
     }
+    let mut users = Vec::new();
+    for (name, line) in section("users")? {
+        let Value::String(line) = line else {
+            return Err(invalid(
+                &format!("users[{name:?}]"),
+                "must be an ACL LIST line".into(),
+            ));
+        };
+        users.push((name, line));
+    }
     let revision = obj.get("revision").and_then(Value::as_u64).unwrap_or(0);
     Ok(Dump {
         revision,
         flags,
         segments,
+        users,
     })
 }
 

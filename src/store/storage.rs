@@ -159,6 +159,7 @@ fn kind_prefix(kind: Kind) -> &'static str {
     match kind {
         Kind::Flag => "f",
         Kind::Segment => "s",
+        Kind::User => "u",
     }
 }
 
@@ -307,7 +308,11 @@ impl StateStorage for SledStorage {
                 }
             }
             for r in &batch.audit {
-                b.insert(stream_key((r.revision, r.seq)), r.event_json().into_bytes());
+                // User changes are audited, not streamed: the change stream is
+                // readable by evaluators.
+                if r.kind != Kind::User {
+                    b.insert(stream_key((r.revision, r.seq)), r.event_json().into_bytes());
+                }
                 b.insert(audit_key(r), encode(r)?);
                 added
                     .entry(audit_prefix(r.kind, &r.key))

@@ -40,6 +40,8 @@ async function main() {
   check(d.value === 'hi there' && d.variant === 'fancy' && d.reason === 'STATIC', `string: ${s(d)}`);
   d = await client.getNumberDetails('compat:limit', 0, ctx);
   check((d.value === 10 || d.value === 25) && d.reason === 'SPLIT', `integer: ${s(d)}`);
+  d = await client.getNumberDetails('compat:limit', 7, {});
+  check(d.value === 7 && d.errorCode === 'TARGETING_KEY_MISSING', `split without a targeting key: ${s(d)}`);
   d = await client.getNumberDetails('compat:ratio', 0, { targetingKey: 'vip' });
   check(d.value === 1 && d.reason === 'TARGETING_MATCH', `float: ${s(d)}`);
   d = await client.getObjectDetails('compat:theme', {}, ctx);

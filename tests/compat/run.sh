@@ -78,6 +78,12 @@ redis_cli_checks() {
     expect 1 redis-cli -p "$port" FLAG.SET cli:f '{"on":true,"variations":[{"name":"a","value":"A"},{"name":"b","value":"B"}],"off_variation":"a","fallthrough":{"variation":"b"}}'
     expect '"B"' redis-cli -p "$port" FLAG.EVAL cli:f '{"key":"u"}'
     expect 'INVALID fallthrough: required field is missing' redis-cli -p "$port" FLAG.SET cli:g '{"on":true,"variations":[{"name":"a","value":1}],"off_variation":"a"}'
+    log "redis-cli --user/--pass as a restricted user"
+    expect OK redis-cli -p "$port" ACL SETUSER cliapp on '>clipw' '~cli:*' +@connection +@flag-eval
+    expect '"B"' redis-cli -p "$port" --user cliapp --pass clipw --no-auth-warning FLAG.EVAL cli:f '{"key":"u"}'
+    expect 'NOPERM No permissions to access a key' redis-cli -p "$port" --user cliapp --pass clipw --no-auth-warning FLAG.EVAL prod:f
+    expect "NOPERM User cliapp has no permissions to run the 'flag.del' command" redis-cli -p "$port" --user cliapp --pass clipw --no-auth-warning FLAG.DEL cli:f
+    expect 1 redis-cli -p "$port" ACL DELUSER cliapp
     log "redis-cli -3"
     expect '"B"' redis-cli -3 -p "$port" FLAG.EVAL cli:f
     redis-cli -3 -p "$port" FLAG.DETAIL cli:f | grep -q 'FALLTHROUGH'
@@ -138,6 +144,8 @@ log "redis-py"
 "$root/.venv-compat/bin/python" "$here/redis_py_check.py" "$port"
 log "ioredis"
 node "$here/ioredis_check.js" "$port"
+log "ioredis as a restricted user"
+node "$here/ioredis_acl_check.js" "$port"
 log "node-redis"
 node "$here/node_redis_check.js" "$port"
 log "OpenFeature: Python SDK + OFREP provider"
