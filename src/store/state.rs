@@ -192,6 +192,13 @@ impl StateView {
 
     /// Rebuilds a view from persisted records (at start, or from a snapshot).
     pub fn from_image(image: &StateImage) -> Result<StateView, Invalid> {
+        Self::from_owned_image(image.clone())
+    }
+
+    /// [`Self::from_image`] consuming the records: each definition moves into
+    /// the view instead of being copied (a restart's peak was the records and
+    /// the view side by side).
+    pub fn from_owned_image(mut image: StateImage) -> Result<StateView, Invalid> {
         let mut v = StateView {
             revision: image.revision,
             ..StateView::default()
@@ -223,42 +230,55 @@ impl StateView {
         }
         // Compiling is most of a restart's CPU: spread it over the cores,
         // then insert in the image's order as before.
-        let build = |r: &FlagRecord| {
-            build_flag(
+        let build = |r: FlagRecord| {
+            let entry = build_flag(
                 &v,
                 &r.key,
-                r.definition.clone(),
-                r.allocations.clone(),
+                r.definition,
+                r.allocations,
                 r.version,
                 r.revision,
                 r.updated_at,
                 &r.updated_by,
             )
-            .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()))
+            .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()));
+            (r.key, r.revision, entry)
         };
+        let flags = std::mem::take(&mut image.flags);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = image.flags.len().div_ceil(threads).max(1024);
-        let built: Vec<Result<FlagEntry, Invalid>> = if image.flags.len() <= chunk {
-            image.flags.iter().map(build).collect()
+        let chunk = flags.len().div_ceil(threads).max(1024);
+        let built: Vec<(String, u64, Result<FlagEntry, Invalid>)> = if flags.len() <= chunk {
+            flags.into_iter().map(build).collect()
         } else {
+            let mut parts: Vec<Vec<FlagRecord>> = Vec::new();
+            let mut rest = flags;
+            while rest.len() > chunk {
+                let tail = rest.split_off(chunk);
+                parts.push(rest);
+                rest = tail;
+            }
+            parts.push(rest);
             std::thread::scope(|scope| {
-                let parts: Vec<_> = image
-                    .flags
-                    .chunks(chunk)
-                    .map(|part| scope.spawn(|| part.iter().map(build).collect::<Vec<_>>()))
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| scope.spawn(|| part.into_iter().map(build).collect::<Vec<_>>()))
                     .collect();
-                parts
+                handles
                     .into_iter()
                     .flat_map(|h| match h.join() {
                         Ok(entries) => entries,
-                        Err(_) => vec![Err(Invalid::new("stored flags", "compile panicked"))],
+                        Err(_) => vec![(
+                            String::new(),
+                            0,
+                            Err(Invalid::new("stored flags", "compile panicked")),
+                        )],
                     })
                     .collect()
             })
         };
-        for (r, entry) in image.flags.iter().zip(built) {
-            v.revision = v.revision.max(r.revision);
-            store_flag(&mut v, &r.key, entry?, r.revision);
+        for (key, revision, entry) in built {
+            v.revision = v.revision.max(revision);
+            store_flag(&mut v, &key, entry?, revision);
         }
         for (kind, key, version) in &image.tombstones {
             match kind {

@@ -191,10 +191,10 @@ impl SledStorage {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(dir)
-            // Reads are served by the in-memory view; sled's cache only
-            // serves writes, history and the change stream, and at 64 MiB it
-            // was ~0.7 KB per flag of RSS with 100,000 flags.
-            .cache_capacity(16 * 1024 * 1024)
+            // Reads are served by the in-memory view, but a smaller cache
+            // (16 MiB) made a 20,000-flag import's flush slower under load
+            // (docs/benchmarks.md, "Issue 13 figures"): kept until measured.
+            .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(engine)?;
