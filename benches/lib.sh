@@ -3,7 +3,8 @@
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/flagstaff"
+# FLAGSTAFF_BIN=path runs a given binary (an A/B against another build) and skips the build.
+BIN="${FLAGSTAFF_BIN:-$ROOT/target/release/flagstaff}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/flagstaff-bench-XXXXXX")"
 PIDS=()
 cleanup() {
@@ -23,7 +24,7 @@ wait_pong() { # port
     echo "server on $1 did not start" >&2; return 1
 }
 
-build_release() { (cd "$ROOT" && cargo build --release -q); }
+build_release() { [ -n "${FLAGSTAFF_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q); }
 
 start_flagstaff() { # port datadir [args...]
     local port=$1 dir=$2; shift 2

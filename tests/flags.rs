@@ -551,3 +551,59 @@ fn remote_config_values_are_served_as_json_text() {
     let v = eval(&mut con, "prod:limits", r#"{"key":"org-1","seats":80}"#).unwrap();
     assert_eq!(v, r#"{"limit":1000,"mode":"b"}"#);
 }
+
+/// FLAG.IMPORT parses each definition from its own slice of the document
+/// (no JSON tree of the whole dump) and GET renders on demand: a dump
+/// round-trips byte for byte, pretty-printed dumps import, and what the
+/// tree parse refused is still refused with the same paths.
+#[test]
+fn import_reads_definitions_in_place_and_get_renders_the_same_bytes() {
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = setup(&s);
+    let get =
+        |con: &mut redis::Connection| cmd_str(con, &["FLAG.GET", "prod:new-checkout"]).unwrap();
+    let before = get(&mut con);
+    let dump = cmd_str(&mut con, &["FLAG.DUMP"]).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    // Pretty-printed, with the read-only fields and allocations GET adds.
+    let pretty = serde_json::to_string_pretty(&doc).unwrap();
+    let n: i64 = redis::cmd("FLAG.IMPORT")
+        .arg(&pretty)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    let after: serde_json::Value = serde_json::from_str(&get(&mut con)).unwrap();
+    let old: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(
+        after["allocations"], old["allocations"],
+        "import keeps sticky allocations"
+    );
+    assert_eq!(after["rules"], old["rules"]);
+    s.restart();
+    let mut con = s.conn();
+    let again = get(&mut con);
+    assert_eq!(
+        again,
+        get(&mut con),
+        "GET renders the same bytes every time"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&again).unwrap(),
+        after
+    );
+    for (doc, expected) in [
+        (
+            r#"{"flags":{"prod:x":{"allocations":null}}}"#,
+            "flags[\"prod:x\"].allocations",
+        ),
+        (r#"{"flags":[]}"#, "flags: must be an object"),
+        (r#"{"flags":{},"nope":1}"#, "nope: unknown field"),
+        (r#"[1]"#, "a dump is a JSON object"),
+        (r#"{"flags":{"#, "EOF"),
+        (r#"{"flags":{"prod:x":{"on":true}}}"#, "flags[\"prod:x\"]"),
+    ] {
+        let err = cmd_err(&mut con, &["FLAG.IMPORT", doc]);
+        assert!(err.contains(expected), "{doc}: {err}");
+    }
+}

@@ -89,7 +89,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
 pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let view = ctx.state.store.view();
     Ok(match read_key(&args[1]).and_then(|k| view.flags.get(k)) {
-        Some(e) => Reply::Bulk(e.rendered.clone()),
+        Some(e) => Reply::Bulk(e.rendered()),
         None => Reply::Nil,
     }
     .into())
@@ -621,24 +621,25 @@ pub fn rollback(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandErro
 /// `FLAG.DUMP [MATCH pattern]`: every flag and segment definition and the
 /// revision they reflect, as one JSON document taken from one view.
 pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    let pattern = match_option(&args[1..])?;
+    let pattern = match_option(&args[1..])?.cloned();
     let reader = restricted_reader(ctx);
-    let view = ctx.state.store.view();
-    if administers_users(ctx) {
-        return Ok(Reply::bulk(view.dump_with_users(|k| {
-            pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
+    let with_users = administers_users(ctx);
+    let view = ctx.state.store.view_full();
+    // Rendering every definition is big CPU: off the runtime thread.
+    Ok(Action::Blocking(Box::new(move || {
+        let keep = |k: &str| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
                 && readable(&reader, k)
-        }))
-        .into());
-    }
-    if reader.is_some() {
-        return Ok(Reply::bulk(view.dump_where(|k| {
-            pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes(), false))
-                && readable(&reader, k)
-        }))
-        .into());
-    }
-    Ok(Reply::bulk(view.dump(pattern.map(|p| &p[..]))).into())
+        };
+        let document = if with_users {
+            view.dump_with_users(keep)
+        } else {
+            view.dump_where(keep)
+        };
+        Ok(Reply::bulk(document).into())
+    })))
 }
 
 /// Whether the caller administers users (may run `ACL SETUSER`, a

@@ -153,7 +153,7 @@ pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> 
             applied = decode(&image.meta)?;
         }
     }
-    let view = StateView::from_image(&image).map_err(|e| StartError::State(e.to_string()))?;
+    let view = StateView::from_owned_image(image).map_err(|e| StartError::State(e.to_string()))?;
     let log = LogStore::open(&dir, settings.fsync, SEGMENT_BYTES)?;
     if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
         return Err(data_dir_error(

@@ -78,7 +78,7 @@ fn missed_events(image: &StateImage, applied: u64, view: &StateView) -> Vec<Audi
     for r in missed.iter_mut().rev() {
         if r.after.is_some() && seen.insert((r.kind, r.key.clone())) {
             r.document = match r.kind {
-                Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered.clone()),
+                Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered()),
                 Kind::User => None,
                 Kind::Segment => view
                     .segments

@@ -24,8 +24,9 @@ pub struct FlagEntry {
     pub def: FlagDef,
     /// The evaluation form.
     pub compiled: CompiledFlag,
-    /// Sticky rollout allocations.
-    pub allocations: Allocations,
+    /// Sticky rollout allocations as compact JSON ("" when none): read only
+    /// on writes, GET and snapshots, and as maps they cost ~1.8 KB per flag.
+    allocations: Box<str>,
     /// Per-key version, from 1.
     pub version: u64,
     /// Revision of the write that produced this version.
@@ -34,17 +35,37 @@ pub struct FlagEntry {
     pub updated_at: u64,
     /// Who made it.
     pub updated_by: String,
-    /// The `FLAG.GET` reply, rendered once per version.
-    pub rendered: Bytes,
 }
 
 impl FlagEntry {
+    /// Sticky rollout allocations.
+    pub fn allocations(&self) -> Allocations {
+        if self.allocations.is_empty() {
+            return Allocations::new();
+        }
+        // Written by `compact_allocations` from the same type: cannot fail.
+        serde_json::from_str(&self.allocations).unwrap_or_default()
+    }
+
+    /// The `FLAG.GET` reply, rendered on demand: GET is rare next to
+    /// evaluation, and keeping it resident cost ~0.5 KB per flag.
+    pub fn rendered(&self) -> Bytes {
+        render_flag(
+            &self.def,
+            &self.allocations(),
+            self.version,
+            self.revision,
+            self.updated_at,
+            &self.updated_by,
+        )
+    }
+
     /// The persisted form.
     pub fn record(&self, key: &str) -> FlagRecord {
         FlagRecord {
             key: key.to_string(),
             definition: self.def.clone(),
-            allocations: self.allocations.clone(),
+            allocations: self.allocations(),
             version: self.version,
             revision: self.revision,
             updated_at: self.updated_at,
@@ -171,6 +192,13 @@ impl StateView {
 
     /// Rebuilds a view from persisted records (at start, or from a snapshot).
     pub fn from_image(image: &StateImage) -> Result<StateView, Invalid> {
+        Self::from_owned_image(image.clone())
+    }
+
+    /// [`Self::from_image`] consuming the records: each definition moves into
+    /// the view instead of being copied (a restart's peak was the records and
+    /// the view side by side).
+    pub fn from_owned_image(mut image: StateImage) -> Result<StateView, Invalid> {
         let mut v = StateView {
             revision: image.revision,
             ..StateView::default()
@@ -200,20 +228,57 @@ impl StateView {
                 }),
             );
         }
-        for r in &image.flags {
+        // Compiling is most of a restart's CPU: spread it over the cores,
+        // then insert in the image's order as before.
+        let build = |r: FlagRecord| {
             let entry = build_flag(
                 &v,
                 &r.key,
-                r.definition.clone(),
-                r.allocations.clone(),
+                r.definition,
+                r.allocations,
                 r.version,
                 r.revision,
                 r.updated_at,
                 &r.updated_by,
             )
-            .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()))?;
-            v.revision = v.revision.max(r.revision);
-            store_flag(&mut v, &r.key, entry, r.revision);
+            .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()));
+            (r.key, r.revision, entry)
+        };
+        let flags = std::mem::take(&mut image.flags);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = flags.len().div_ceil(threads).max(1024);
+        let built: Vec<(String, u64, Result<FlagEntry, Invalid>)> = if flags.len() <= chunk {
+            flags.into_iter().map(build).collect()
+        } else {
+            let mut parts: Vec<Vec<FlagRecord>> = Vec::new();
+            let mut rest = flags;
+            while rest.len() > chunk {
+                let tail = rest.split_off(chunk);
+                parts.push(rest);
+                rest = tail;
+            }
+            parts.push(rest);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| scope.spawn(|| part.into_iter().map(build).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| match h.join() {
+                        Ok(entries) => entries,
+                        Err(_) => vec![(
+                            String::new(),
+                            0,
+                            Err(Invalid::new("stored flags", "compile panicked")),
+                        )],
+                    })
+                    .collect()
+            })
+        };
+        for (key, revision, entry) in built {
+            v.revision = v.revision.max(revision);
+            store_flag(&mut v, &key, entry?, revision);
         }
         for (kind, key, version) in &image.tombstones {
             match kind {
@@ -286,19 +351,19 @@ impl StateView {
             .flags
             .iter()
             .filter(|(k, _)| keep(k))
-            .map(|(k, e)| (k, &e.rendered));
+            .map(|(k, e)| (k, &**e));
         let segments = self
             .segments
             .iter()
             .filter(|(k, _)| keep(k))
-            .map(|(k, e)| (k, &e.rendered));
+            .map(|(k, e)| (k, &**e));
         format!(
             "{{\"revision\":{},\"stream_id\":\"{}-{}\",\"flags\":{},\"segments\":{}}}",
             self.revision,
             self.revision,
             u32::MAX,
-            json_object(flags),
-            json_object(segments)
+            json_object(flags, FlagEntry::rendered),
+            json_object(segments, |e| e.rendered.clone())
         )
     }
 }
@@ -330,18 +395,22 @@ impl Catalog for StateView {
     }
 }
 
-/// A JSON object of key → already rendered JSON, sorted by key.
-fn json_object<'a>(entries: impl Iterator<Item = (&'a Arc<str>, &'a Bytes)>) -> String {
+/// A JSON object of key → rendered JSON, sorted by key; each entry is
+/// rendered as it is written, so no second copy of the whole dump is held.
+fn json_object<'a, E: 'a>(
+    entries: impl Iterator<Item = (&'a Arc<str>, &'a E)>,
+    render: impl Fn(&E) -> Bytes,
+) -> String {
     let mut entries: Vec<_> = entries.collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = String::from("{");
-    for (i, (k, rendered)) in entries.into_iter().enumerate() {
+    for (i, (k, entry)) in entries.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(&Value::from(&**k).to_string());
         out.push(':');
-        out.push_str(&String::from_utf8_lossy(rendered));
+        out.push_str(&String::from_utf8_lossy(&render(entry)));
     }
     out.push('}');
     out
@@ -455,7 +524,7 @@ impl ApplyCtx<'_> {
         let seq = self.seq_base + self.audit.len() as u32;
         let document = match (kind, &after) {
             (_, None) => None,
-            (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered.clone()),
+            (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered()),
             (Kind::Segment, Some(_)) => self.v.segments.get(key).map(|e| e.rendered.clone()),
             (Kind::User, Some(_)) => None,
         };
@@ -538,7 +607,7 @@ impl ApplyCtx<'_> {
             .v
             .flags
             .get(key)
-            .map(|e| e.allocations.clone())
+            .map(|e| e.allocations())
             .unwrap_or_default();
         self.set_flag(key, def, &prev, event, reason)
     }
@@ -676,7 +745,7 @@ impl ApplyCtx<'_> {
                 };
                 let mut def = current.def.clone();
                 def.on = *on;
-                let allocations = current.allocations.clone();
+                let allocations = current.allocations();
                 self.put_flag(
                     key,
                     def,
@@ -800,14 +869,19 @@ impl ApplyCtx<'_> {
         let saved = (self.v.clone(), self.changes.len(), self.audit.len());
         let mut count = 0u64;
         let result = (|| {
-            for (key, def) in &parsed.segments {
-                self.set_segment(key, def.clone(), reason)
+            for (key, def) in parsed.segments {
+                self.set_segment(&key, def, reason)
                     .map_err(|e| prefix_error(e, &format!("segments[{key:?}]")))?;
                 count += 1;
             }
-            for i in import_order(&parsed.flags, &self.v) {
-                let (key, def, alloc) = &parsed.flags[i];
-                self.set_flag(key, def.clone(), alloc, Event::Set, reason)
+            let order = import_order(&parsed.flags, &self.v);
+            // Each definition moves into the state once (no copy of the dump).
+            let mut flags: Vec<Option<_>> = parsed.flags.into_iter().map(Some).collect();
+            for i in order {
+                let Some((key, def, alloc)) = flags.get_mut(i).and_then(Option::take) else {
+                    continue;
+                };
+                self.set_flag(&key, def, &alloc, Event::Set, reason)
                     .map_err(|e| prefix_error(e, &format!("flags[{key:?}]")))?;
                 count += 1;
             }
@@ -903,16 +977,29 @@ pub struct Dump {
 }
 
 /// Parses and checks a dump document on its own: every definition valid.
+/// Each definition is parsed once from its own slice of the document (no
+/// JSON tree of the whole dump), so a 40 MB import holds the text and the
+/// parsed definitions, not several copies of it.
 pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
+    use serde_json::value::RawValue;
     let invalid = |path: &str, why: String| OpError::Invalid {
         path: path.into(),
         why,
     };
-    let doc: Value = serde_json::from_str(document).map_err(|e| invalid("$", e.to_string()))?;
-    let Some(obj) = doc.as_object() else {
-        return Err(invalid("$", "a dump is a JSON object".into()));
+    let top: BTreeMap<String, &RawValue> = match serde_json::from_str(document) {
+        Ok(top) => top,
+        // Not an object (or not JSON): say which, as a tree parse would.
+        Err(e) => {
+            return Err(
+                match serde_json::from_str::<serde::de::IgnoredAny>(document) {
+                    Err(syntax) => invalid("$", syntax.to_string()),
+                    Ok(_) if e.is_data() => invalid("$", "a dump is a JSON object".into()),
+                    Ok(_) => invalid("$", e.to_string()),
+                },
+            )
+        }
     };
-    for k in obj.keys() {
+    for k in top.keys() {
         if !matches!(
             k.as_str(),
             "revision" | "stream_id" | "flags" | "segments" | "users"
@@ -920,41 +1007,64 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
             return Err(invalid(k, "unknown field".into()));
         }
     }
-    let section = |name: &str| -> Result<BTreeMap<String, Value>, OpError> {
-        match obj.get(name) {
+    let section = |name: &str| -> Result<BTreeMap<String, &RawValue>, OpError> {
+        match top.get(name) {
             None => Ok(BTreeMap::new()),
-            Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            Some(_) => Err(invalid(
-                name,
-                "must be an object of key → definition".into(),
-            )),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|_| invalid(name, "must be an object of key → definition".into())),
         }
     };
+    // The definition as parse_flag/parse_segment's size limit counts it:
+    // compact, as the tree parse re-serialised it (a pretty-printed dump
+    // must not trip the limit).
+    fn compact<'r>(raw: &'r RawValue, limit: usize) -> std::borrow::Cow<'r, str> {
+        if raw.get().len() <= limit {
+            return raw.get().into();
+        }
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v) => v.to_string().into(),
+            Err(_) => raw.get().into(),
+        }
+    }
     let mut segments = Vec::new();
-    for (key, def) in section("segments")? {
-        let parsed = parse_segment(&key, def.to_string().as_bytes())
+    for (key, raw) in section("segments")? {
+        let text = compact(raw, crate::flag::limits::MAX_SEGMENT_BYTES);
+        let parsed = parse_segment(&key, text.as_bytes())
             .map_err(|e| invalid(&format!("segments[{key:?}].{}", e.path), e.why))?;
         segments.push((key, parsed));
     }
+    /// Only the `allocations` field of a dumped flag; the rest is skipped.
+    #[derive(serde::Deserialize)]
+    struct AllocationsOnly {
+        #[serde(default, deserialize_with = "present")]
+        allocations: Option<Box<RawValue>>,
+    }
+    /// A present field, `null` included (a plain `Option` reads `null` as absent).
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+        <Box<RawValue> as serde::Deserialize>::deserialize(d).map(Some)
+    }
     let mut flags = Vec::new();
-    for (key, def) in section("flags")? {
-        let allocations: Allocations = match def.get("allocations") {
-            Some(a) => serde_json::from_value(a.clone())
+    for (key, raw) in section("flags")? {
+        let allocations: Allocations = match serde_json::from_str::<AllocationsOnly>(raw.get()) {
+            Ok(AllocationsOnly {
+                allocations: Some(a),
+            }) => serde_json::from_str(a.get())
                 .map_err(|e| invalid(&format!("flags[{key:?}].allocations"), e.to_string()))?,
-            None => Allocations::new(),
+            _ => Allocations::new(),
         };
         for (id, a) in &allocations {
             if let Some(why) = a.problem() {
                 return Err(invalid(&format!("flags[{key:?}].allocations.{id}"), why));
             }
         }
-        let parsed = parse_flag(&key, def.to_string().as_bytes())
+        let text = compact(raw, crate::flag::limits::MAX_FLAG_BYTES);
+        let parsed = parse_flag(&key, text.as_bytes())
             .map_err(|e| invalid(&format!("flags[{key:?}].{}", e.path), e.why))?;
         flags.push((key, parsed, allocations));
     }
     let mut users = Vec::new();
-    for (name, line) in section("users")? {
-        let Value::String(line) = line else {
+    for (name, raw) in section("users")? {
+        let Ok(line) = serde_json::from_str::<String>(raw.get()) else {
             return Err(invalid(
                 &format!("users[{name:?}]"),
                 "must be an ACL LIST line".into(),
@@ -962,7 +1072,10 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
         };
         users.push((name, line));
     }
-    let revision = obj.get("revision").and_then(Value::as_u64).unwrap_or(0);
+    let revision = top
+        .get("revision")
+        .and_then(|r| serde_json::from_str::<u64>(r.get()).ok())
+        .unwrap_or(0);
     Ok(Dump {
         revision,
         flags,
@@ -984,17 +1097,25 @@ fn build_flag(
 ) -> Result<FlagEntry, OpError> {
     let segment_exists = |s: &str| v.segments.contains_key(s);
     let compiled = compile_flag(key, &def, &allocations, &segment_exists)?;
-    let rendered = render_flag(&def, &allocations, version, revision, ts_ms, actor);
     Ok(FlagEntry {
         def,
         compiled,
-        allocations,
+        allocations: compact_allocations(&allocations),
         version,
         revision,
         updated_at: ts_ms,
         updated_by: actor.to_string(),
-        rendered,
     })
+}
+
+/// The stored form of a flag's allocations (see [`FlagEntry::allocations`]).
+fn compact_allocations(allocations: &Allocations) -> Box<str> {
+    if allocations.is_empty() {
+        return "".into();
+    }
+    serde_json::to_string(allocations)
+        .unwrap_or_default()
+        .into_boxed_str()
 }
 
 fn store_flag(v: &mut StateView, key: &str, entry: FlagEntry, revision: u64) {

@@ -192,6 +192,9 @@ impl SledStorage {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(dir)
+            // Reads are served by the in-memory view, but a smaller cache
+            // (16 MiB) made a 20,000-flag import's flush slower under load
+            // (docs/benchmarks.md, "Issue 13 figures"): kept until measured.
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()
