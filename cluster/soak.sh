@@ -8,9 +8,10 @@
 #   SOAK_SEED      first seed                        [1]
 #   SOAK_SECONDS   seconds of faults per scenario    [20]
 #   SOAK_DIR       scenario data, logs, histories    [./cluster-soak]
-#   FLAGSTAFF_BIN  binary under test [target/debug/flagstaff, built if missing];
-#                  the power-cut row needs a build with --features power-cut
-#                  (SOAK_POWER_BIN, default target/power-cut/debug/flagstaff, built if missing)
+#   FLAGSTAFF_BIN  binary under test [target/debug/flagstaff, built first]
+#   SOAK_POWER_BIN the power-cut row's binary, a test build with the features
+#                  power-cut and planted-bugs (no planted bug is armed unless its
+#                  variable is set) [target/planted-bugs/debug/flagstaff, built first]
 #
 # Output per row, e.g.: row=partition-leader runs=3 ops=4211 faults=3 violations=0
 # Needs root, iproute2, nftables and faketime (installed if apt-get is there).
@@ -21,13 +22,13 @@ shift
 ROWS=("$@")
 if ((${#ROWS[@]} == 0)); then
   ROWS=(partition-leader partition-minority partition-ring partition-oneway flapping loss
-    kill pause pause-leader clock membership lagging quorum-loss notifications power-cut)
+    kill pause pause-leader clock membership lagging quorum-loss notifications power-cut bitflip)
 fi
 SEED=${SOAK_SEED:-1}
 SECONDS_PER=${SOAK_SECONDS:-20}
 DIR=${SOAK_DIR:-$ROOT/cluster-soak}
 BIN=${FLAGSTAFF_BIN:-$ROOT/target/debug/flagstaff}
-POWER_BIN=${SOAK_POWER_BIN:-$ROOT/target/power-cut/debug/flagstaff}
+POWER_BIN=${SOAK_POWER_BIN:-$ROOT/target/planted-bugs/debug/flagstaff}
 
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -37,9 +38,9 @@ if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-[[ -x $BIN ]] || (cd "$ROOT" && cargo build --quiet --bin flagstaff)
-if [[ " ${ROWS[*]} " == *" power-cut "* && ! -x $POWER_BIN ]]; then
-  (cd "$ROOT" && CARGO_TARGET_DIR=target/power-cut cargo build --quiet --features power-cut --bin flagstaff)
+if [[ -z ${FLAGSTAFF_BIN:-} ]]; then (cd "$ROOT" && cargo build --quiet --bin flagstaff); fi
+if [[ " ${ROWS[*]} " == *" power-cut "* && -z ${SOAK_POWER_BIN:-} ]]; then
+  (cd "$ROOT" && CARGO_TARGET_DIR=target/planted-bugs cargo build --quiet --features planted-bugs,power-cut --bin flagstaff)
 fi
 
 # Namespaces left by a driver that was itself killed -9 (its own exit path removes them).

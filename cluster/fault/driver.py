@@ -43,7 +43,7 @@ FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 ROWS = [
     "partition-leader", "partition-minority", "partition-ring", "partition-oneway",
     "flapping", "loss", "kill", "pause", "pause-leader", "clock", "membership",
-    "lagging", "quorum-loss", "notifications", "power-cut",
+    "lagging", "quorum-loss", "notifications", "power-cut", "bitflip",
 ]
 
 
@@ -543,7 +543,7 @@ class Harness:
         rng = self.rng
         row = self.row
         while now() < stop_at - 3:
-            time.sleep(rng.uniform(1.0, 2.5))
+            time.sleep(rng.uniform(0.3, 1.0) if row == "power-cut" else rng.uniform(1.0, 2.5))
             leader = self.leader(self.voters(), seconds=5)
             followers = [n for n in self.voters() if n != leader]
             self.faults += 1
@@ -666,6 +666,8 @@ class Harness:
                     self.node(n).wait_ready(120)
             elif row == "power-cut":
                 self.power_cut(rng)
+            elif row == "bitflip" and followers:
+                self.bitflip(rng.choice(followers), rng)
             else:
                 self.faults -= 1
 
@@ -817,6 +819,48 @@ class Harness:
             self.node(n).start()
         for n in victims:
             self.node(n).wait_ready(120)
+
+    def bitflip(self, n, rng):
+        """A damaged disk on follower n: one digit of a set key in its WAL flips and its
+        sled tree is lost, so the log is replayed. A checked checksum must refuse the
+        damaged record (the node then re-fetches from the leader); the node must never
+        serve the altered key."""
+        import glob
+        import re
+        self.node(n).kill()
+        segs = sorted(glob.glob(os.path.join(self.node(n).dir, "wal", "*.wal")))
+        if not segs:
+            self.faults -= 1
+            self.node(n).start()
+            self.node(n).wait_ready(120)
+            return
+        path = segs[-1]
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        spots = [m.start(1) for m in re.finditer(rb"set:\d+:(\d)", bytes(data))]
+        if spots:
+            at = rng.choice(spots[len(spots) // 2:])
+            data[at] = ord("0") + (data[at] - ord("0") + 1) % 10
+            with open(path, "wb") as f:
+                f.write(data)
+            self.log(f"bitflip: node {n} {os.path.basename(path)} offset {at}; sled tree lost")
+        shutil.rmtree(os.path.join(self.node(n).dir, "state"), ignore_errors=True)
+        self.node(n).start()
+        try:
+            self.node(n).wait_ready(120)
+        except RuntimeError as e:
+            # Refusing to start on a damaged log is a safe answer; rebuild the node from the leader.
+            self.log(f"node {n} refused its damaged data: {e}")
+            self.timings.setdefault("refused_damaged", []).append(n)
+            leader = self.leader([m for m in self.voters() if m != n], seconds=10)
+            try:
+                self.node(leader or 1).cmd("RAFT.NODE", "REMOVE", str(n), timeout=20)
+            except (OSError, RespError) as err:
+                self.violations.append(f"removing damaged node {n} failed: {err}")
+            shutil.rmtree(self.node(n).dir, ignore_errors=True)
+            self.node(n).start()
+            self.node(n).wait_ready(120)
+            self.log(f"node {n} rebuilt from the cluster")
 
     # ---- the run ------------------------------------------------------------
 
