@@ -48,7 +48,11 @@ cleanup() {
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^fz[0-9]+(h|n[0-9]+)$' || true); do
     pid=${ns#fz}; pid=${pid%h}; pid=${pid%n*}
-    if ! kill -0 "$pid" 2>/dev/null; then ip netns del "$ns" 2>/dev/null || true; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      # Nodes die with their driver (PR_SET_PDEATHSIG); stop any left anyway.
+      ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+      ip netns del "$ns" 2>/dev/null || true
+    fi
   done
 }
 cleanup

@@ -70,8 +70,13 @@ class _Entry:
         self.match = self.prev = self.next = None
 
 
-def linearizable(ops, init=INIT):
-    """True if the single-key history `ops` is linearizable (WGL search)."""
+class GaveUp(Exception):
+    """The search took more than its budget of steps (reported as a violation)."""
+
+
+def linearizable(ops, init=INIT, budget=1_000_000):
+    """True if the single-key history `ops` is linearizable (WGL search); raises GaveUp
+    after `budget` steps (non-linearizable histories can take exponential time)."""
     ops = _prepare(ops)
     if not ops:
         return True
@@ -113,7 +118,11 @@ def linearizable(ops, init=INIT):
 
     state, done, cache, stack = init, 0, set(), []
     entry = head.next
+    steps = 0
     while head.next is not None:
+        steps += 1
+        if steps > budget:
+            raise GaveUp(f"gave up after {budget} steps")
         if entry.call:
             new = step(state, entry.op)
             if new is not None:
@@ -162,12 +171,19 @@ def brute_force(ops, init=INIT):
     return False
 
 
-def check_registers(history):
-    """Per-key linearizability (P-compositionality); returns the keys that fail."""
+def check_registers(history, budget=1_000_000):
+    """Per-key linearizability (P-compositionality); returns (key, why) for each key that fails."""
     by_key = {}
     for op in history:
         by_key.setdefault(op["key"], []).append(op)
-    return sorted(k for k, ops in by_key.items() if not linearizable(ops))
+    bad = []
+    for key, ops in sorted(by_key.items()):
+        try:
+            if not linearizable(ops, budget=budget):
+                bad.append((key, "not linearizable"))
+        except GaveUp as e:
+            bad.append((key, f"checker {e}"))
+    return bad
 
 
 def check_set(adds, final_reads):

@@ -19,6 +19,7 @@ and timings (election after isolation, heal convergence, catch-up).
 
 import argparse
 import ctypes
+import faulthandler
 import hashlib
 import json
 import os
@@ -45,6 +46,11 @@ ROWS = [
     "flapping", "loss", "kill", "pause", "pause-leader", "clock", "membership",
     "lagging", "quorum-loss", "notifications", "power-cut", "bitflip",
 ]
+
+
+def die_with_parent():
+    """In a node's child process: SIGKILL it if the driver dies (even by SIGKILL)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def now():
@@ -178,7 +184,7 @@ class Node:
                 self.set_clock("+0 x1")
         log = open(os.path.join(self.h.dir, f"n{self.n}.log"), "ab")
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.h.net.ns(self.n)] + args,
-                                     stdout=log, stderr=log, env=env)
+                                     stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
         self.paused = False
 
     def clock_file(self):
@@ -920,9 +926,8 @@ class Harness:
         self.final_deadline = now() + 20
         w.finish()
         # Checks.
-        bad = check_registers(w.registers.ops)
-        for k in bad:
-            self.violations.append(f"register {k}: history not linearizable")
+        for k, why in check_registers(w.registers.ops):
+            self.violations.append(f"register {k}: {why}")
         self.violations += check_set(w.adds.ops, finals)
         sessions = [(label, ev, rs) for label, ev, rs, kind, n in w.sessions if kind == "pubsub"]
         self.violations += check_events(sessions, final_versions, complete=False)
@@ -945,6 +950,8 @@ class Harness:
                 f.write(json.dumps(dict(op, workload="set"), default=str) + "\n")
 
     def cleanup(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         for node in self._nodes.values():
             if node.proc and node.alive():
                 node.resume()
@@ -965,6 +972,7 @@ def main():
     def on_signal(sig, _frame):
         raise SystemExit(128 + sig)
 
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <driver> prints every thread's stack
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
