@@ -90,6 +90,34 @@ fn start_node_with_secret(
 }
 
 /// A cluster of `voters` voters and `learners` learners, all joined.
+/// Found by the fault harness's quorum-loss row (cluster/soak.sh): a learner
+/// kept hearing heartbeats from a leader whose majority was gone, so it said
+/// `stale: 0` while nothing could commit. A node is only as fresh as its
+/// leader's contact with a majority.
+#[test]
+fn a_learner_of_a_leader_without_a_majority_says_stale() {
+    let _g = serial();
+    let mut nodes = cluster(3, 1, &["--stale-after-ms", "500"]);
+    set(&mut nodes[0].conn(), "prod:kept", 5).unwrap();
+    assert_converged(&nodes.iter().collect::<Vec<_>>());
+    let li = leader(&nodes, &[3]);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != li && i != 3 {
+            node.server.kill9();
+        }
+    }
+    // The learner still hears the old leader; both must say stale.
+    let learner = &nodes[3];
+    eventually(Duration::from_secs(10), || {
+        (learner.info()["stale"] == "1").then_some(())
+    });
+    let mut con = learner.conn();
+    assert_eq!(eval(&mut con, "prod:kept"), "5", "still answers");
+    let info = cmd_str(&mut con, &["INFO"]).unwrap();
+    assert!(info.contains("stale:1"), "{info}");
+    assert_eq!(nodes[li].info()["stale"], "1");
+}
+
 fn cluster(voters: u64, learners: u64, extra: &[&str]) -> Vec<Node> {
     let first = start_node(1, None, false, extra);
     let seed = first.port();

@@ -122,13 +122,18 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
         APPEND => {
             let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request)?;
             let commit = rpc.leader_commit.map_or(0, |l| l.index);
+            // The leader's own quorum age (absent from older peers: fresh).
+            let quorum_age = request
+                .get(2)
+                .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
             let result = ctx.raft.append_entries(rpc).await;
             if matches!(
                 result,
                 Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
                     | Ok(AppendEntriesResponse::Conflict)
             ) {
-                ctx.liveness.leader_contact();
+                ctx.liveness.leader_contact_aged(Duration::from_millis(quorum_age));
                 ctx.liveness.leader_committed(commit);
             }
             Ok(vec![json(&result)])

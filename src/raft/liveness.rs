@@ -81,8 +81,15 @@ impl Liveness {
 
     /// The leader just spoke to this node (an append or snapshot it accepted).
     pub fn leader_contact(&self) {
-        self.leader_contact
-            .store(self.stamp(Instant::now()), Ordering::Relaxed);
+        self.leader_contact_aged(Duration::ZERO);
+    }
+
+    /// The leader just spoke to this node, but last heard from its majority
+    /// `age` ago: this node's contact is only as fresh as that.
+    pub fn leader_contact_aged(&self, age: Duration) {
+        let now = Instant::now();
+        let at = now - age.min(now - self.origin);
+        self.leader_contact.store(self.stamp(at), Ordering::Relaxed);
     }
 
     /// The commit index a leader announced to this node.

@@ -205,10 +205,11 @@ impl RaftNode {
             snapshot_dir,
             settings.snapshot_every,
         );
+        let liveness = Arc::new(Liveness::new(settings.timings));
         let raft = Raft::new(
             settings.node_id,
             raft_config(&settings)?,
-            Network::new(settings.secret.clone()),
+            Network::new(settings.secret.clone(), liveness.clone()),
             log.clone(),
             state_machine.clone(),
         )
@@ -255,7 +256,6 @@ impl RaftNode {
                 .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
         }
         let background = CancellationToken::new();
-        let liveness = Arc::new(Liveness::new(settings.timings));
         tokio::spawn(watch_metrics(
             raft.clone(),
             liveness.clone(),
