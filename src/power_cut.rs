@@ -61,7 +61,7 @@ pub fn cut() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     if let Some(dir) = &g.data_dir {
-        if nanos % 2 == 0 {
+        if nanos.is_multiple_of(2) {
             let state = dir.join("state");
             eprintln!("power cut: sled tree {} lost", state.display());
             let _ = std::fs::remove_dir_all(state);

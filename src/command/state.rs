@@ -93,7 +93,12 @@ impl ServerState {
                 // itself goes on (it was queued when the future first ran).
                 let view = self.store.view_full();
                 let guess = crate::store::apply(&view, view.revision + 1, 0, &request);
-                match tokio::time::timeout(std::time::Duration::from_millis(100), node.write(request)).await {
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(100),
+                    node.write(request),
+                )
+                .await
+                {
                     Ok(done) => done,
                     Err(_) => guess.map(|applied| applied.results),
                 }

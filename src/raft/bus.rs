@@ -133,7 +133,8 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
                 Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
                     | Ok(AppendEntriesResponse::Conflict)
             ) {
-                ctx.liveness.leader_contact_aged(Duration::from_millis(quorum_age));
+                ctx.liveness
+                    .leader_contact_aged(Duration::from_millis(quorum_age));
                 ctx.liveness.leader_committed(commit);
             }
             Ok(vec![json(&result)])

@@ -165,7 +165,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             .to_string();
         let body = encode(&rpc);
         if body.len() <= MAX_PART_BYTES || rpc.entries.len() <= 1 {
-            return self.rpc(APPEND, &body, quorum_age.as_bytes(), &option).await;
+            return self
+                .rpc(APPEND, &body, quorum_age.as_bytes(), &option)
+                .await;
         }
         // Several large entries would not fit one bus message: send the
         // longest prefix that does (at least one entry, which always fits)

@@ -489,9 +489,12 @@ impl RaftNode {
         let index = match revision {
             Some(r) => r,
             #[cfg(feature = "planted-bugs")]
-            None if crate::planted::armed(crate::planted::BARRIER_WITHOUT_READ_INDEX) => {
-                self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
-            }
+            None if crate::planted::armed(crate::planted::BARRIER_WITHOUT_READ_INDEX) => self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index),
             None if self.is_leader() => {
                 match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
                     Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),

@@ -265,7 +265,8 @@ async fn publish_changes(
         for (channel, payload) in &messages {
             #[cfg(feature = "planted-bugs")]
             {
-                static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                static PUBLISHED: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
                 let n = PUBLISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n % 50 == 49 && crate::planted::armed(crate::planted::DROP_CHANGE_EVENT) {
                     continue;
