@@ -18,7 +18,7 @@ use super::membership::{self, MemberChange, MEMBER, PING};
 use super::network::{APPEND, SNAPSHOT, VOTE};
 use super::peer::{accept_handshake, Secret};
 use super::types::TypeConfig;
-use super::writes::{Committed, WriteQueue, WRITE};
+use super::writes::{read_index, Committed, WriteQueue, WRITE};
 use crate::metrics::{add, ClusterStats};
 use crate::store::{WriteError, WriteRequest};
 
@@ -171,11 +171,11 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
         }
         READ_INDEX => {
             // Without a quorum the leadership check could wait for long.
-            let index = tokio::time::timeout(ctx.write_timeout, ctx.raft.ensure_linearizable())
-                .await
-                .map_err(|_| "No quorum: the leadership check timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            Ok(vec![json(&index.map_or(0, |l| l.index))])
+            let index =
+                tokio::time::timeout(ctx.write_timeout, read_index(&ctx.raft, &ctx.liveness))
+                    .await
+                    .map_err(|_| "No quorum: the leadership check timed out".to_string())??;
+            Ok(vec![json(&index)])
         }
         MEMBER => {
             let change: MemberChange = decode(request)?;

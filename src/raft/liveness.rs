@@ -40,6 +40,9 @@ pub struct Liveness {
     origin: Instant,
     leader_contact: AtomicU64,
     quorum_ack: AtomicU64,
+    /// The term in which this process committed an entry as leader (reads
+    /// may use a read index only then; see `writes::read_index`).
+    read_primed_term: AtomicU64,
     leader_since: AtomicU64,
     leader_commit: AtomicU64,
     /// The timings.
@@ -59,6 +62,7 @@ impl Liveness {
             origin: Instant::now(),
             leader_contact: AtomicU64::new(0),
             quorum_ack: AtomicU64::new(0),
+            read_primed_term: AtomicU64::new(0),
             leader_since: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             timings,
@@ -77,6 +81,16 @@ impl Liveness {
                 Some(Instant::now().saturating_duration_since(at))
             }
         }
+    }
+
+    /// Whether this process has committed an entry as leader in `term`.
+    pub fn read_index_primed(&self, term: u64) -> bool {
+        self.read_primed_term.load(Ordering::Acquire) == term
+    }
+
+    /// Records that this process committed an entry as leader in `term`.
+    pub fn prime_read_index(&self, term: u64) {
+        self.read_primed_term.fetch_max(term, Ordering::AcqRel);
     }
 
     /// The leader just spoke to this node (an append or snapshot it accepted).

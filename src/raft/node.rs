@@ -25,7 +25,7 @@ use super::recovery::{recover, Recovered};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
-use super::writes::WriteQueue;
+use super::writes::{read_index, WriteQueue};
 use crate::metrics::ClusterStats;
 use crate::store::storage::{SledStorage, StateStorage};
 use crate::store::{AuditRecord, OpResult, Store, WriteError, WriteRequest};
@@ -496,10 +496,10 @@ impl RaftNode {
                 .last_applied
                 .map_or(0, |l| l.index),
             None if self.is_leader() => {
-                match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+                match tokio::time::timeout(timeout, read_index(&self.raft, &self.liveness)).await {
                     Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
                     Ok(Err(e)) => return Err(WriteError::ClusterDown(format!("No quorum: {e}"))),
-                    Ok(Ok(index)) => index.map_or(0, |l| l.index),
+                    Ok(Ok(index)) => index,
                 }
             }
             None => {

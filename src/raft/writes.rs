@@ -157,6 +157,32 @@ struct Batcher {
     max_entry_bytes: u64,
 }
 
+/// The index a linearizable read must wait for, on the leader (an error when
+/// this node does not lead or cannot reach its majority).
+///
+/// openraft 0.9 restores a restarted node that led straight back to leader,
+/// without committing an entry of its term, so until it does its commit
+/// index is only what its state store had applied, and `ensure_linearizable`
+/// alone would answer an index older than writes acknowledged before the
+/// restart (a stale read, found by the fault harness's power-cut row). So
+/// this process first commits one empty proposal in each term it leads.
+pub async fn read_index(raft: &Raft<TypeConfig>, liveness: &Liveness) -> Result<u64, String> {
+    let term = raft.metrics().borrow().current_term;
+    if !liveness.read_index_primed(term) {
+        raft.client_write(Proposal {
+            requests: Vec::new(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        liveness.prime_read_index(term);
+    }
+    let index = raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(index.map_or(0, |l| l.index))
+}
+
 /// Returns once `raft` no longer names `leader` as the leader.
 async fn leader_changes(raft: &Raft<TypeConfig>, leader: NodeId) {
     let mut metrics = raft.metrics();
