@@ -917,13 +917,21 @@ class Harness:
         final_versions = {}
         finals = {}
         for n in sorted(self.members):
-            try:
-                c = self.node(n).conn(timeout=10)
-                c.call("RAFT.BARRIER")
-                dump = json.loads(c.call("FLAG.DUMP"))
-                c.close()
-            except (OSError, RespError, ValueError) as e:
-                self.violations.append(f"final read on node {n} failed: {e}")
+            dump, error, end = None, None, now() + 30
+            while dump is None and now() < end:
+                # A definite refusal (an election after the last restart) is retried.
+                try:
+                    c = self.node(n).conn(timeout=10)
+                    try:
+                        c.call("RAFT.BARRIER")
+                        dump = json.loads(c.call("FLAG.DUMP"))
+                    finally:
+                        c.close()
+                except (OSError, RespError, ValueError) as e:
+                    error = e
+                    time.sleep(0.2)
+            if dump is None:
+                self.violations.append(f"final read on node {n} failed for 30 s: {error}")
                 continue
             flags = dump.get("flags", {})
             if isinstance(flags, list):
