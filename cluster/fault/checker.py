@@ -29,6 +29,10 @@ def step(state, op):
     """The register model: the state after `op`, or None when `op` cannot happen in `state`."""
     value, version = state
     f, kind = op["f"], op["type"]
+    fills = op.get("fills")
+    if fills is not None and f in ("write", "cas") and version + 1 <= fills[1] \
+            and version + 1 not in fills[0] and (f == "write" or version == op["expect"]):
+        return None if f == "write" else state
     if f == "read":
         return state if (op["value"], op["version"]) == state else None
     if f == "write":
@@ -226,8 +230,15 @@ def reduce(ops):
         floor = highest_seen_before(op["call"])
         return any(g > floor for g in gaps)
 
-    return [op for op in out
-            if not (op["type"] == "info" and op.get("version") is None and not may_fill_a_gap(op))]
+    kept = []
+    for op in out:
+        if op["type"] == "info" and op.get("version") is None:
+            if not may_fill_a_gap(op):
+                continue
+            # It can only take a missing version (or one above every observation).
+            op["fills"] = (frozenset(gaps), top)
+        kept.append(op)
+    return kept
 
 
 def check_registers(history, budget=1_000_000):
