@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cmd_err, cmd_str, free_port, serial, temp_dir, Server};
+use common::{cmd_err, cmd_str, error_text, free_port, serial, temp_dir, Server};
 
 const SECRET: &str = "test-cluster-secret";
 
@@ -169,6 +169,55 @@ fn a_barrier_right_after_every_node_restarts_sees_every_acknowledged_write() {
         stale.is_empty(),
         "stale reads after a barrier (round, read version, acknowledged): {stale:?}"
     );
+}
+
+/// Found by the fault harness's partition-leader row (cluster/soak.sh): a
+/// leader that lost its majority while a write was being committed kept its
+/// write queue blocked on that proposal, so every later write waited out the
+/// write timeout (`-TIMEOUT`) for as long as the partition lasted, instead of
+/// being refused at once with `-CLUSTERDOWN`.
+#[test]
+fn a_leader_cut_off_mid_write_refuses_later_writes_fast() {
+    let _g = serial();
+    let nodes = cluster(3, 0, &["--write-timeout-ms", "8000"]);
+    set(&mut nodes[0].conn(), "prod:kept", 1).unwrap();
+    assert_converged(&nodes.iter().collect::<Vec<_>>());
+    let li = leader(&nodes, &[]);
+    // Stop both followers, then write at once: the write is in flight when the
+    // leader's majority is gone.
+    for (i, node) in nodes.iter().enumerate() {
+        if i != li {
+            node.server.signal(libc::SIGSTOP);
+        }
+    }
+    let url = nodes[li].server.url(false);
+    let stuck = std::thread::spawn(move || {
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        set(&mut con, "prod:in-flight", 1).map_err(|e| error_text(&e))
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut con = nodes[li].conn();
+    let started = Instant::now();
+    let e = set(&mut con, "prod:after", 1).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e:?}");
+    assert!(took < Duration::from_secs(3), "refused after {took:?}");
+    let first = stuck.join().unwrap().unwrap_err();
+    assert!(
+        first.starts_with("TIMEOUT"),
+        "the in-flight write's outcome is unknown: {first}"
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        if i != li {
+            node.server.signal(libc::SIGCONT);
+        }
+    }
+    eventually(Duration::from_secs(10), || {
+        set(&mut nodes[li].conn(), "prod:after", 2).ok()
+    });
 }
 
 fn cluster(voters: u64, learners: u64, extra: &[&str]) -> Vec<Node> {

@@ -267,7 +267,25 @@ impl Batcher {
         let (requests, replies): (Vec<_>, Vec<_>) =
             pending.into_iter().map(|p| (p.request, p.reply)).unzip();
         let count = requests.len();
-        match self.raft.client_write(Proposal { requests }).await {
+        // A leader that loses its majority mid-proposal never sees it commit
+        // (openraft 0.9 has no check-quorum): stop waiting once it is cut off,
+        // answer "outcome unknown", and let the writes queued behind it be
+        // refused fast instead of each waiting out the write timeout (found by
+        // the fault harness's partition-leader row).
+        let write = self.raft.client_write(Proposal { requests });
+        let outcome = tokio::select! {
+            outcome = write => outcome,
+            why = self.cut_off() => {
+                add(&self.stats.writes_unknown, count as u64);
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Unknown(format!(
+                        "the leader lost its majority while the write was being committed: {why}"
+                    ))));
+                }
+                return;
+            }
+        };
+        match outcome {
             Ok(response) if response.data.len() == count => {
                 let revision = response.log_id.index;
                 for (reply, outcome) in replies.into_iter().zip(response.data) {
@@ -293,6 +311,17 @@ impl Batcher {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+            }
+        }
+    }
+
+    /// Returns once this leader must refuse writes (it lost its majority).
+    async fn cut_off(&self) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = self.raft.metrics().borrow().clone();
+            if let Some(why) = self.liveness.write_refusal(&m) {
+                return why;
             }
         }
     }
