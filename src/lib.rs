@@ -15,6 +15,10 @@ pub mod fuzzing;
 pub mod glob;
 pub mod http;
 pub mod metrics;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
+#[cfg(feature = "power-cut")]
+pub mod power_cut;
 pub mod protocol;
 pub mod pubsub;
 pub mod raft;

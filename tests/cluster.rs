@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cmd_err, cmd_str, free_port, serial, temp_dir, Server};
+use common::{cmd_err, cmd_str, error_text, free_port, serial, temp_dir, Server};
 
 const SECRET: &str = "test-cluster-secret";
 
@@ -90,6 +90,136 @@ fn start_node_with_secret(
 }
 
 /// A cluster of `voters` voters and `learners` learners, all joined.
+/// Found by the fault harness's quorum-loss row (cluster/soak.sh): a learner
+/// kept hearing heartbeats from a leader whose majority was gone, so it said
+/// `stale: 0` while nothing could commit. A node is only as fresh as its
+/// leader's contact with a majority.
+#[test]
+fn a_learner_of_a_leader_without_a_majority_says_stale() {
+    let _g = serial();
+    let mut nodes = cluster(3, 1, &["--stale-after-ms", "500"]);
+    set(&mut nodes[0].conn(), "prod:kept", 5).unwrap();
+    assert_converged(&nodes.iter().collect::<Vec<_>>());
+    let li = leader(&nodes, &[3]);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != li && i != 3 {
+            node.server.kill9();
+        }
+    }
+    // The learner still hears the old leader; both must say stale.
+    let learner = &nodes[3];
+    eventually(Duration::from_secs(10), || {
+        (learner.info()["stale"] == "1").then_some(())
+    });
+    let mut con = learner.conn();
+    assert_eq!(eval(&mut con, "prod:kept"), "5", "still answers");
+    let info = cmd_str(&mut con, &["INFO"]).unwrap();
+    assert!(info.contains("stale:1"), "{info}");
+    assert_eq!(nodes[li].info()["stale"], "1");
+}
+
+/// Found by the fault harness's power-cut row (cluster/soak.sh): after every
+/// node restarted, openraft 0.9 restored the old leader as leader at once,
+/// with no entry of its term committed, so its commit index was only what its
+/// state store had applied; `RAFT.BARRIER` then took that as the read index and
+/// `FLAG.GET` answered a version older than one acknowledged before the crash.
+#[test]
+fn a_barrier_right_after_every_node_restarts_sees_every_acknowledged_write() {
+    let _g = serial();
+    // Long election timeouts: the restored leader stays leader while we read.
+    let extra = ["--election-timeout-ms", "3000", "--heartbeat-ms", "300"];
+    let mut nodes = cluster(3, 0, &extra);
+    let li = leader(&nodes, &[]);
+    let mut stale = Vec::new();
+    for round in 1..=3u64 {
+        let mut con = nodes[li].conn();
+        let mut last = 0;
+        for n in 1..=20 {
+            last = set(&mut con, "prod:counter", round * 100 + n).unwrap();
+        }
+        // At once: the state store has not flushed the last writes yet.
+        for node in nodes.iter_mut() {
+            node.server.kill9();
+        }
+        for node in nodes.iter_mut() {
+            node.server.respawn();
+        }
+        let url = nodes[li].server.url(false);
+        let mut con = eventually(Duration::from_secs(20), || {
+            let mut con = redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection()
+                .ok()?;
+            cmd_str(&mut con, &["RAFT.BARRIER", "TIMEOUT", "1000"])
+                .ok()
+                .map(|_| con)
+        });
+        let doc: String = redis::cmd("FLAG.GET")
+            .arg("prod:counter")
+            .query(&mut con)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        if doc["version"].as_u64() != Some(last) {
+            stale.push((round, doc["version"].clone(), last));
+        }
+        // Let the cluster settle before the next round.
+        set(&mut con, "prod:settle", round).unwrap();
+    }
+    assert!(
+        stale.is_empty(),
+        "stale reads after a barrier (round, read version, acknowledged): {stale:?}"
+    );
+}
+
+/// Found by the fault harness's partition-leader row (cluster/soak.sh): a
+/// leader that lost its majority while a write was being committed kept its
+/// write queue blocked on that proposal, so every later write waited out the
+/// write timeout (`-TIMEOUT`) for as long as the partition lasted, instead of
+/// being refused at once with `-CLUSTERDOWN`.
+#[test]
+fn a_leader_cut_off_mid_write_refuses_later_writes_fast() {
+    let _g = serial();
+    let nodes = cluster(3, 0, &["--write-timeout-ms", "8000"]);
+    set(&mut nodes[0].conn(), "prod:kept", 1).unwrap();
+    assert_converged(&nodes.iter().collect::<Vec<_>>());
+    let li = leader(&nodes, &[]);
+    // Stop both followers, then write at once: the write is in flight when the
+    // leader's majority is gone.
+    for (i, node) in nodes.iter().enumerate() {
+        if i != li {
+            node.server.signal(libc::SIGSTOP);
+        }
+    }
+    let url = nodes[li].server.url(false);
+    let stuck = std::thread::spawn(move || {
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        set(&mut con, "prod:in-flight", 1).map_err(|e| error_text(&e))
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut con = nodes[li].conn();
+    let started = Instant::now();
+    let e = set(&mut con, "prod:after", 1).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e:?}");
+    assert!(took < Duration::from_secs(3), "refused after {took:?}");
+    let first = stuck.join().unwrap().unwrap_err();
+    assert!(
+        first.starts_with("TIMEOUT"),
+        "the in-flight write's outcome is unknown: {first}"
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        if i != li {
+            node.server.signal(libc::SIGCONT);
+        }
+    }
+    eventually(Duration::from_secs(10), || {
+        set(&mut nodes[li].conn(), "prod:after", 2).ok()
+    });
+}
+
 fn cluster(voters: u64, learners: u64, extra: &[&str]) -> Vec<Node> {
     let first = start_node(1, None, false, extra);
     let seed = first.port();

@@ -86,6 +86,23 @@ impl ServerState {
     /// Commits a write through raft; the outcomes once it is durable and applied here.
     pub async fn write(&self, request: WriteRequest) -> Result<Vec<OpResult>, WriteError> {
         match self.raft.get() {
+            #[cfg(feature = "planted-bugs")]
+            Some(node) if crate::planted::armed(crate::planted::ACK_BEFORE_COMMIT) => {
+                // Planted: a write not committed within 100 ms is answered with
+                // the outcome it would have on this node's view; the proposal
+                // itself goes on (it was queued when the future first ran).
+                let view = self.store.view_full();
+                let guess = crate::store::apply(&view, view.revision + 1, 0, &request);
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(100),
+                    node.write(request),
+                )
+                .await
+                {
+                    Ok(done) => done,
+                    Err(_) => guess.map(|applied| applied.results),
+                }
+            }
             Some(node) => node.write(request).await,
             None => Err(WriteError::ClusterDown("node is still loading".into())),
         }

@@ -19,7 +19,7 @@ use super::membership::{self, MemberChange, MEMBER, PING};
 use super::network::{APPEND, SNAPSHOT, VOTE};
 use super::peer::{accept_handshake, Secret};
 use super::types::TypeConfig;
-use super::writes::{Committed, WriteQueue, WRITE};
+use super::writes::{read_index, Committed, WriteQueue, WRITE};
 use crate::metrics::{add, ClusterStats};
 use crate::store::{WriteError, WriteRequest};
 
@@ -148,13 +148,19 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
         APPEND => {
             let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request)?;
             let commit = rpc.leader_commit.map_or(0, |l| l.index);
+            // The leader's own quorum age (absent from older peers: fresh).
+            let quorum_age = request
+                .get(2)
+                .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
             let result = ctx.raft.append_entries(rpc).await;
             if matches!(
                 result,
                 Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
                     | Ok(AppendEntriesResponse::Conflict)
             ) {
-                ctx.liveness.leader_contact();
+                ctx.liveness
+                    .leader_contact_aged(Duration::from_millis(quorum_age));
                 ctx.liveness.leader_committed(commit);
             }
             Ok(vec![json(&result)])
@@ -191,11 +197,11 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
         }
         READ_INDEX => {
             // Without a quorum the leadership check could wait for long.
-            let index = tokio::time::timeout(ctx.write_timeout, ctx.raft.ensure_linearizable())
-                .await
-                .map_err(|_| "No quorum: the leadership check timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            Ok(vec![json(&index.map_or(0, |l| l.index))])
+            let index =
+                tokio::time::timeout(ctx.write_timeout, read_index(&ctx.raft, &ctx.liveness))
+                    .await
+                    .map_err(|_| "No quorum: the leadership check timed out".to_string())??;
+            Ok(vec![json(&index)])
         }
         MEMBER => {
             let change: MemberChange = decode(request)?;

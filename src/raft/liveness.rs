@@ -40,6 +40,9 @@ pub struct Liveness {
     origin: Instant,
     leader_contact: AtomicU64,
     quorum_ack: AtomicU64,
+    /// The term in which this process committed an entry as leader (reads
+    /// may use a read index only then; see `writes::read_index`).
+    read_primed_term: AtomicU64,
     leader_since: AtomicU64,
     leader_commit: AtomicU64,
     /// The timings.
@@ -59,6 +62,7 @@ impl Liveness {
             origin: Instant::now(),
             leader_contact: AtomicU64::new(0),
             quorum_ack: AtomicU64::new(0),
+            read_primed_term: AtomicU64::new(0),
             leader_since: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             timings,
@@ -79,10 +83,27 @@ impl Liveness {
         }
     }
 
+    /// Whether this process has committed an entry as leader in `term`.
+    pub fn read_index_primed(&self, term: u64) -> bool {
+        self.read_primed_term.load(Ordering::Acquire) == term
+    }
+
+    /// Records that this process committed an entry as leader in `term`.
+    pub fn prime_read_index(&self, term: u64) {
+        self.read_primed_term.fetch_max(term, Ordering::AcqRel);
+    }
+
     /// The leader just spoke to this node (an append or snapshot it accepted).
     pub fn leader_contact(&self) {
-        self.leader_contact
-            .store(self.stamp(Instant::now()), Ordering::Relaxed);
+        self.leader_contact_aged(Duration::ZERO);
+    }
+
+    /// The leader just spoke to this node, but last heard from its majority
+    /// `age` ago: this node's contact is only as fresh as that.
+    pub fn leader_contact_aged(&self, age: Duration) {
+        let now = Instant::now();
+        let at = now - age.min(now - self.origin);
+        self.leader_contact.store(self.stamp(at), Ordering::Relaxed);
     }
 
     /// The commit index a leader announced to this node.

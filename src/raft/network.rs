@@ -13,6 +13,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 
 use super::frame::MAX_PART_BYTES;
+use super::liveness::Liveness;
 use super::peer::{CallError, PeerClient, Secret};
 use super::types::{Member, NodeId, TypeConfig};
 
@@ -27,12 +28,14 @@ pub const SNAPSHOT: &[u8] = b"SNAPSHOT";
 #[derive(Debug, Clone)]
 pub struct Network {
     secret: Option<Secret>,
+    liveness: std::sync::Arc<Liveness>,
 }
 
 impl Network {
-    /// The network of a node with (`Some`) or without a cluster bus.
-    pub fn new(secret: Option<Secret>) -> Self {
-        Network { secret }
+    /// The network of a node with (`Some`) or without a cluster bus; appends
+    /// carry how long ago `liveness` last saw a majority acknowledge this leader.
+    pub fn new(secret: Option<Secret>, liveness: std::sync::Arc<Liveness>) -> Self {
+        Network { secret, liveness }
     }
 }
 
@@ -43,6 +46,7 @@ pub struct PeerNetwork {
     client: Option<PeerClient>,
     /// Whether the last call failed (so a change is logged once, not per heartbeat).
     down: bool,
+    liveness: std::sync::Arc<Liveness>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -59,6 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             down: false,
+            liveness: self.liveness.clone(),
         }
     }
 }
@@ -151,9 +156,18 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // How old this leader's contact with its majority is: a follower or
+        // learner hearing only from a leader that lost its majority is stale too.
+        let quorum_age = self
+            .liveness
+            .since_quorum_ack()
+            .map_or(0, |d| d.as_millis() as u64)
+            .to_string();
         let body = encode(&rpc);
         if body.len() <= MAX_PART_BYTES || rpc.entries.len() <= 1 {
-            return self.rpc(APPEND, &body, &[], &option).await;
+            return self
+                .rpc(APPEND, &body, quorum_age.as_bytes(), &option)
+                .await;
         }
         // Several large entries would not fit one bus message: send the
         // longest prefix that does (at least one entry, which always fits)
@@ -162,7 +176,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let keep = entries_that_fit(&rpc, MAX_PART_BYTES);
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        let answer = self.rpc(APPEND, &encode(&rpc), &[], &option).await?;
+        let answer = self
+            .rpc(APPEND, &encode(&rpc), quorum_age.as_bytes(), &option)
+            .await?;
         Ok(match answer {
             AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
             other => other,

@@ -25,7 +25,7 @@ use super::recovery::{recover, Recovered};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
-use super::writes::WriteQueue;
+use super::writes::{read_index, WriteQueue};
 use crate::metrics::ClusterStats;
 use crate::store::storage::{SledStorage, StateStorage};
 use crate::store::{AuditRecord, OpResult, Store, WriteError, WriteRequest};
@@ -205,10 +205,11 @@ impl RaftNode {
             snapshot_dir,
             settings.snapshot_every,
         );
+        let liveness = Arc::new(Liveness::new(settings.timings));
         let raft = Raft::new(
             settings.node_id,
             raft_config(&settings)?,
-            Network::new(settings.secret.clone()),
+            Network::new(settings.secret.clone(), liveness.clone()),
             log.clone(),
             state_machine.clone(),
         )
@@ -255,7 +256,6 @@ impl RaftNode {
                 .map_err(|e| StartError::Raft(format!("no leader: {e}")))?;
         }
         let background = CancellationToken::new();
-        let liveness = Arc::new(Liveness::new(settings.timings));
         tokio::spawn(watch_metrics(
             raft.clone(),
             liveness.clone(),
@@ -489,11 +489,18 @@ impl RaftNode {
         let deadline = Instant::now() + timeout;
         let index = match revision {
             Some(r) => r,
+            #[cfg(feature = "planted-bugs")]
+            None if crate::planted::armed(crate::planted::BARRIER_WITHOUT_READ_INDEX) => self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index),
             None if self.is_leader() => {
-                match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+                match tokio::time::timeout(timeout, read_index(&self.raft, &self.liveness)).await {
                     Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
                     Ok(Err(e)) => return Err(WriteError::ClusterDown(format!("No quorum: {e}"))),
-                    Ok(Ok(index)) => index.map_or(0, |l| l.index),
+                    Ok(Ok(index)) => index,
                 }
             }
             None => {

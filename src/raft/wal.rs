@@ -225,6 +225,8 @@ pub fn open(
         .open(&tail_path)
         .map_err(io_err(&tail_path))?;
     let size = file.metadata().map_err(io_err(&tail_path))?.len();
+    #[cfg(feature = "power-cut")]
+    crate::power_cut::gate().synced(&tail_path, size);
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
         dir: dir.to_path_buf(),
@@ -236,6 +238,8 @@ pub fn open(
         segment_bytes,
         #[cfg(feature = "planted-bugs")]
         ack_before_write: planted::ack_before_write(),
+        #[cfg(feature = "planted-bugs")]
+        ack_before_fsync: crate::planted::armed(crate::planted::ACK_BEFORE_FSYNC),
         last_sync: Instant::now(),
         dirty: false,
     };
@@ -265,20 +269,34 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
     let mut max_index = None;
     while off < data.len() {
         let bad = |why: &str| why.to_string();
+        // A problem and whether it can be a torn tail (a crash mid-append).
         let problem = if data.len() - off < HEADER {
-            Some(bad("truncated header"))
+            Some((bad("truncated header"), true))
         } else {
             let len =
                 u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or_default());
             if len == 0 {
-                Some(bad("impossible record length"))
+                // A file extended but never written reads as zeros to its end.
+                let zeros = data[off..].iter().all(|&b| b == 0);
+                Some((bad("impossible record length"), zeros))
             } else if data.len() - off - 8 < len {
-                Some(bad("truncated record"))
+                Some((bad("truncated record"), true))
             } else {
                 let rec = &data[off + 8..off + 8 + len];
+                #[cfg(feature = "planted-bugs")]
+                let crc = if crate::planted::armed(crate::planted::SKIP_WAL_CHECKSUM) {
+                    crc32fast::hash(rec)
+                } else {
+                    crc
+                };
                 if crc32fast::hash(rec) != crc {
-                    Some(bad("checksum mismatch"))
+                    // Torn only if it is the last record: a damaged record with
+                    // whole records after it is corruption, and cutting there
+                    // would silently drop entries this node acknowledged (found
+                    // by the fault harness's bitflip row: openraft then saw the
+                    // follower's log go back and the leader panicked).
+                    Some((bad("checksum mismatch"), off + 8 + len == data.len()))
                 } else {
                     apply_record(rec, out, &mut max_index);
                     off += 8 + len;
@@ -286,8 +304,8 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
                 }
             }
         };
-        if let Some(why) = problem {
-            if !is_last {
+        if let Some((why, torn)) = problem {
+            if !is_last || !torn {
                 return Err(WalError::Corrupt {
                     path: path.to_path_buf(),
                     offset: off as u64,
@@ -332,25 +350,18 @@ fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
 }
 
 /// Test-only planted bugs (cargo feature `planted-bugs`, never in a release
-/// build): they let CI prove the crash test can fail.
+/// build; see `crate::planted`): they let CI prove the tests can fail.
 #[cfg(feature = "planted-bugs")]
 pub mod planted {
     use super::Done;
 
     /// Set to `1` to make the log writer acknowledge each write before
     /// writing it: the crash test's control must then find lost writes.
-    pub const UNSAFE_ACK_ENV: &str = "FLAGSTAFF_UNSAFE_ACK_BEFORE_LOG";
+    pub const UNSAFE_ACK_ENV: &str = crate::planted::ACK_BEFORE_LOG;
 
-    #[cfg(not(debug_assertions))]
-    compile_error!("the planted-bugs feature is for test builds only, never a release build");
-
-    /// Whether the bug is armed (logged loudly when it is).
+    /// Whether the bug is armed.
     pub(super) fn ack_before_write() -> bool {
-        let armed = std::env::var(UNSAFE_ACK_ENV).is_ok_and(|v| v == "1");
-        if armed {
-            tracing::warn!("{UNSAFE_ACK_ENV}=1: acknowledging writes before they are logged (test-only planted bug)");
-        }
-        armed
+        crate::planted::armed(UNSAFE_ACK_ENV)
     }
 
     /// With the bug armed, runs `done` now (before the write) and holds the
@@ -380,6 +391,9 @@ struct Writer {
     /// The planted bug is armed (feature `planted-bugs` only).
     #[cfg(feature = "planted-bugs")]
     ack_before_write: bool,
+    /// Planted: acknowledge after write(2), before fdatasync.
+    #[cfg(feature = "planted-bugs")]
+    ack_before_fsync: bool,
     last_sync: Instant,
     dirty: bool,
 }
@@ -444,6 +458,13 @@ impl Writer {
                     Job::Close { done } => close = Some(done),
                 }
             }
+            #[cfg(feature = "planted-bugs")]
+            if self.ack_before_fsync && result.is_ok() {
+                for cb in done.drain(..) {
+                    cb(Ok(()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if result.is_ok() {
                 result = match self.policy {
                     FsyncPolicy::Always => self.sync(),
@@ -474,6 +495,8 @@ impl Writer {
         if self.size >= self.segment_bytes && last_index.is_some() {
             self.roll()?;
         }
+        #[cfg(feature = "power-cut")]
+        let _gate = crate::power_cut::gate();
         self.file.write_all(bytes)?;
         self.size += bytes.len() as u64;
         self.dirty = true;
@@ -485,11 +508,17 @@ impl Writer {
 
     fn sync(&mut self) -> io::Result<()> {
         if self.dirty {
+            #[cfg(feature = "power-cut")]
+            let mut gate = crate::power_cut::gate();
             let started = Instant::now();
             self.file.sync_data()?;
             let disk = &crate::metrics::STORAGE;
             disk.wal_fsync.observe(started.elapsed().as_micros() as u64);
             self.dirty = false;
+            #[cfg(feature = "power-cut")]
+            if let Some(seg) = self.segments.last() {
+                gate.synced(&seg.path, self.size);
+            }
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -505,12 +534,16 @@ impl Writer {
 
     /// Seals the current segment and starts the next one.
     fn roll(&mut self) -> io::Result<()> {
+        #[cfg(feature = "power-cut")]
+        let mut gate = crate::power_cut::gate();
         self.file.sync_data()?;
         self.seq += 1;
         let path = segment_path(&self.dir, self.seq);
         self.file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&self.dir)?;
         self.size = 0;
+        #[cfg(feature = "power-cut")]
+        gate.synced(&path, 0);
         self.segments.push(Segment {
             seq: self.seq,
             path,
@@ -709,6 +742,45 @@ mod tests {
         std::fs::write(&seg, &data).unwrap();
         let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_record_before_whole_ones_is_corruption_not_a_torn_tail() {
+        let d = dir("flip-mid");
+        {
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            append(&wal, 1, "one");
+            append(&wal, 2, "two");
+            append(&wal, 3, "three");
+        }
+        let seg = segment_path(&d, 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        let at = data.windows(3).position(|w| w == b"two").unwrap();
+        data[at] ^= 0x01;
+        std::fs::write(&seg, &data).unwrap();
+        // Entries 2 and 3 were acknowledged: never silently cut them.
+        match open(&d, FsyncPolicy::Always, 1 << 20) {
+            Err(WalError::Corrupt { why, .. }) => assert_eq!(why, "checksum mismatch"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
+        }
+        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let d = dir("zeros");
+        {
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            append(&wal, 1, "one");
+        }
+        let seg = segment_path(&d, 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        data.extend_from_slice(&[0; 40]);
+        std::fs::write(&seg, &data).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(r.torn_bytes, 40);
     }
 
     #[test]

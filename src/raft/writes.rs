@@ -157,6 +157,32 @@ struct Batcher {
     max_entry_bytes: u64,
 }
 
+/// The index a linearizable read must wait for, on the leader (an error when
+/// this node does not lead or cannot reach its majority).
+///
+/// openraft 0.9 restores a restarted node that led straight back to leader,
+/// without committing an entry of its term, so until it does its commit
+/// index is only what its state store had applied, and `ensure_linearizable`
+/// alone would answer an index older than writes acknowledged before the
+/// restart (a stale read, found by the fault harness's power-cut row). So
+/// this process first commits one empty proposal in each term it leads.
+pub async fn read_index(raft: &Raft<TypeConfig>, liveness: &Liveness) -> Result<u64, String> {
+    let term = raft.metrics().borrow().current_term;
+    if !liveness.read_index_primed(term) {
+        raft.client_write(Proposal {
+            requests: Vec::new(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        liveness.prime_read_index(term);
+    }
+    let index = raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(index.map_or(0, |l| l.index))
+}
+
 /// Returns once `raft` no longer names `leader` as the leader.
 async fn leader_changes(raft: &Raft<TypeConfig>, leader: NodeId) {
     let mut metrics = raft.metrics();
@@ -241,7 +267,25 @@ impl Batcher {
         let (requests, replies): (Vec<_>, Vec<_>) =
             pending.into_iter().map(|p| (p.request, p.reply)).unzip();
         let count = requests.len();
-        match self.raft.client_write(Proposal { requests }).await {
+        // A leader that loses its majority mid-proposal never sees it commit
+        // (openraft 0.9 has no check-quorum): stop waiting once it is cut off,
+        // answer "outcome unknown", and let the writes queued behind it be
+        // refused fast instead of each waiting out the write timeout (found by
+        // the fault harness's partition-leader row).
+        let write = self.raft.client_write(Proposal { requests });
+        let outcome = tokio::select! {
+            outcome = write => outcome,
+            why = self.cut_off() => {
+                add(&self.stats.writes_unknown, count as u64);
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Unknown(format!(
+                        "the leader lost its majority while the write was being committed: {why}"
+                    ))));
+                }
+                return;
+            }
+        };
+        match outcome {
             Ok(response) if response.data.len() == count => {
                 let revision = response.log_id.index;
                 for (reply, outcome) in replies.into_iter().zip(response.data) {
@@ -267,6 +311,17 @@ impl Batcher {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+            }
+        }
+    }
+
+    /// Returns once this leader must refuse writes (it lost its majority).
+    async fn cut_off(&self) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = self.raft.metrics().borrow().clone();
+            if let Some(why) = self.liveness.write_refusal(&m) {
+                return why;
             }
         }
     }

@@ -172,6 +172,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         state.users.replace_local(users);
     }
     tokio::spawn(watch_signals(state.clone(), tls.clone()));
+    #[cfg(feature = "power-cut")]
+    crate::power_cut::install(&state.settings.data_dir);
+    #[cfg(feature = "planted-bugs")]
+    crate::planted::announce();
     tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
@@ -361,6 +365,15 @@ async fn publish_changes(
             encode(&batch)
         };
         for (channel, payload) in &messages {
+            #[cfg(feature = "planted-bugs")]
+            {
+                static PUBLISHED: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                let n = PUBLISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 50 == 49 && crate::planted::armed(crate::planted::DROP_CHANGE_EVENT) {
+                    continue;
+                }
+            }
             state.hub.publish(channel, payload);
         }
         if let Some(last) = batch.last() {
