@@ -228,6 +228,7 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         0.0
     };
     let e = evaluate(&entry.compiled, &context, &**view, now);
+    entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
     crate::metrics::count_reason(&ctx.state.stats, &e.reason);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
@@ -314,6 +315,7 @@ pub fn detail_of(
         0.0
     };
     let e = evaluate(&entry.compiled, &context, view, now);
+    entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&state.stats.evaluations, 1);
     crate::metrics::count_reason(&state.stats, &e.reason);
     let variation = &entry.compiled.variations[e.variation];
@@ -389,6 +391,7 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         .map(|k| match read_key(k).and_then(|k| view.flags.get(k)) {
             Some(entry) => {
                 let e = evaluate(&entry.compiled, &context, &**view, now);
+                entry.compiled.counters.record(e.variation, &e.reason);
                 crate::metrics::count_reason(&ctx.state.stats, &e.reason);
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
             }
@@ -418,6 +421,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .into_iter()
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
+            entry.compiled.counters.record(e.variation, &e.reason);
             crate::metrics::count_reason(&ctx.state.stats, &e.reason);
             (
                 Reply::bulk(&**k),

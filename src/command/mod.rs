@@ -7,6 +7,7 @@ pub mod clients;
 pub mod connection;
 mod error;
 pub mod flag;
+pub mod insight;
 pub mod monitor;
 pub mod paged;
 mod parse;

@@ -7,7 +7,7 @@ use super::spec::{
 use crate::auth::Channels;
 
 use super::{
-    acl, connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
+    acl, connection as conn, flag, insight, monitor, pubsub as ps, raft, segment, server, stream,
     transaction as tx,
 };
 
@@ -815,6 +815,15 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         args: &[string("dump"), REASON],
         ..spec("flag.import", -2, WRITE_FLAGS, FLAG_ADMIN_WRITE, "flag", "Applies a FLAG.DUMP document, all of it or none of it; replies with the number of keys written.", flag::import)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(tagged("ts", "integer", "SINCE")), optional(token("local", "LOCAL"))],
+        ..spec("flag.stats", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's evaluation counts by variation and reason, and when it was first and last evaluated, over the cluster.", insight::stats)
+    },
+    CommandSpec {
+        args: &[optional(tagged("days", "integer", "DAYS")), MATCH],
+        ..spec("flag.stale", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Lists flags not evaluated, or serving a single variation, for a number of days.", insight::stale)
     },
     // segments
     CommandSpec {
