@@ -197,3 +197,61 @@ fn bad_stats_and_stale_arguments_get_clear_errors() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Polls `f` until it gives a value, for up to `limit`.
+fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn stats_add_up_every_node_and_name_a_node_that_is_down() {
+    let _g = serial();
+    let first = common::cluster_node(1, None, &[]);
+    let second = common::cluster_node(2, Some(first.port), &[]);
+    let mut third = common::cluster_node(3, Some(first.port), &[]);
+    let mut con1 = first.conn_proto(true);
+    set_flag(&mut con1, "prod:checkout", TWO_WAY);
+    let mut con2 = second.conn_proto(true);
+    let mut con3 = third.conn_proto(true);
+    for con in [&mut con2, &mut con3] {
+        eventually(Duration::from_secs(20), || {
+            let v: Option<String> = redis::cmd("FLAG.GET")
+                .arg("prod:checkout")
+                .query(con)
+                .unwrap();
+            v.map(|_| ())
+        });
+    }
+    eval(&mut con1, "prod:checkout", "vip", 1);
+    eval(&mut con2, "prod:checkout", "someone", 2);
+    eval(&mut con3, "prod:checkout", "someone", 4);
+
+    // Any node answers for the whole cluster; LOCAL for itself.
+    let st = stats(&mut con2, &["prod:checkout"]);
+    assert_eq!(st["evaluations"], 7, "{st}");
+    assert_eq!(st["by_variation"], json!({"on": 1, "off": 6}));
+    assert_eq!(st["nodes"]["answered"], json!([1, 2, 3]), "{st}");
+    assert_eq!(st["nodes"]["missing"], json!([]));
+    assert_eq!(
+        stats(&mut con3, &["prod:checkout", "LOCAL"])["evaluations"],
+        4
+    );
+
+    // A node down: the others still answer, and the reply names it.
+    drop(con3);
+    third.kill9();
+    let st = stats(&mut con1, &["prod:checkout"]);
+    assert_eq!(st["evaluations"], 3, "{st}");
+    assert_eq!(st["nodes"]["answered"], json!([1, 2]));
+    assert_eq!(st["nodes"]["missing"], json!([3]));
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::flag::{read_key, readable, restricted_reader};
 use super::{parse, Action, CommandError, Ctx};
@@ -162,10 +163,67 @@ pub fn stats(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         return Err(CommandError::err(format!("no such flag '{}'", query.key)));
     }
     let me = state.settings.node_id;
-    if query.local {
+    if query.local || state.raft.get().is_none() {
         return Ok(render_stats(&local, &[me], &[]).into());
     }
-    Ok(Action::Reply(render_stats(&local, &[me], &[])))
+    fn encode<T: Serialize>(v: &T) -> Bytes {
+        Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+    }
+    Ok(Action::Cluster(super::raft::ClusterOp::Gather(
+        super::raft::Gather {
+            body: encode(&LocalQuery::Stats {
+                key: query.key,
+                since: query.since,
+            }),
+            local: (me, encode(&local)),
+            render: render_gathered_stats,
+        },
+    )))
+}
+
+/// A question one node asks the others about their node-local data.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalQuery {
+    /// `FLAG.STATS key SINCE since LOCAL`.
+    Stats {
+        /// The flag.
+        key: String,
+        /// Unix ms.
+        since: u64,
+    },
+}
+
+/// Answers another node's [`LocalQuery`] (JSON) from this node's data.
+pub fn answer_local(state: &super::ServerState, body: &[u8]) -> Result<Vec<u8>, String> {
+    let query: LocalQuery =
+        serde_json::from_slice(body).map_err(|e| format!("malformed local query: {e}"))?;
+    let answer = match query {
+        LocalQuery::Stats { key, since } => serde_json::to_vec(&local_stats(state, &key, since)),
+    };
+    answer.map_err(|e| e.to_string())
+}
+
+fn render_gathered_stats(answers: Vec<(u64, Result<Bytes, String>)>) -> Reply {
+    let mut merged = FlagStats::default();
+    let (mut answered, mut missing) = (Vec::new(), Vec::new());
+    for (id, answer) in answers {
+        match answer
+            .and_then(|a| serde_json::from_slice::<FlagStats>(&a).map_err(|e| e.to_string()))
+        {
+            Ok(stats) => {
+                merged.merge(&stats);
+                answered.push(id);
+            }
+            Err(why) => {
+                tracing::debug!(node = id, %why, "no statistics from a member");
+                missing.push(id);
+            }
+        }
+    }
+    answered.sort_unstable();
+    missing.sort_unstable();
+    render_stats(&merged, &answered, &missing)
 }
 
 /// `FLAG.STALE [DAYS n] [MATCH pattern]`: flags not evaluated for n days

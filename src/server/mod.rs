@@ -168,6 +168,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             if let Some(published) = node.take_published() {
                 tokio::spawn(deliver_peer_messages(state.clone(), published));
             }
+            let weak = Arc::downgrade(&state);
+            node.answer_local_queries(Box::new(move |body| match weak.upgrade() {
+                Some(state) => crate::command::insight::answer_local(&state, body),
+                None => Err("shutting down".to_string()),
+            }));
             let _ = state.raft.set(node);
             match join_if_asked(&state).await {
                 Ok(()) => {
