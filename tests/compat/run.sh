@@ -20,7 +20,8 @@ install_tools() {
         log "creating python venv"
         python3 -m venv "$root/.venv-compat"
     fi
-    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4'
+    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4' \
+        'numpy==2.4.6' 'scipy==1.17.1' 'statsmodels==0.15.0'
     log "installing node clients"
     (cd "$here" && npm install --no-audit --no-fund --silent >/dev/null)
 }
@@ -97,6 +98,9 @@ PY
 install_tools
 start_server
 redis_cli_checks
+log "experiment statistics: the scipy/statsmodels fixtures regenerate identically"
+"$root/.venv-compat/bin/python" "$root/tests/experiments_fixtures.py" > "$work/experiments.json"
+diff -q "$root/tests/fixtures/experiments.json" "$work/experiments.json"
 log "redis-py"
 "$root/.venv-compat/bin/python" "$here/redis_py_check.py" "$port"
 log "ioredis"
