@@ -61,7 +61,12 @@ fn results_match_scipy_and_statsmodels_to_1e_6() {
         };
         let weights = values(&case["weights"]);
         let srm = srm_p_value(&[c.len() as u64, t.len() as u64], &weights);
-        agree(name, "srm_p_value", srm, case["srm_p_value"].as_f64().unwrap());
+        agree(
+            name,
+            "srm_p_value",
+            srm,
+            case["srm_p_value"].as_f64().unwrap(),
+        );
         let design = Design::default();
         match case.get("control_covariate") {
             None => {
@@ -72,7 +77,12 @@ fn results_match_scipy_and_statsmodels_to_1e_6() {
                 let (xc, xt) = (values(xc), values(&case["treatment_covariate"]));
                 let (mc, mt) = (moments(&c, Some(&xc)), moments(&t, Some(&xt)));
                 let (theta, ac, at, reduction) = cuped(&mc, &mt);
-                agree(name, "theta", theta, case["expected"]["theta"].as_f64().unwrap());
+                agree(
+                    name,
+                    "theta",
+                    theta,
+                    case["expected"]["theta"].as_f64().unwrap(),
+                );
                 agree(
                     name,
                     "variance_reduction",
@@ -80,7 +90,11 @@ fn results_match_scipy_and_statsmodels_to_1e_6() {
                     case["expected"]["variance_reduction"].as_f64().unwrap(),
                 );
                 check(name, &compare(kind, &ac, &at, &design), &case["expected"]);
-                check(name, &compare(kind, &mc, &mt, &design), &case["expected_raw"]);
+                check(
+                    name,
+                    &compare(kind, &mc, &mt, &design),
+                    &case["expected_raw"],
+                );
             }
         }
     }

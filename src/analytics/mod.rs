@@ -4,6 +4,8 @@
 //! live in the compiled flag (`flag::EvalCounters`) and are read from here.
 
 pub mod insight;
+pub mod lab;
+pub mod results;
 pub mod stats;
 
 pub use insight::{FlagStats, Insight, StaleFlag, Tally};

@@ -226,8 +226,7 @@ pub fn compare(kind: Kind, control: &Moments, treatment: &Moments, design: &Desi
             (z, p, f64::INFINITY, z_two_sided(0.95))
         }
         Kind::Continuous => {
-            let df = se2 * se2
-                / ((v1 / n1).powi(2) / (n1 - 1.0) + (v2 / n2).powi(2) / (n2 - 1.0));
+            let df = se2 * se2 / ((v1 / n1).powi(2) / (n1 - 1.0) + (v2 / n2).powi(2) / (n2 - 1.0));
             let t = d / se;
             match StudentsT::new(0.0, 1.0, df) {
                 Ok(dist) if t.is_finite() => {
@@ -383,7 +382,10 @@ mod tests {
             }
         }
         let rate = positives as f64 / runs as f64;
-        assert!((0.035..=0.065).contains(&rate), "A/A false-positive rate {rate}");
+        assert!(
+            (0.035..=0.065).contains(&rate),
+            "A/A false-positive rate {rate}"
+        );
     }
 
     #[test]
@@ -424,8 +426,16 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (a, b) = (draw(&mut rng, 0.10), draw(&mut rng, 0.13));
-        let cmp = compare(Kind::Binary, &Moments::of(&a), &Moments::of(&b), &Design::default());
-        assert!(cmp.p_value < 1e-3 && cmp.sequential_p_value < 0.05, "{cmp:?}");
+        let cmp = compare(
+            Kind::Binary,
+            &Moments::of(&a),
+            &Moments::of(&b),
+            &Design::default(),
+        );
+        assert!(
+            cmp.p_value < 1e-3 && cmp.sequential_p_value < 0.05,
+            "{cmp:?}"
+        );
         assert!(cmp.ci_low > 0.0 && cmp.relative_ci_low > 0.0);
         assert!(cmp.mde < 0.03 && cmp.mde > 0.005, "{cmp:?}");
     }

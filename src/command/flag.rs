@@ -230,6 +230,7 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let e = evaluate(&entry.compiled, &context, &**view, now);
     entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    super::experiment::expose(ctx.state, &view, entry, &context, &e);
     crate::metrics::count_reason(&ctx.state.stats, &e.reason);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
 }
@@ -317,6 +318,7 @@ pub fn detail_of(
     let e = evaluate(&entry.compiled, &context, view, now);
     entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&state.stats.evaluations, 1);
+    super::experiment::expose(state, view, entry, &context, &e);
     crate::metrics::count_reason(&state.stats, &e.reason);
     let variation = &entry.compiled.variations[e.variation];
     detail.result = Ok(Served {
@@ -392,6 +394,7 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
             Some(entry) => {
                 let e = evaluate(&entry.compiled, &context, &**view, now);
                 entry.compiled.counters.record(e.variation, &e.reason);
+                super::experiment::expose(ctx.state, &view, entry, &context, &e);
                 crate::metrics::count_reason(&ctx.state.stats, &e.reason);
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
             }
@@ -422,6 +425,7 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
             entry.compiled.counters.record(e.variation, &e.reason);
+            super::experiment::expose(ctx.state, &view, entry, &context, &e);
             crate::metrics::count_reason(&ctx.state.stats, &e.reason);
             (
                 Reply::bulk(&**k),

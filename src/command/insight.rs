@@ -192,6 +192,11 @@ pub enum LocalQuery {
         /// Unix ms.
         since: u64,
     },
+    /// An experiment's units (for `EXPERIMENT.RESULTS`).
+    Units {
+        /// The experiment's units key.
+        experiment: String,
+    },
 }
 
 /// Answers another node's [`LocalQuery`] (JSON) from this node's data.
@@ -200,6 +205,9 @@ pub fn answer_local(state: &super::ServerState, body: &[u8]) -> Result<Vec<u8>, 
         serde_json::from_slice(body).map_err(|e| format!("malformed local query: {e}"))?;
     let answer = match query {
         LocalQuery::Stats { key, since } => serde_json::to_vec(&local_stats(state, &key, since)),
+        LocalQuery::Units { experiment } => {
+            serde_json::to_vec(&super::experiment::local_units(state, &experiment))
+        }
     };
     answer.map_err(|e| e.to_string())
 }

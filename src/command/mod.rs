@@ -6,6 +6,7 @@ pub mod acl;
 pub mod clients;
 pub mod connection;
 mod error;
+pub mod experiment;
 pub mod flag;
 pub mod insight;
 pub mod monitor;

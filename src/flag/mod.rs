@@ -12,6 +12,7 @@ pub mod compile;
 pub mod context;
 pub mod counters;
 pub mod eval;
+pub mod experiment;
 pub mod graph;
 pub mod key;
 pub mod limits;

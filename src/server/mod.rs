@@ -262,7 +262,10 @@ async fn roll_up_every_minute(state: Arc<ServerState>) {
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
-            _ = tick.tick() => roll_up_insight(&state).await,
+            _ = tick.tick() => {
+                crate::command::experiment::forget_deleted(&state);
+                roll_up_insight(&state).await
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! check that involves other keys deterministically, so the same request
 //! applied on any replica gives the same outcome.
 
+pub mod experiments;
 pub mod records;
 mod render;
 mod state;
@@ -96,6 +97,25 @@ pub enum WriteOp {
         key: String,
         /// Why.
         reason: Option<String>,
+    },
+    /// Create or replace an experiment (checked against its flag at apply).
+    SetExperiment {
+        /// Experiment key.
+        key: String,
+        /// The definition JSON.
+        definition: String,
+    },
+    /// Delete an experiment.
+    DeleteExperiment {
+        /// Experiment key.
+        key: String,
+    },
+    /// Start (`running`) or stop an experiment.
+    RunExperiment {
+        /// Experiment key.
+        key: String,
+        /// Start or stop.
+        running: bool,
     },
 }
 
