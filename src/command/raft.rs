@@ -32,6 +32,9 @@ pub enum ClusterOp {
     Gather(Gather),
 }
 
+/// One node's id and its answer to a node-local query, or why it has none.
+pub type NodeAnswer = (u64, Result<Bytes, String>);
+
 /// A node-local query for every member: `FLAG.STATS`, experiment units.
 #[derive(Debug, Clone)]
 pub struct Gather {
@@ -40,7 +43,7 @@ pub struct Gather {
     /// This node's id and its own answer.
     pub local: (u64, Bytes),
     /// Renders the answers (this node's first), each with its node id.
-    pub render: fn(Vec<(u64, Result<Bytes, String>)>) -> Reply,
+    pub render: fn(Vec<NodeAnswer>) -> Reply,
 }
 
 impl PartialEq for Gather {

@@ -31,8 +31,10 @@ pub const LOCAL_QUERY: &[u8] = b"LOCALQUERY";
 
 /// Answers a [`LOCAL_QUERY`] body with this node's own data; set by the
 /// server once it can answer (the bus knows nothing of what is asked).
-pub type LocalQueryHook =
-    Arc<std::sync::OnceLock<Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>>>;
+pub type LocalQueryHook = Arc<std::sync::OnceLock<LocalAnswer>>;
+
+/// How a node answers a node-local query body.
+pub type LocalAnswer = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
 
 /// What the bus server serves with.
 #[derive(Clone)]

@@ -329,7 +329,7 @@ impl RaftNode {
     /// Sets how this node answers other nodes' node-local queries (once).
     pub fn answer_local_queries(
         &self,
-        hook: Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>,
+        hook: bus::LocalAnswer,
     ) {
         let _ = self.local_query.set(hook);
     }
