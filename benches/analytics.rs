@@ -8,7 +8,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use flagstaff::analytics::lab::Lab;
 use flagstaff::flag::compile::allocations_for;
-use flagstaff::flag::{compile_flag, evaluate, parse_flag, CompiledFlag, CompiledSegment, Context, FlagSource};
+use flagstaff::flag::{
+    compile_flag, evaluate, parse_flag, CompiledFlag, CompiledSegment, Context, FlagSource,
+};
 use serde_json::json;
 
 struct NoFlags;
@@ -24,7 +26,11 @@ impl FlagSource for NoFlags {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 

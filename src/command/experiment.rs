@@ -11,7 +11,7 @@ use super::flag::{match_option, read_key, readable, restricted_reader, write, wr
 use super::insight::{now, LocalQuery};
 use super::{parse, Action, CommandError, Ctx, ServerState};
 use crate::analytics::lab::Unit;
-use crate::flag::experiment::{check_against_flag, parse_experiment, ExperimentDef};
+use crate::flag::experiment::{check_against_flag, parse_experiment, rollout_site, ExperimentDef};
 use crate::flag::{Context, Evaluation, Reason};
 use crate::protocol::Reply;
 use crate::store::{FlagEntry, OpResult, StateView, WriteOp};
@@ -28,36 +28,31 @@ pub fn expose(
     e: &Evaluation,
 ) {
     if let Some(experiment) = view.experiments.running_on(&entry.compiled.key) {
-        expose_unit(state, view, experiment, entry, context, e);
+        expose_unit(state, &experiment.1, entry, context, e);
     }
 }
 
 #[cold]
 fn expose_unit(
     state: &ServerState,
-    view: &StateView,
-    experiment: &Arc<str>,
+    units_key: &Arc<str>,
     entry: &FlagEntry,
     context: &Context<'_>,
     e: &Evaluation,
 ) {
     let Some(unit) = context.key() else { return };
-    let Some(stored) = view.experiments.by_key.get(&**experiment) else {
-        return;
-    };
     // Only units the rollout assigned are in the experiment (not targets,
     // other rules, or an off flag).
-    let from_rollout = match (&e.reason, check_against_flag(&stored.def, Some(&entry.def))) {
-        (Reason::Fallthrough, Ok((None, _))) => true,
-        (Reason::RuleMatch { index, .. }, Ok((Some(i), _))) => *index == i,
+    let from_rollout = match (&e.reason, rollout_site(&entry.def)) {
+        (Reason::Fallthrough, Some(None)) => true,
+        (Reason::RuleMatch { index, .. }, Some(Some(i))) => *index == i,
         _ => false,
     };
     if !from_rollout {
         return;
     }
     let name = &entry.compiled.variations[e.variation].name;
-    let units_key: Arc<str> = stored.units_key(experiment).into();
-    state.lab.expose(&units_key, unit, name, now());
+    state.lab.expose(units_key, unit, name, now());
 }
 
 fn render_deleted(r: OpResult) -> Reply {
@@ -160,11 +155,11 @@ pub fn track(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         .experiments
         .running
         .values()
-        .filter_map(|k| {
+        .filter_map(|(k, units)| {
             view.experiments
                 .by_key
                 .get(&**k)
-                .map(|e| (e.units_key(k).into(), &e.def))
+                .map(|e| (units.clone(), &e.def))
         })
         .collect();
     let counted = running

@@ -186,3 +186,15 @@ pub fn check_against_flag(
         format!("{} has no rollout to assign variations", def.flag),
     ))
 }
+
+/// Where `flag`'s experiment rollout is, without allocating: `Some(None)`
+/// for the fallthrough, `Some(Some(i))` for rule `i`, `None` if it has none.
+pub fn rollout_site(flag: &FlagDef) -> Option<Option<usize>> {
+    if flag.fallthrough.rollout.is_some() {
+        return Some(None);
+    }
+    flag.rules
+        .iter()
+        .position(|r| r.serve.rollout.is_some())
+        .map(Some)
+}

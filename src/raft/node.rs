@@ -327,10 +327,7 @@ impl RaftNode {
     }
 
     /// Sets how this node answers other nodes' node-local queries (once).
-    pub fn answer_local_queries(
-        &self,
-        hook: bus::LocalAnswer,
-    ) {
+    pub fn answer_local_queries(&self, hook: bus::LocalAnswer) {
         let _ = self.local_query.set(hook);
     }
 

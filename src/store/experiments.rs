@@ -97,8 +97,8 @@ impl ExperimentEntry {
 pub struct Experiments {
     /// Experiment key → entry.
     pub by_key: BTreeMap<String, Arc<ExperimentEntry>>,
-    /// Flag key → the key of the running experiment on it.
-    pub running: HashMap<Arc<str>, Arc<str>>,
+    /// Flag key → the running experiment on it: (key, units key).
+    pub running: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
 }
 
 impl Experiments {
@@ -108,14 +108,20 @@ impl Experiments {
             .by_key
             .iter()
             .filter(|(_, e)| e.state == Lifecycle::Running)
-            .map(|(k, e)| (Arc::from(e.def.flag.as_str()), Arc::from(k.as_str())))
+            .map(|(k, e)| {
+                let units: Arc<str> = e.units_key(k).into();
+                (
+                    Arc::from(e.def.flag.as_str()),
+                    (Arc::from(k.as_str()), units),
+                )
+            })
             .collect();
     }
 
     /// The running experiment flag `key` belongs to, if any: one branch
     /// when nothing runs.
     #[inline]
-    pub fn running_on(&self, flag: &str) -> Option<&Arc<str>> {
+    pub fn running_on(&self, flag: &str) -> Option<&(Arc<str>, Arc<str>)> {
         if self.running.is_empty() {
             return None;
         }

@@ -795,7 +795,7 @@ impl ApplyCtx<'_> {
                     // The flag may have changed since SET: check again.
                     let flag = self.v.flags.get(entry.def.flag.as_str()).map(|e| &e.def);
                     crate::flag::experiment::check_against_flag(&entry.def, flag)?;
-                    if let Some(other) = self.v.experiments.running_on(&entry.def.flag) {
+                    if let Some((other, _)) = self.v.experiments.running_on(&entry.def.flag) {
                         if **other != **key {
                             return Err(OpError::Conflict(format!(
                                 "experiment {other} already runs on flag {}",
