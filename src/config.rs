@@ -140,6 +140,9 @@ pub struct Cli {
     /// Audit records (FLAG.HISTORY) kept per flag or segment [default: 100]
     #[arg(long, env = "FLAGSTAFF_AUDIT_RETENTION")]
     pub audit_retention: Option<usize>,
+    /// Days of hourly evaluation statistics (FLAG.STATS) kept on this node [default: 30]
+    #[arg(long, env = "FLAGSTAFF_STATS_RETENTION", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stats_retention: Option<u64>,
     /// Milliseconds a write may take before it is answered -TIMEOUT (outcome unknown) [default: 5000]
     #[arg(long, env = "FLAGSTAFF_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
@@ -279,6 +282,7 @@ struct FileConfig {
     fsync: Option<FsyncMode>,
     snapshot_every: Option<u64>,
     audit_retention: Option<usize>,
+    stats_retention: Option<u64>,
     write_timeout_ms: Option<u64>,
     pubsub_hard_limit: Option<usize>,
     pubsub_soft_limit: Option<usize>,
@@ -385,6 +389,8 @@ pub struct Settings {
     pub snapshot_every: u64,
     /// Audit records kept per key.
     pub audit_retention: usize,
+    /// Days of evaluation statistics kept.
+    pub stats_retention: u64,
     /// Write timeout in ms.
     pub write_timeout_ms: u64,
     /// Pub/sub hard output limit in bytes.
@@ -468,6 +474,7 @@ impl Default for Settings {
             fsync: FsyncMode::Always,
             snapshot_every: 10_000,
             audit_retention: 100,
+            stats_retention: 30,
             write_timeout_ms: 5000,
             pubsub_hard_limit: 32 * 1024 * 1024,
             pubsub_soft_limit: 8 * 1024 * 1024,
@@ -555,6 +562,10 @@ impl Settings {
                 .audit_retention
                 .or(file.audit_retention)
                 .unwrap_or(d.audit_retention),
+            stats_retention: cli
+                .stats_retention
+                .or(file.stats_retention)
+                .unwrap_or(d.stats_retention),
             write_timeout_ms: cli
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
@@ -685,6 +696,9 @@ impl Settings {
         }
         if self.audit_retention == 0 {
             return invalid("audit-retention", "must be at least 1");
+        }
+        if self.stats_retention == 0 {
+            return invalid("stats-retention", "must be at least 1");
         }
         if self.write_timeout_ms == 0 {
             return invalid("write-timeout-ms", "must be at least 1");

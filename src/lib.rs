@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analytics;
 pub mod auth;
 pub mod backup;
 pub mod clock;

@@ -9,14 +9,37 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "flag",
         &[
-            "store", "raft", "pubsub", "command", "server", "protocol", "metrics", "http",
+            "store",
+            "raft",
+            "pubsub",
+            "command",
+            "server",
+            "protocol",
+            "metrics",
+            "http",
+            "analytics",
         ],
     ),
     (
         "store",
-        &["raft", "pubsub", "command", "server", "protocol", "http"],
+        &[
+            "raft",
+            "pubsub",
+            "command",
+            "server",
+            "protocol",
+            "http",
+            "analytics",
+        ],
     ),
-    ("raft", &["command", "server", "http"]),
+    ("raft", &["command", "server", "http", "analytics"]),
+    // Analytics sits beside store and raft: it reads flags, nothing above or beside.
+    (
+        "analytics",
+        &[
+            "store", "raft", "pubsub", "command", "server", "protocol", "http",
+        ],
+    ),
     ("pubsub", &["command", "server", "store", "raft", "http"]),
     // HTTP sits beside the command room: both below the server, neither names the other's upper.
     ("http", &["server"]),

@@ -235,7 +235,9 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         0.0
     };
     let e = evaluate(&entry.compiled, &context, &**view, now);
+    entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&ctx.state.stats.evaluations, 1);
+    super::experiment::expose(ctx.state, &view, entry, &context, &e);
     crate::metrics::count_reason(&ctx.state.stats, &e.reason);
     Ok(Reply::Bulk(entry.compiled.variations[e.variation].json.clone()).into())
 }
@@ -324,7 +326,9 @@ pub fn detail_of(
         0.0
     };
     let e = evaluate(&entry.compiled, &context, view, now);
+    entry.compiled.counters.record(e.variation, &e.reason);
     crate::metrics::add(&state.stats.evaluations, 1);
+    super::experiment::expose(state, view, entry, &context, &e);
     crate::metrics::count_reason(&state.stats, &e.reason);
     let variation = &entry.compiled.variations[e.variation];
     detail.result = Ok(Served {
@@ -401,6 +405,8 @@ pub fn meval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         .map(|k| match read_key(k).and_then(|k| view.flags.get(k)) {
             Some(entry) => {
                 let e = evaluate(&entry.compiled, &context, &**view, now);
+                entry.compiled.counters.record(e.variation, &e.reason);
+                super::experiment::expose(ctx.state, &view, entry, &context, &e);
                 crate::metrics::count_reason(&ctx.state.stats, &e.reason);
                 Reply::Bulk(entry.compiled.variations[e.variation].json.clone())
             }
@@ -430,6 +436,8 @@ pub fn evalall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         .into_iter()
         .map(|(k, entry)| {
             let e = evaluate(&entry.compiled, &context, &**view, now);
+            entry.compiled.counters.record(e.variation, &e.reason);
+            super::experiment::expose(ctx.state, &view, entry, &context, &e);
             crate::metrics::count_reason(&ctx.state.stats, &e.reason);
             (
                 Reply::bulk(&**k),

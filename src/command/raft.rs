@@ -27,7 +27,36 @@ pub enum ClusterOp {
     Init,
     /// Join the cluster of the member at this client address.
     Join(String),
+    /// Ask every other member a node-local query and render every answer
+    /// with this node's own.
+    Gather(Gather),
 }
+
+/// One node's id and its answer to a node-local query, or why it has none.
+pub type NodeAnswer = (u64, Result<Bytes, String>);
+
+/// A node-local query for every member: `FLAG.STATS`, experiment units.
+#[derive(Debug, Clone)]
+pub struct Gather {
+    /// The query, as the bus carries it.
+    pub body: Bytes,
+    /// This node's id and its own answer.
+    pub local: (u64, Bytes),
+    /// Renders the answers (this node's first), each with its node id.
+    pub render: fn(Vec<NodeAnswer>) -> Reply,
+}
+
+impl PartialEq for Gather {
+    /// Two gathers are equal when they ask and answer the same.
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body && self.local == other.local
+    }
+}
+
+impl Eq for Gather {}
+
+/// How long a member may take to answer a node-local query.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn node_id(arg: &[u8]) -> Result<u64, CommandError> {
     match uint(arg) {
@@ -181,5 +210,10 @@ pub async fn run(state: &ServerState, op: ClusterOp) -> Reply {
             Ok(()) => Reply::Ok,
             Err(e) => Reply::error(format!("ERR {e}")),
         },
+        ClusterOp::Gather(g) => {
+            let mut answers = vec![(g.local.0, Ok(g.local.1))];
+            answers.extend(node.ask_members(g.body, GATHER_TIMEOUT).await);
+            (g.render)(answers)
+        }
     }
 }

@@ -45,6 +45,10 @@ pub struct ServerState {
     pub acl_log: crate::auth::AclLog,
     /// Failed-login backoff per client address.
     pub auth_backoff: crate::auth::Backoff,
+    /// Node-local evaluation statistics (FLAG.STATS, FLAG.STALE).
+    pub insight: Arc<crate::analytics::Insight>,
+    /// Node-local experiment units (exposures and metric events).
+    pub lab: crate::analytics::lab::Lab,
     loading: AtomicBool,
 }
 
@@ -68,6 +72,11 @@ impl ServerState {
             run_id: run_id(),
             acl_log: crate::auth::AclLog::default(),
             auth_backoff: crate::auth::Backoff::default(),
+            lab: crate::analytics::lab::Lab::default(),
+            insight: Arc::new(crate::analytics::Insight::new(
+                &settings.data_dir,
+                settings.stats_retention,
+            )),
             settings,
             loading: AtomicBool::new(true),
         }

@@ -7,8 +7,8 @@ use super::spec::{
 use crate::auth::Channels;
 
 use super::{
-    acl, connection as conn, flag, monitor, pubsub as ps, raft, segment, server, stream,
-    transaction as tx,
+    acl, connection as conn, experiment, flag, insight, monitor, pubsub as ps, raft, segment,
+    server, stream, transaction as tx,
 };
 
 const CONN: &[&str] = &["@fast", "@connection"];
@@ -815,6 +815,54 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         args: &[string("dump"), REASON],
         ..spec("flag.import", -2, WRITE_FLAGS, FLAG_ADMIN_WRITE, "flag", "Applies a FLAG.DUMP document, all of it or none of it; replies with the number of keys written.", flag::import)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(tagged("ts", "integer", "SINCE")), optional(token("local", "LOCAL"))],
+        ..spec("flag.stats", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's evaluation counts by variation and reason, and when it was first and last evaluated, over the cluster.", insight::stats)
+    },
+    CommandSpec {
+        args: &[optional(tagged("days", "integer", "DAYS")), MATCH],
+        ..spec("flag.stale", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Lists flags not evaluated, or serving a single variation, for a number of days.", insight::stale)
+    },
+    CommandSpec {
+        args: &[string("event"), string("context"), optional(tagged("value", "double", "VALUE"))],
+        ..spec("flag.track", -3, &["fast"], &["@fast", "@flag-eval"], "flag", "Records a metric event for the context's key in the running experiments that read it; replies with how many.", experiment::track)
+    },
+    // experiments
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), string("json")],
+        ..spec("experiment.set", 3, WRITE_FLAGS, FLAG_WRITE, "flag", "Creates or replaces an experiment on a flag's rollout; replies with its new version.", experiment::set)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("experiment.get", 2, READ_FLAGS, FLAG_READ, "flag", "Returns an experiment's definition with its state and version.", experiment::get)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("experiment.del", 2, &["write"], FLAG_WRITE, "flag", "Deletes an experiment and drops its units.", experiment::del)
+    },
+    CommandSpec {
+        args: &[MATCH],
+        ..spec("experiment.list", -1, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Lists experiment keys.", experiment::list)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("experiment.start", 2, &["write"], FLAG_WRITE, "flag", "Starts recording exposures and metric events for an experiment.", experiment::start)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("experiment.stop", 2, &["write"], FLAG_WRITE, "flag", "Stops recording for an experiment; its results stay readable.", experiment::stop)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key")],
+        ..spec("experiment.results", 2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns an experiment's statistics over every reachable node, as one JSON document.", experiment::results)
     },
     // segments
     CommandSpec {

@@ -192,6 +192,8 @@ pub struct CompiledFlag {
     /// Whether evaluation may read server time (`$now` here, or possibly in a
     /// segment or a prerequisite), so callers read the clock only then.
     pub uses_now: bool,
+    /// Evaluations served by this compiled version, by variation and reason.
+    pub counters: super::EvalCounters,
 }
 
 /// A segment ready for membership tests.
@@ -453,5 +455,6 @@ pub fn compile_flag(
         rules,
         fallthrough: serve("fallthrough", "fallthrough", &def.fallthrough)?,
         uses_now,
+        counters: super::EvalCounters::new(def.variations.len()),
     })
 }

@@ -27,6 +27,15 @@ use crate::store::{WriteError, WriteRequest};
 pub const READ_INDEX: &[u8] = b"READINDEX";
 /// Bus verb carrying messages published on another node.
 pub const PUBLISH: &[u8] = b"PUBLISH";
+/// Bus verb asking for node-local data (analytics) that is not replicated.
+pub const LOCAL_QUERY: &[u8] = b"LOCALQUERY";
+
+/// Answers a [`LOCAL_QUERY`] body with this node's own data; set by the
+/// server once it can answer (the bus knows nothing of what is asked).
+pub type LocalQueryHook = Arc<std::sync::OnceLock<LocalAnswer>>;
+
+/// How a node answers a node-local query body.
+pub type LocalAnswer = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
 
 /// What the bus server serves with.
 #[derive(Clone)]
@@ -45,6 +54,8 @@ pub struct BusContext {
     pub write_timeout: Duration,
     /// Counters.
     pub stats: Arc<ClusterStats>,
+    /// Answers node-local queries.
+    pub local_query: LocalQueryHook,
 }
 
 impl std::fmt::Debug for BusContext {
@@ -213,6 +224,17 @@ async fn handle(ctx: &BusContext, request: &[Bytes]) -> Result<Vec<Vec<u8>>, Str
                 let _ = ctx.published.send((pair[0].clone(), pair[1].clone()));
             }
             Ok(Vec::new())
+        }
+        LOCAL_QUERY => {
+            let body = request.get(1).cloned().unwrap_or_default();
+            let hook = ctx.local_query.clone();
+            // The answer may scan node-local data: off the runtime thread.
+            tokio::task::spawn_blocking(move || match hook.get() {
+                Some(answer) => answer(&body).map(|a| vec![a]),
+                None => Err("this node is not ready for local queries".to_string()),
+            })
+            .await
+            .map_err(|e| format!("local query failed: {e}"))?
         }
         PING => Ok(Vec::new()),
         other => Err(format!(

@@ -118,6 +118,8 @@ pub struct RaftNode {
     settings: NodeSettings,
     /// Whether this node started empty with `--join` and must ask to be added.
     joining: bool,
+    /// Answers other nodes' node-local queries.
+    local_query: super::bus::LocalQueryHook,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -272,6 +274,7 @@ impl RaftNode {
             settings.max_entry_bytes,
         );
         let (published_tx, published_rx) = mpsc::unbounded_channel();
+        let local_query: bus::LocalQueryHook = Arc::default();
         let mut broadcaster = None;
         if let (Some(listen), Some(secret)) = (&settings.bus_listen, &settings.secret) {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -281,6 +284,7 @@ impl RaftNode {
                     source,
                 })?;
             let ctx = BusContext {
+                local_query: local_query.clone(),
                 raft: raft.clone(),
                 secret: secret.clone(),
                 liveness: liveness.clone(),
@@ -318,7 +322,60 @@ impl RaftNode {
             persister,
             settings,
             joining,
+            local_query,
         })
+    }
+
+    /// Sets how this node answers other nodes' node-local queries (once).
+    pub fn answer_local_queries(&self, hook: bus::LocalAnswer) {
+        let _ = self.local_query.set(hook);
+    }
+
+    /// Asks every other member (voters and learners) the node-local query
+    /// `body`, all at once: each member's answer, or why it gave none.
+    pub async fn ask_members(
+        &self,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Vec<(NodeId, Result<Bytes, String>)> {
+        let members: Vec<(NodeId, String)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, node)| (*id, node.cluster_addr.clone()))
+                .collect()
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, addr) in members {
+            let Some(secret) = self.settings.secret.clone().filter(|_| !addr.is_empty()) else {
+                asks.spawn(async move { (id, Err("no cluster bus".to_string())) });
+                continue;
+            };
+            let body = body.clone();
+            asks.spawn(async move {
+                let mut client = PeerClient::new(&addr, secret);
+                let answer = client
+                    .call(&[bus::LOCAL_QUERY, &body], timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut parts| match parts.is_empty() {
+                        true => Err("empty answer".to_string()),
+                        false => Ok(parts.swap_remove(0)),
+                    });
+                (id, answer)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(answer) = done {
+                answers.push(answer);
+            }
+        }
+        answers.sort_by_key(|(id, _)| *id);
+        answers
     }
 
     /// Whether this node must still ask a member to add it (`--join` on an empty node).

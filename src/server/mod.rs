@@ -171,11 +171,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         .map_err(|e| acl_error(e.trim_start_matches("ERR ").to_string()))?;
         state.users.replace_local(users);
     }
+    load_insight(&state).await;
     tokio::spawn(watch_signals(state.clone(), tls.clone()));
     #[cfg(feature = "power-cut")]
     crate::power_cut::install(&state.settings.data_dir);
     #[cfg(feature = "planted-bugs")]
     crate::planted::announce();
+    tokio::spawn(roll_up_every_minute(state.clone()));
     tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
@@ -211,6 +213,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             if let Some(published) = node.take_published() {
                 tokio::spawn(deliver_peer_messages(state.clone(), published));
             }
+            let weak = Arc::downgrade(&state);
+            node.answer_local_queries(Box::new(move |body| match weak.upgrade() {
+                Some(state) => crate::command::insight::answer_local(&state, body),
+                None => Err("shutting down".to_string()),
+            }));
             let _ = state.raft.set(node);
             match join_if_asked(&state).await {
                 Ok(()) => {
@@ -245,6 +252,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             "grace period over; closing remaining connections"
         );
     }
+    // Counts of the last partial minute survive a restart.
+    roll_up_insight(&state).await;
     // HTTP goes last: until here /readyz answers 503 (shutting down).
     http_stop.cancel();
     if let Some(http) = http {
@@ -255,6 +264,57 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     tracing::info!("shutdown complete");
     result
+}
+
+/// Reads the evaluation insight back from the data directory.
+async fn load_insight(state: &Arc<ServerState>) {
+    let insight = state.insight.clone();
+    let now = crate::command::insight::now();
+    match tokio::task::spawn_blocking(move || insight.load(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the evaluation statistics; starting empty")
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the evaluation statistics failed"),
+    }
+}
+
+/// Folds the evaluation counters into the insight and appends them to its file.
+async fn roll_up_insight(state: &Arc<ServerState>) {
+    let state = state.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        // The view first: a version retired after it is in both, and the
+        // rollup counts it once, as retired.
+        let view = state.store.view();
+        let retired = crate::command::insight::take_retired(&state);
+        state.insight.roll_up(
+            retired,
+            crate::command::insight::counted_flags(&view),
+            crate::command::insight::now(),
+        )
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not save evaluation statistics"),
+        Err(e) => tracing::warn!(error = %e, "saving evaluation statistics failed"),
+    }
+}
+
+/// The per-minute rollup of evaluation counters, until shutdown.
+async fn roll_up_every_minute(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                crate::command::experiment::forget_deleted(&state);
+                roll_up_insight(&state).await
+            }
+        }
+    }
 }
 
 async fn accept(listener: TcpListener, state: Arc<ServerState>, tracker: TaskTracker) {

@@ -6,6 +6,7 @@
 //! check that involves other keys deterministically, so the same request
 //! applied on any replica gives the same outcome.
 
+pub mod experiments;
 pub mod records;
 mod render;
 mod state;
@@ -96,6 +97,25 @@ pub enum WriteOp {
         key: String,
         /// Why.
         reason: Option<String>,
+    },
+    /// Create or replace an experiment (checked against its flag at apply).
+    SetExperiment {
+        /// Experiment key.
+        key: String,
+        /// The definition JSON.
+        definition: String,
+    },
+    /// Delete an experiment.
+    DeleteExperiment {
+        /// Experiment key.
+        key: String,
+    },
+    /// Start (`running`) or stop an experiment.
+    RunExperiment {
+        /// Experiment key.
+        key: String,
+        /// Start or stop.
+        running: bool,
     },
 }
 
@@ -198,10 +218,16 @@ pub struct Counts {
     pub revision: u64,
 }
 
+/// Retired flag versions kept for the analytics rollup at most.
+const MAX_RETIRED: usize = 10_000;
+
 /// The store: the current view that readers load and the state machine
 /// replaces after every applied write.
 pub struct Store {
     view: ArcSwap<StateView>,
+    /// Evaluated flag versions replaced or deleted since the analytics
+    /// rollup last took them, so their last counts are not lost.
+    retired: std::sync::Mutex<Vec<(Arc<str>, Arc<FlagEntry>)>>,
     /// The current view's `users_revision`, readable without loading the view.
     users_revision: std::sync::atomic::AtomicU64,
 }
@@ -223,6 +249,7 @@ impl Store {
     pub fn new() -> Self {
         Store {
             view: ArcSwap::from_pointee(StateView::default()),
+            retired: std::sync::Mutex::new(Vec::new()),
             users_revision: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -258,9 +285,40 @@ impl Store {
     /// Makes an already shared view the current one.
     pub fn publish_arc(&self, view: Arc<StateView>) {
         let users = view.users_revision;
-        self.view.store(view);
+        let new = view.clone();
+        let old = self.view.swap(view);
+        self.retire_replaced(&old, &new);
         self.users_revision
             .store(users, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Keeps the evaluated flag versions of `old` that `new` no longer has.
+    fn retire_replaced(&self, old: &StateView, new: &StateView) {
+        let gone = old.flags.iter().filter(|(k, e)| {
+            new.flags.get(*k).is_none_or(|n| !Arc::ptr_eq(n, e)) && e.compiled.counters.total() > 0
+        });
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, e) in gone {
+            // Bounded: past this, the rollup is far behind and counts are dropped.
+            if retired.len() < MAX_RETIRED {
+                retired.push((k.clone(), e.clone()));
+            }
+        }
+    }
+
+    /// The retired flag versions not yet taken by [`Store::take_retired`].
+    pub fn retired(&self, key: &str) -> Vec<Arc<FlagEntry>> {
+        let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired
+            .iter()
+            .filter(|(k, _)| &**k == key)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Takes every retired flag version (for the analytics rollup).
+    pub fn take_retired(&self) -> Vec<(Arc<str>, Arc<FlagEntry>)> {
+        std::mem::take(&mut *self.retired.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Counts for INFO and DBSIZE.

@@ -184,6 +184,13 @@ pub enum Change {
         /// The user's rules in aclfile form (password hashes only).
         acl: Option<String>,
     },
+    /// An experiment was set (its stored document) or deleted (`None`).
+    Experiment {
+        /// Experiment key.
+        key: String,
+        /// The stored document.
+        document: Option<String>,
+    },
 }
 
 /// Everything one applied log entry persists, written as one atomic batch.
@@ -219,4 +226,7 @@ pub struct StateImage {
     /// ACL users: (name, `ACL LIST` line), by name.
     #[serde(default)]
     pub users: Vec<(String, String)>,
+    /// Experiments: (key, stored document), by key.
+    #[serde(default)]
+    pub experiments: Vec<(String, String)>,
 }

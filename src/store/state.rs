@@ -132,6 +132,8 @@ pub struct StateView {
     pub users: Arc<std::collections::BTreeMap<String, String>>,
     /// Revision of the last write that changed `users` (0: never).
     pub users_revision: u64,
+    /// Experiments, replicated like flags.
+    pub experiments: Arc<super::experiments::Experiments>,
 }
 
 impl StateView {
@@ -288,6 +290,13 @@ impl StateView {
             };
         }
         v.users = Arc::new(image.users.iter().cloned().collect());
+        let mut experiments = super::experiments::Experiments::default();
+        for (key, doc) in &image.experiments {
+            let entry = super::experiments::ExperimentEntry::from_document(doc)?;
+            experiments.by_key.insert(key.clone(), Arc::new(entry));
+        }
+        experiments.reindex();
+        v.experiments = Arc::new(experiments);
         v.users_revision = if image.users.is_empty() {
             0
         } else {
@@ -325,6 +334,12 @@ impl StateView {
                 .users
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            experiments: self
+                .experiments
+                .by_key
+                .iter()
+                .map(|(k, e)| (k.clone(), e.document()))
                 .collect(),
         }
     }
@@ -797,6 +812,67 @@ impl ApplyCtx<'_> {
                 Ok(OpOutcome::Deleted(true))
             }
             WriteOp::Import { document, reason } => self.import(document, reason),
+            WriteOp::SetExperiment { key, definition } => {
+                let def = crate::flag::experiment::parse_experiment(definition.as_bytes())?;
+                let flag = self.v.flags.get(def.flag.as_str()).map(|e| &e.def);
+                crate::flag::experiment::check_against_flag(&def, flag)?;
+                let previous = self.v.experiments.by_key.get(key.as_str()).cloned();
+                let entry = super::experiments::ExperimentEntry {
+                    def,
+                    state: previous
+                        .as_ref()
+                        .map_or(super::experiments::Lifecycle::Draft, |p| p.state),
+                    version: previous.as_ref().map_or(1, |p| p.version + 1),
+                    started_at: previous.as_ref().and_then(|p| p.started_at),
+                    stopped_at: previous.as_ref().and_then(|p| p.stopped_at),
+                    created_revision: previous
+                        .as_ref()
+                        .map_or(self.revision, |p| p.created_revision),
+                };
+                let version = entry.version;
+                self.put_experiment(key, Some(entry));
+                Ok(OpOutcome::Version(version))
+            }
+            WriteOp::DeleteExperiment { key } => {
+                if !self.v.experiments.by_key.contains_key(key.as_str()) {
+                    return Ok(OpOutcome::Deleted(false));
+                }
+                self.put_experiment(key, None);
+                Ok(OpOutcome::Deleted(true))
+            }
+            WriteOp::RunExperiment { key, running } => {
+                use super::experiments::Lifecycle;
+                let Some(current) = self.v.experiments.by_key.get(key.as_str()).cloned() else {
+                    return Err(OpError::NotFound(format!("no such experiment '{key}'")));
+                };
+                let mut entry = (*current).clone();
+                if *running {
+                    // The flag may have changed since SET: check again.
+                    let flag = self.v.flags.get(entry.def.flag.as_str()).map(|e| &e.def);
+                    crate::flag::experiment::check_against_flag(&entry.def, flag)?;
+                    if let Some((other, _)) = self.v.experiments.running_on(&entry.def.flag) {
+                        if **other != **key {
+                            return Err(OpError::Conflict(format!(
+                                "experiment {other} already runs on flag {}",
+                                entry.def.flag
+                            )));
+                        }
+                    }
+                    if entry.state != Lifecycle::Running {
+                        entry.started_at = Some(self.req.ts_ms);
+                    }
+                    entry.state = Lifecycle::Running;
+                } else {
+                    if entry.state == Lifecycle::Running {
+                        entry.stopped_at = Some(self.req.ts_ms);
+                    }
+                    entry.state = Lifecycle::Stopped;
+                }
+                entry.version += 1;
+                let version = entry.version;
+                self.put_experiment(key, Some(entry));
+                Ok(OpOutcome::Version(version))
+            }
         }
     }
 
@@ -859,6 +935,22 @@ impl ApplyCtx<'_> {
         }
         self.v.users = Arc::new(map);
         existed
+    }
+
+    /// Stores (or with `None` deletes) an experiment and records the change.
+    fn put_experiment(&mut self, key: &str, entry: Option<super::experiments::ExperimentEntry>) {
+        let mut experiments = (*self.v.experiments).clone();
+        let document = entry.as_ref().map(|e| e.document());
+        match entry {
+            Some(e) => experiments.by_key.insert(key.to_string(), Arc::new(e)),
+            None => experiments.by_key.remove(key),
+        };
+        experiments.reindex();
+        self.v.experiments = Arc::new(experiments);
+        self.changes.push(Change::Experiment {
+            key: key.to_string(),
+            document,
+        });
     }
 
     /// Applies a `FLAG.DUMP` document: every definition is checked first,

@@ -256,6 +256,13 @@ impl StateStorage for SledStorage {
                 String::from_utf8_lossy(&v).into_owned(),
             ));
         }
+        for item in self.tree.scan_prefix(b"e:") {
+            let (k, v) = item.map_err(engine)?;
+            image.experiments.push((
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
         for item in self.tree.scan_prefix(b"t:") {
             let (k, v) = item.map_err(engine)?;
             let text = String::from_utf8_lossy(&k[2..]).into_owned();
@@ -305,6 +312,13 @@ impl StateStorage for SledStorage {
                         let k = format!("u:{name}").into_bytes();
                         match acl {
                             Some(line) => b.insert(k, line.as_bytes().to_vec()),
+                            None => b.remove(k),
+                        }
+                    }
+                    Change::Experiment { key, document } => {
+                        let k = format!("e:{key}").into_bytes();
+                        match document {
+                            Some(doc) => b.insert(k, doc.as_bytes().to_vec()),
                             None => b.remove(k),
                         }
                     }
@@ -428,6 +442,9 @@ impl StateStorage for SledStorage {
         }
         for (name, line) in &image.users {
             b.insert(format!("u:{name}").into_bytes(), line.as_bytes().to_vec());
+        }
+        for (key, doc) in &image.experiments {
+            b.insert(format!("e:{key}").into_bytes(), doc.as_bytes().to_vec());
         }
         for r in &image.segments {
             b.insert(format!("s:{}", r.key).into_bytes(), encode(r)?);

@@ -26,7 +26,8 @@ install_tools() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
     fi
-    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4' 'selenium>=4.20,<5'
+    "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4' 'selenium>=4.20,<5' \
+        'numpy==2.4.6' 'scipy==1.17.1' 'statsmodels==0.15.0'
     log "installing node clients"
     (cd "$here" && npm install --no-audit --no-fund --silent >/dev/null)
 }
@@ -140,8 +141,13 @@ install_tools
 start_server
 tls_checks
 redis_cli_checks
+log "experiment statistics: the scipy/statsmodels fixtures regenerate identically"
+"$root/.venv-compat/bin/python" "$root/tests/experiments_fixtures.py" > "$work/experiments.json"
+diff -q "$root/tests/fixtures/experiments.json" "$work/experiments.json"
 log "redis-py"
 "$root/.venv-compat/bin/python" "$here/redis_py_check.py" "$port"
+log "experiments: redis-py, 20,000 users, +10 % lift found significant"
+"$root/.venv-compat/bin/python" "$here/experiments_check.py" "$port"
 log "ioredis"
 node "$here/ioredis_check.js" "$port"
 log "ioredis as a restricted user"

@@ -1,0 +1,88 @@
+//! Cost of analytics on the read path: evaluation with and without the
+//! counters, exposure dedup for an experiment flag, and memory per exposed
+//! unit (printed once).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use flagstaff::analytics::lab::Lab;
+use flagstaff::flag::compile::allocations_for;
+use flagstaff::flag::{
+    compile_flag, evaluate, parse_flag, CompiledFlag, CompiledSegment, Context, FlagSource,
+};
+use serde_json::json;
+
+struct NoFlags;
+
+impl FlagSource for NoFlags {
+    fn flag(&self, _: &str) -> Option<&CompiledFlag> {
+        None
+    }
+    fn segment(&self, _: &str) -> Option<&CompiledSegment> {
+        None
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn benches(c: &mut Criterion) {
+    let def = json!({"on": true, "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
+                     "off_variation": "off", "fallthrough": {"variation": "on"}});
+    let def = parse_flag("prod:plain", def.to_string().as_bytes()).unwrap();
+    let alloc = allocations_for("prod:plain", &def, &Default::default());
+    let flag = compile_flag("prod:plain", &def, &alloc, &|_| false).unwrap();
+    let ctx_json = br#"{"key":"user-4242"}"#.to_vec();
+    let ctx = Context::parse(&ctx_json).unwrap();
+
+    c.bench_function("analytics/eval_without_counters", |b| {
+        b.iter(|| evaluate(black_box(&flag), black_box(&ctx), &NoFlags, 0.0).variation)
+    });
+    c.bench_function("analytics/eval_with_counters", |b| {
+        b.iter(|| {
+            let e = evaluate(black_box(&flag), black_box(&ctx), &NoFlags, 0.0);
+            flag.counters.record(e.variation, &e.reason);
+            e.variation
+        })
+    });
+
+    let lab = Lab::default();
+    let exp: Arc<str> = "prod:exp@1".into();
+    let on: Arc<str> = "on".into();
+    let users: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
+    for u in &users {
+        lab.expose(&exp, u, &on, 1);
+    }
+    let mut i = 0usize;
+    c.bench_function("analytics/exposure_dedup_already_exposed", |b| {
+        b.iter(|| {
+            i = (i + 7919) % users.len();
+            lab.expose(black_box(&exp), black_box(&users[i]), &on, 2)
+        })
+    });
+
+    // Memory per exposed unit: RSS growth over one million fresh units.
+    let lab = Lab::default();
+    let keys: Vec<String> = (0..1_000_000).map(|i| format!("user-{i:07}")).collect();
+    let before = rss_bytes();
+    for k in &keys {
+        lab.expose(&exp, k, &on, 1);
+    }
+    let after = rss_bytes();
+    eprintln!(
+        "analytics/memory_per_exposed_unit: {:.1} bytes (RSS growth over 1,000,000 units with 12-byte keys)",
+        (after.saturating_sub(before)) as f64 / 1e6
+    );
+    black_box(&lab);
+}
+
+criterion_group!(analytics, benches);
+criterion_main!(analytics);
