@@ -19,12 +19,23 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// A free loopback port.
+/// Never the same port twice in one test process: the kernel may hand a
+/// just-released port out again, and a server given the same port for two
+/// of its listeners refuses to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh, empty directory under the system temp dir.
@@ -170,8 +181,15 @@ impl Server {
             None => wait_pong(self.port, Duration::from_secs(30)),
         };
         if !ready {
+            let exited = self.child.try_wait().ok().flatten();
             let _ = self.child.kill();
-            panic!("flagstaff did not become ready on port {}", self.port);
+            match exited {
+                Some(status) => panic!(
+                    "flagstaff on port {} exited before it was ready ({status}); its error is above",
+                    self.port
+                ),
+                None => panic!("flagstaff did not become ready on port {}", self.port),
+            }
         }
     }
 
