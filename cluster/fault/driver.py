@@ -916,6 +916,7 @@ class Harness:
         # Final reads.
         final_versions = {}
         finals = {}
+        final_revision = 0
         for n in sorted(self.members):
             dump, error, end = None, None, now() + 30
             while dump is None and now() < end:
@@ -940,8 +941,12 @@ class Harness:
             for k, f in flags.items():
                 final_versions[k] = f.get("version")
             revs = [f.get("revision", 0) for f in flags.values()]
-            self.final_revision = max(revs) if revs else 0
+            final_revision = max([final_revision, *revs])
+        # Published only once every node has been read: a stream reader stops
+        # when it reaches this revision, and a write still in flight when the
+        # load stopped may land between two nodes' reads.
         self.final_deadline = now() + 20
+        self.final_revision = final_revision
         w.finish()
         # Checks.
         for k, why in check_registers(w.registers.ops):

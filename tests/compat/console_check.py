@@ -233,6 +233,21 @@ try:
         wait.until(lambda d: not d.find_elements(By.ID, "tab-chart"))
         check(True, "no FLAG.STATS in this build: the evaluation chart tab is hidden")
         check(not css('#nav a[href="#/experiments"]').is_displayed(), "and the Experiments page is hidden")
+    else:
+        # Evaluations made with redis-cli's protocol show in the chart, per variation.
+        for i in range(40):
+            r.execute_command("FLAG.EVAL", "prod:checkout", json.dumps({"key": f"chart-user-{i}", "country": "DE"}))
+        stats = r.execute_command("FLAG.STATS", "prod:checkout", "LOCAL")
+        stats = dict(zip(stats[::2], stats[1::2])) if isinstance(stats, list) else stats
+        by_variation = stats["by_variation"]
+        by_variation = dict(zip(by_variation[::2], by_variation[1::2])) if isinstance(by_variation, list) else by_variation
+        clickable("#tab-chart").click()
+        chart = css(".chart svg")
+        label = chart.get_attribute("aria-label")
+        for name, count in by_variation.items():
+            check(f"{name}: {count}" in label, f"the evaluation chart shows {name}: {count} as FLAG.STATS counts it")
+        check(sum(int(c) for c in by_variation.values()) >= 40, "the chart counts the 40 evaluations just made")
+        shot("evaluation-chart")
 
     # Phone width: the list still reads.
     driver.set_window_size(390, 844)
