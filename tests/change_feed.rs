@@ -323,3 +323,84 @@ fn malformed_arguments_to_newer_commands_get_clear_errors_and_the_connection_sta
         .unwrap();
     assert_eq!(n, 1, "nothing was written by the refused commands");
 }
+
+/// A write applied between a blocked XREAD waking (storage caught up with
+/// the view) and its read used to fail the read with "state storage is
+/// behind (at N, need N+1)": the fault soak's stream reader then backed off
+/// and fell behind. Now the read stops at what storage holds and the next
+/// one gets the rest.
+#[test]
+fn a_blocking_reader_under_steady_writes_gets_no_errors_and_every_entry() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let _g = serial();
+    let s = Server::start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let url = s.url(false);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    set(&mut c, &format!("hammer:{i}"));
+                }
+            })
+        })
+        .collect();
+    let mut con = s.conn();
+    let (mut last, mut seen, mut errors) = ("0-0".to_string(), 0usize, Vec::new());
+    let read = |con: &mut redis::Connection, last: &mut String| -> redis::RedisResult<usize> {
+        let v: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(500)
+            .arg("BLOCK")
+            .arg(200)
+            .arg("STREAMS")
+            .arg("flagstaff:changes")
+            .arg(last.as_str())
+            .query(con)?;
+        let Value::Array(mut streams) = v else {
+            return Ok(0);
+        };
+        let Value::Array(mut kv) = streams.remove(0) else {
+            panic!()
+        };
+        let got = entries(kv.pop().unwrap());
+        if let Some((id, _)) = got.last() {
+            *last = id.clone();
+        }
+        Ok(got.len())
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match read(&mut con, &mut last) {
+            Ok(n) => seen += n,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    loop {
+        match read(&mut con, &mut last) {
+            Ok(0) => break,
+            Ok(n) => seen += n,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} errors, e.g. {:?}",
+        errors.len(),
+        &errors[..1]
+    );
+    let len: usize = redis::cmd("XLEN")
+        .arg("flagstaff:changes")
+        .query(&mut con)
+        .unwrap();
+    assert!(seen > 100, "only {seen} entries written");
+    assert_eq!(seen, len);
+}

@@ -440,10 +440,17 @@ class Workload:
         with self.sessions_lock:
             self.sessions.append((f"node {n} stream", events, resyncs, "stream", n))
         last = "0-0"
+        # Whether the last XREAD found nothing after `last`: the reader holds
+        # every entry the node had stored.
+        drained = False
         conn = None
         while True:
             if self.stop.is_set() and self.h.final_revision is not None:
-                if events and events[-1][0] >= self.h.final_revision:
+                # Done once drained past the final revision: the last event
+                # merely reaching it is not enough, as one revision holds the
+                # events of every write applied in one batch, and COUNT may
+                # end a reply inside it.
+                if drained and int(last.split("-")[0]) >= self.h.final_revision:
                     break
                 if now() > self.h.final_deadline:
                     break
@@ -457,12 +464,15 @@ class Workload:
                 reply = conn.call("XREAD", "COUNT", "500", "BLOCK", "500", "STREAMS",
                                   "flagstaff:changes", last)
             except RespError:
+                drained = False
                 time.sleep(0.2)
                 continue
             except OSError:
+                drained = False
                 conn.close()
                 conn = None
                 continue
+            drained = not reply
             if not reply:
                 continue
             for entry_id, fields in reply[0][1]:

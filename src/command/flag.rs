@@ -470,7 +470,7 @@ impl HistoryPages {
         let Some(node) = ctx.state.raft.get() else {
             return Err(CommandError::Loading);
         };
-        let revision = ctx.state.store.view().revision;
+        let revision = node.readable_revision(ctx.state.store.view().revision);
         let storage = node.storage_at(revision).map_err(CommandError::err)?;
         Ok(HistoryPages {
             storage,

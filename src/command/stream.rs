@@ -147,10 +147,9 @@ fn node(state: &ServerState) -> Result<&crate::raft::RaftNode, CommandError> {
 /// `XLEN flagstaff:changes`: entries retained.
 pub fn xlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     check_key(&args[1])?;
-    let revision = ctx.state.store.view().revision;
-    let n = node(ctx.state)?
-        .stream_len(revision)
-        .map_err(CommandError::err)?;
+    let node = node(ctx.state)?;
+    let revision = node.readable_revision(ctx.state.store.view().revision);
+    let n = node.stream_len(revision).map_err(CommandError::err)?;
     Ok(Reply::Integer(n as i64).into())
 }
 
@@ -324,8 +323,8 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
         // As Redis 7: COUNT 0 (or less) answers a null array.
         return Ok(Reply::NilArray.into());
     };
-    let revision = ctx.state.store.view().revision;
     let node = node(ctx.state)?;
+    let revision = node.readable_revision(ctx.state.store.view().revision);
     let storage = node.storage_at(revision).map_err(CommandError::err)?;
     let trimmed = node.stream_trimmed().map_err(CommandError::err)?;
     let lead = (!rev && trimmed > 0 && from.0 <= trimmed).then(|| resync_reply(trimmed, revision));
@@ -410,10 +409,9 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
 
 /// The id of the newest entry in the stream, if any.
 fn last_entry(state: &ServerState) -> Result<Option<StreamId>, CommandError> {
-    let revision = state.store.view().revision;
-    let storage = node(state)?
-        .storage_at(revision)
-        .map_err(CommandError::err)?;
+    let node = node(state)?;
+    let revision = node.readable_revision(state.store.view().revision);
+    let storage = node.storage_at(revision).map_err(CommandError::err)?;
     let (newest, _) = storage
         .stream_page((0, 0), (revision, u32::MAX), true, 1, 0)
         .map_err(|e| CommandError::err(e.to_string()))?;
@@ -429,8 +427,8 @@ fn read_after(
     count: usize,
     reader: &Reader,
 ) -> Result<Option<Output>, CommandError> {
-    let revision = state.store.view().revision;
     let node = node(state)?;
+    let revision = node.readable_revision(state.store.view().revision);
     let trimmed = node.stream_trimmed().map_err(CommandError::err)?;
     if trimmed > 0 && after_id.0 < trimmed {
         return Ok(Some(

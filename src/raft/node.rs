@@ -676,6 +676,15 @@ impl RaftNode {
             .await;
     }
 
+    /// The revision a reader of storage reads at, given the view's: no
+    /// further than storage holds. A write applied between the reader's
+    /// [`RaftNode::storage_caught_up`] and its read is left to the next read
+    /// (the change it publishes wakes blocked readers) instead of failing
+    /// [`RaftNode::storage_at`] with "storage is behind".
+    pub fn readable_revision(&self, view_revision: u64) -> u64 {
+        view_revision.min(self.persister.persisted())
+    }
+
     /// State storage to read from, once it holds every write applied up to
     /// `revision` (after [`RaftNode::storage_caught_up`]; this never waits).
     pub fn storage_at(&self, revision: u64) -> Result<Arc<dyn StateStorage>, String> {
