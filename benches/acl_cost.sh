@@ -11,25 +11,17 @@ ROUNDS=${2:-2}
 build_release
 P=$(free_port)
 start_flagstaff "$P" "$WORK/acl"
-FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
- "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
-          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
-          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
-           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
- "fallthrough":{"variation":"off"}}'
-redis-cli -p "$P" FLAG.SET prod:checkout "$FLAG" >/dev/null
+redis-cli -p "$P" FLAG.SET prod:checkout "$BENCH_FLAG" >/dev/null
 redis-cli -p "$P" ACL SETUSER app on '>apppw' '~prod:*' '~canary:*' '~shared:*' +@connection +@flag-eval >/dev/null
 redis-cli -p "$P" ACL SETUSER default '>adminpw' >/dev/null
-CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
-median() { python3 -c 'import sys, statistics; print(round(statistics.median(float(x) for x in sys.argv[1:])))' "$@"; }
 printf '%-6s %14s %14s %7s\n' pipe default restricted ratio
 ratio16=
 for p in 16 1; do
     n=$N; [ "$p" = 1 ] && n=$((N / 4))
     a=(); b=()
     for _ in $(seq 1 "$ROUNDS"); do
-        a+=("$(rps -p "$P" --user default -a adminpw -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
-        b+=("$(rps -p "$P" --user app -a apppw -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
+        a+=("$(rps -p "$P" --user default -a adminpw -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
+        b+=("$(rps -p "$P" --user app -a apppw -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
     done
     ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
     r=$(python3 -c "print(f'{$mb/$ma:.3f}')")

@@ -8,13 +8,7 @@ build_release
 FP=$(free_port); RP=$(free_port)
 start_flagstaff "$FP" "$WORK/fs"
 start_redis "$RP"
-FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
- "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
-          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
-          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
-           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
- "fallthrough":{"variation":"off"}}'
-redis-cli -p "$FP" FLAG.SET prod:checkout "$FLAG" >/dev/null
+redis-cli -p "$FP" FLAG.SET prod:checkout "$BENCH_FLAG" >/dev/null
 # Prefill Redis with every key the GETs ask for (misses are cheaper).
 python3 - "$RP" <<'PY'
 import socket, sys
@@ -28,13 +22,12 @@ got = 0
 while got < 100000:
     got += s.recv(1 << 20).count(b"+OK")
 PY
-CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
 printf '%-6s %14s %14s %7s\n' pipe flag.eval redis-get ratio
 for p in 16 1; do
     n=$N; [ "$p" = 1 ] && n=$((N / 4))
-    f1=$(rps -p "$FP" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")
+    f1=$(rps -p "$FP" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")
     r1=$(rps -p "$RP" -c 50 -P "$p" -n "$n" -r 100000 GET 'key:__rand_int__')
-    f2=$(rps -p "$FP" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")
+    f2=$(rps -p "$FP" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")
     r2=$(rps -p "$RP" -c 50 -P "$p" -n "$n" -r 100000 GET 'key:__rand_int__')
     f=$(python3 -c "print(round(($f1+$f2)/2))"); r=$(python3 -c "print(round(($r1+$r2)/2))")
     printf '%-6s %14s %14s %7s\n' "-P $p" "$f" "$r" "$(python3 -c "print(f'{$f/$r:.2f}x')")"

@@ -9,22 +9,14 @@ A=$1; B=$2; N=${3:-1000000}; ROUNDS=${4:-3}
 PA=$(free_port); PB=$(free_port)
 BIN="$A" start_flagstaff "$PA" "$WORK/a"
 BIN="$B" start_flagstaff "$PB" "$WORK/b"
-FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
- "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
-          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
-          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
-           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
- "fallthrough":{"variation":"off"}}'
-for p in "$PA" "$PB"; do redis-cli -p "$p" FLAG.SET prod:checkout "$FLAG" >/dev/null; done
-CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
-median() { python3 -c 'import sys, statistics; print(round(statistics.median(float(x) for x in sys.argv[1:])))' "$@"; }
+for p in "$PA" "$PB"; do redis-cli -p "$p" FLAG.SET prod:checkout "$BENCH_FLAG" >/dev/null; done
 ratio16=
 for p in 16 1; do
     n=$N; [ "$p" = 1 ] && n=$((N / 4))
     a=(); b=()
     for _ in $(seq 1 "$ROUNDS"); do
-        a+=("$(rps -p "$PA" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
-        b+=("$(rps -p "$PB" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
+        a+=("$(rps -p "$PA" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
+        b+=("$(rps -p "$PB" -c 50 -P "$p" -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
     done
     ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
     r=$(python3 -c "print(f'{$mb/$ma:.3f}')")

@@ -9,14 +9,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 build_release
 FP=$(free_port); HP=$(free_port)
 start_flagstaff "$FP" "$WORK/fs" --http-port "$HP"
-FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
- "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
-          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
-          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
-           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
- "fallthrough":{"variation":"off"}}'
-redis-cli -p "$FP" FLAG.SET prod:checkout "$FLAG" >/dev/null
-CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
+redis-cli -p "$FP" FLAG.SET prod:checkout "$BENCH_FLAG" >/dev/null
 http_run() { # -> "rps p50 p99"
     local out
     out=$(wrk -t2 -c50 -d"${SECS}s" --latency -s "$ROOT/benches/ofrep.lua" "http://127.0.0.1:$HP")
@@ -30,7 +23,7 @@ http_run() { # -> "rps p50 p99"
 resp_run() { # -> "rps p50 p99" (ms)
     local n out
     n=$((SECS * 60000))
-    out=$(redis-benchmark -p "$FP" -c 50 -P 1 -n "$n" -r 100000 FLAG.EVAL prod:checkout "$CTX" 2>/dev/null | tr '\r' '\n')
+    out=$(redis-benchmark -p "$FP" -c 50 -P 1 -n "$n" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX" 2>/dev/null | tr '\r' '\n')
     local rps lat
     rps=$(echo "$out" | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{printf "%d", $1}')
     lat=$(echo "$out" | grep -A2 'latency summary' | tail -1)

@@ -46,3 +46,16 @@ start_redis() { # port [args...]
 rps() { # redis-benchmark args... -> requests per second (number only)
     redis-benchmark -q "$@" 2>/dev/null | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{print $1}'
 }
+
+# The flag every evaluation benchmark measures: 3 rules (an `in`, an `eq`, a
+# 50/50 rollout) and a context that falls through all of them but the last.
+BENCH_FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
+ "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
+          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
+          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
+           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
+ "fallthrough":{"variation":"off"}}'
+BENCH_CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
+
+# The median of the numbers given, rounded.
+median() { python3 -c 'import sys, statistics; print(round(statistics.median(float(x) for x in sys.argv[1:])))' "$@"; }

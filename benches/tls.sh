@@ -12,21 +12,13 @@ PORT=$(free_port); TLS_PORT=$(free_port)
 # Client certificates off: this measures the encryption, not redis-benchmark's cert handling.
 start_flagstaff "$PORT" "$WORK/fs" --tls-port "$TLS_PORT" --tls-cert-file "$C/server.pem" \
     --tls-key-file "$C/server.key" --tls-ca-cert-file "$C/ca.pem" --tls-auth-clients no
-FLAG='{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off",
- "rules":[{"id":"eu","clauses":[{"attribute":"country","op":"in","values":["DE","FR","NL"]}],"serve":{"variation":"on"}},
-          {"id":"pro","clauses":[{"attribute":"plan","op":"eq","values":["pro"]}],"serve":{"variation":"on"}},
-          {"id":"half","clauses":[{"attribute":"beta","op":"eq","values":[true]}],
-           "serve":{"rollout":[{"variation":"on","weight":5000},{"variation":"off","weight":5000}]}}],
- "fallthrough":{"variation":"off"}}'
-redis-cli -p "$PORT" FLAG.SET prod:checkout "$FLAG" >/dev/null
-CTX='{"key":"user-__rand_int__","country":"US","plan":"free","beta":true}'
+redis-cli -p "$PORT" FLAG.SET prod:checkout "$BENCH_FLAG" >/dev/null
 plain=(); tls=()
 for round in 1 2 3; do
-    plain+=("$(rps -p "$PORT" -c 50 -P 16 -n "$N" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
-    tls+=("$(rps -p "$TLS_PORT" --tls --cacert "$C/ca.pem" -c 50 -P 16 -n "$N" -r 100000 FLAG.EVAL prod:checkout "$CTX")")
+    plain+=("$(rps -p "$PORT" -c 50 -P 16 -n "$N" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
+    tls+=("$(rps -p "$TLS_PORT" --tls --cacert "$C/ca.pem" -c 50 -P 16 -n "$N" -r 100000 FLAG.EVAL prod:checkout "$BENCH_CTX")")
     echo "round $round: plaintext ${plain[-1]} req/s, TLS ${tls[-1]} req/s"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 p=$(median "${plain[@]}"); t=$(median "${tls[@]}")
 echo "median: plaintext $p req/s, TLS $t req/s"
 python3 -c "print(f'TLS/plaintext ratio: {$t/$p:.2f}')"
