@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cmd_err, cmd_value, serial, Server};
+use common::{cmd_err, cmd_value, eventually, serial, Server};
 use redis::Value;
 use serde_json::{json, Value as Json};
 
@@ -196,21 +196,6 @@ fn bad_stats_and_stale_arguments_get_clear_errors() {
     // The connection is still fine.
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
-}
-
-/// Polls `f` until it gives a value, for up to `limit`.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met in {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

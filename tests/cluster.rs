@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cmd_err, cmd_str, error_text, free_port, serial, temp_dir, Server};
+use common::{cmd_err, cmd_str, error_text, eventually, free_port, serial, temp_dir, Server};
 
 const SECRET: &str = "test-cluster-secret";
 
@@ -248,21 +248,6 @@ fn leader(nodes: &[Node], skip: &[usize]) -> usize {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no leader within 10 s");
-}
-
-/// Retries `f` for up to `limit` until it returns Some.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn set(con: &mut redis::Connection, key: &str, n: u64) -> redis::RedisResult<u64> {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cmd_err, cmd_str, cmd_value, serial, Server};
+use common::{cmd_err, cmd_str, cmd_value, eventually, serial, Server};
 use serde_json::{json, Value};
 
 const ROLLOUT: &str = r#"{"on":true,"variations":[{"name":"off","value":false},{"name":"on","value":true}],"off_variation":"off","targets":[{"variation":"on","keys":["qa"]}],"fallthrough":{"rollout":[{"variation":"off","weight":5000},{"variation":"on","weight":5000}]}}"#;
@@ -209,20 +209,6 @@ fn results_find_a_clear_winner_on_one_node() {
     int(&mut cons[0], &["EXPERIMENT.SET", "prod:exp", &experiment()]);
     let r = results(&mut cons[0], "prod:exp");
     assert_eq!(r["units"], 0, "{r}");
-}
-
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met in {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

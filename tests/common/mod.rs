@@ -417,3 +417,18 @@ pub fn cluster_node(id: u64, join: Option<u16>, extra: &[&str]) -> Server {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_on(free_port(), temp_dir(&format!("node{id}")), &args, &[])
 }
+
+/// Polls `f` until it gives a value, for up to `limit` (panics after).
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
