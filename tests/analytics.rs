@@ -144,6 +144,108 @@ fn stats_keep_counting_across_a_flag_update_and_a_restart() {
     assert_eq!(st["last_evaluated"], Json::Null);
 }
 
+/// The buckets of a `series` as (start, evaluations, by_variation), checking
+/// each bucket's total is the sum of its variations.
+fn buckets(st: &Json) -> Vec<(i64, i64, Json)> {
+    st["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series in {st}"))
+        .iter()
+        .map(|b| {
+            let by = b["by_variation"].clone();
+            let sum: i64 = by
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|n| n.as_i64().unwrap())
+                .sum();
+            assert_eq!(b["evaluations"], sum, "bucket total {b}");
+            (b["start"].as_i64().unwrap(), sum, by)
+        })
+        .collect()
+}
+
+#[test]
+fn stats_series_has_every_bucket_and_adds_up_to_the_totals() {
+    let _g = serial();
+    // Hours rolled up earlier (as an earlier run of this node left them):
+    // three and five hours ago, and one past the retention.
+    let hour = 3_600_000;
+    let this_hour = now_ms() - now_ms() % hour;
+    let dir = common::temp_dir("series");
+    std::fs::create_dir_all(dir.join("analytics")).unwrap();
+    let line = |h: i64, off: u64, on: u64| {
+        json!({"key": "prod:checkout", "hour": h, "last": h + 60_000,
+            "by_variation": {"off": off, "on": on}, "by_reason": {"FALLTHROUGH": off + on}})
+        .to_string()
+    };
+    std::fs::write(
+        dir.join("analytics/evaluations.jsonl"),
+        [
+            line(this_hour - 40 * 24 * hour, 100, 100),
+            line(this_hour - 5 * hour, 3, 1),
+            line(this_hour - 3 * hour, 0, 2),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let s = Server::start_in(dir, &[]);
+    let mut con = s.conn_proto(true);
+    set_flag(&mut con, "prod:checkout", TWO_WAY);
+    eval(&mut con, "prod:checkout", "someone", 4);
+    eval(&mut con, "prod:checkout", "vip", 1);
+
+    // Hourly buckets from the first with data to now, empty hours included.
+    let st = stats(&mut con, &["prod:checkout", "BUCKETS", "3600"]);
+    assert_eq!(st["evaluations"], 11, "{st}");
+    let series = buckets(&st);
+    let starts: Vec<i64> = series.iter().map(|b| b.0).collect();
+    assert_eq!(
+        starts,
+        (0..=5)
+            .rev()
+            .map(|i| this_hour - i * hour)
+            .collect::<Vec<_>>(),
+        "{st}"
+    );
+    let counts: Vec<i64> = series.iter().map(|b| b.1).collect();
+    assert_eq!(counts, [4, 0, 2, 0, 0, 5], "{st}");
+    assert_eq!(series[5].2, json!({"off": 4, "on": 1}));
+    // Per variation, the buckets add up to the totals.
+    for (variation, total) in st["by_variation"].as_object().unwrap() {
+        let sum: i64 = series
+            .iter()
+            .map(|b| b.2[variation].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(json!(sum), *total, "{variation} in {st}");
+    }
+    // Without BUCKETS there is no series (the old shape).
+    assert!(stats(&mut con, &["prod:checkout"]).get("series").is_none());
+
+    // Daily buckets aligned to UTC days; SINCE starts the series at its bucket.
+    let st = stats(&mut con, &["prod:checkout", "BUCKETS", "86400"]);
+    let sum: i64 = buckets(&st).iter().map(|b| b.1).sum();
+    assert_eq!(sum, 11, "{st}");
+    assert!(buckets(&st).iter().all(|b| b.0 % (24 * hour) == 0), "{st}");
+    let since = (this_hour - 4 * hour).to_string();
+    let st = stats(
+        &mut con,
+        &["prod:checkout", "SINCE", &since, "BUCKETS", "7200"],
+    );
+    assert_eq!(st["evaluations"], 7, "{st}");
+    let series = buckets(&st);
+    assert_eq!(series.iter().map(|b| b.1).sum::<i64>(), 7, "{st}");
+    assert_eq!(
+        series[0].0,
+        (this_hour - 4 * hour) - (this_hour - 4 * hour) % (2 * hour)
+    );
+    // A flag with no evaluations: an empty series, not an error.
+    set_flag(&mut con, "prod:quiet", TWO_WAY);
+    let st = stats(&mut con, &["prod:quiet", "BUCKETS", "3600"]);
+    assert_eq!(st["series"], json!([]), "{st}");
+}
+
 #[test]
 fn stale_lists_unevaluated_flags_and_flags_serving_one_variation() {
     let _g = serial();
@@ -191,6 +293,13 @@ fn bad_stats_and_stale_arguments_get_clear_errors() {
     )
     .contains("SINCE must be a Unix time in milliseconds"));
     assert!(cmd_err(&mut con, &["FLAG.STATS", "prod:checkout", "BOGUS"]).starts_with("ERR syntax"));
+    for bad in ["60", "0", "-3600", "hourly", "31708800"] {
+        assert_eq!(
+            cmd_err(&mut con, &["FLAG.STATS", "prod:checkout", "BUCKETS", bad]),
+            "ERR BUCKETS must be a whole number of hours in seconds (3600, 86400, ...) up to a year",
+            "BUCKETS {bad}"
+        );
+    }
     assert!(cmd_err(&mut con, &["FLAG.STALE", "DAYS", "-1"])
         .contains("DAYS must be a non-negative integer"));
     // The connection is still fine.
@@ -231,6 +340,16 @@ fn stats_add_up_every_node_and_name_a_node_that_is_down() {
         stats(&mut con3, &["prod:checkout", "LOCAL"])["evaluations"],
         4
     );
+    // The series is merged the same way: its buckets add up to the totals.
+    let st = stats(&mut con2, &["prod:checkout", "BUCKETS", "3600"]);
+    let series = st["series"].as_array().unwrap_or_else(|| panic!("{st}"));
+    let merged: i64 = series
+        .iter()
+        .map(|b| b["evaluations"].as_i64().unwrap())
+        .sum();
+    assert_eq!(merged, 7, "{st}");
+    let last = &series[series.len() - 1]["by_variation"];
+    assert_eq!(*last, json!({"on": 1, "off": 6}), "{st}");
 
     // A node down: the others still answer, and the reply names it.
     drop(con3);

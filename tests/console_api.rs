@@ -254,14 +254,25 @@ fn flag_endpoints_answer_json_and_errors_carry_code_and_path() {
     );
     assert_eq!(api.delete("/flags/prod:nope").status, 404);
     assert_eq!(api.get("/nothing-here").status, 404);
-    let r = api.get("/flags/prod:checkout/stats");
-    if r.status != 200 {
-        assert_eq!(r.status, 501, "stats without the analytics commands");
-        assert!(r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown command"));
-    }
+    // stats: the totals, and with buckets the series FLAG.STATS BUCKETS gives
+    // (the evaluations above fall in the current hour's bucket)
+    let totals = api.get("/flags/prod:checkout/stats").json();
+    assert!(totals["evaluations"].as_i64().unwrap() >= 2, "{totals}");
+    assert!(totals.get("series").is_none(), "{totals}");
+    let r = api.get("/flags/prod:checkout/stats?buckets=3600");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let series = v["series"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(series.len(), 1, "{v}");
+    assert_eq!(series[0]["by_variation"], v["by_variation"], "{v}");
+    assert_eq!(series[0]["evaluations"], v["evaluations"], "{v}");
+    assert_eq!(series[0]["start"].as_i64().unwrap() % 3_600_000, 0, "{v}");
+    let r = api.get("/flags/prod:checkout/stats?buckets=90");
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"],
+        "ERR BUCKETS must be a whole number of hours in seconds (3600, 86400, ...) up to a year"
+    );
 
     // segments, and a reference that blocks a delete (409)
     let r = api.put("/segments/prod:beta", r#"{"included": ["u1"]}"#);

@@ -75,6 +75,9 @@ impl Tally {
     }
 }
 
+/// Evaluations by variation name in one bucket of a series.
+pub type BucketCounts = BTreeMap<String, u64>;
+
 /// What `FLAG.STATS` reports for one flag on one node (or merged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagStats {
@@ -84,6 +87,11 @@ pub struct FlagStats {
     pub first_evaluated: Option<u64>,
     /// Last evaluation seen (Unix ms).
     pub last_evaluated: Option<u64>,
+    /// When a series was asked for: bucket start (Unix ms, aligned to the
+    /// epoch) → evaluations by variation, every bucket from the first to the
+    /// one holding "now" (empty buckets included). Its counts add up to `tally`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<BTreeMap<u64, BucketCounts>>,
 }
 
 impl FlagStats {
@@ -95,6 +103,15 @@ impl FlagStats {
             (a, b) => a.or(b),
         };
         self.last_evaluated = self.last_evaluated.max(other.last_evaluated);
+        if let Some(theirs) = &other.series {
+            let mine = self.series.get_or_insert_with(BTreeMap::new);
+            for (start, counts) in theirs {
+                let bucket = mine.entry(*start).or_default();
+                for (variation, n) in counts {
+                    *bucket.entry(variation.clone()).or_default() += n;
+                }
+            }
+        }
     }
 }
 
@@ -153,6 +170,13 @@ pub struct Insight {
 impl std::fmt::Debug for Insight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Insight").field("path", &self.path).finish()
+    }
+}
+
+/// Adds a tally's counts by variation into a bucket.
+fn add_counts(bucket: &mut BucketCounts, tally: &Tally) {
+    for (variation, n) in &tally.by_variation {
+        *bucket.entry(variation.clone()).or_default() += n;
     }
 }
 
@@ -389,19 +413,29 @@ impl Insight {
     /// (all retained hours when `since` is 0); `flag` is its current compiled
     /// version, if it exists.
     /// `retired` are its versions replaced since the last rollup.
+    /// With `bucket_ms` (a whole number of hours) the answer carries a series
+    /// of those buckets too; counts not yet rolled up fall in the bucket of `now`.
     pub fn stats(
         &self,
         key: &str,
         flag: Option<&dyn CountedFlag>,
         retired: &[Arc<dyn CountedFlag>],
         since: u64,
+        bucket_ms: Option<u64>,
         now: u64,
     ) -> FlagStats {
         let book = self.book();
         let mut out = FlagStats::default();
+        // Buckets are aligned to the epoch, so every node's line up when merged.
+        let bucket_ms = bucket_ms.filter(|b| *b > 0);
+        let bucket_of = |ms: u64| bucket_ms.map_or(0, |b| ms - ms % b);
+        let mut series: BTreeMap<u64, BucketCounts> = BTreeMap::new();
         if let Some(h) = book.history.get(key) {
-            for (_, tally) in h.hours.range(hour_of(since)..) {
+            for (hour, tally) in h.hours.range(hour_of(since)..) {
                 out.tally.add(tally);
+                if bucket_ms.is_some() {
+                    add_counts(series.entry(bucket_of(*hour)).or_default(), tally);
+                }
             }
             if out.tally.total() > 0 {
                 out.first_evaluated = h.first.map(|f| f.max(since));
@@ -413,6 +447,30 @@ impl Insight {
             out.tally.add(&pending);
             out.first_evaluated.get_or_insert(now);
             out.last_evaluated = Some(now);
+            if bucket_ms.is_some() {
+                add_counts(series.entry(bucket_of(now)).or_default(), &pending);
+            }
+        }
+        if let Some(b) = bucket_ms {
+            // Every bucket from the first asked for (or the first with data)
+            // to now, never before the retention: the chart needs the zeros.
+            let oldest = bucket_of(now.saturating_sub(self.retention_ms));
+            let first = if since > 0 {
+                Some(bucket_of(since))
+            } else {
+                series.keys().next().copied()
+            };
+            if let Some(first) = first {
+                let mut start = first.max(oldest);
+                while start <= now {
+                    series.entry(start).or_default();
+                    let Some(next) = start.checked_add(b) else {
+                        break;
+                    };
+                    start = next;
+                }
+            }
+            out.series = Some(series);
         }
         out
     }
@@ -431,8 +489,8 @@ impl Insight {
         now: u64,
     ) -> Option<StaleFlag> {
         let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
-        let window = self.stats(key, Some(flag), retired, cutoff, now);
-        let ever = self.stats(key, Some(flag), retired, 0, now);
+        let window = self.stats(key, Some(flag), retired, cutoff, None, now);
+        let ever = self.stats(key, Some(flag), retired, 0, None, now);
         let evaluated_in_window = window.last_evaluated.is_some_and(|l| l >= cutoff);
         if !evaluated_in_window {
             // A flag changed inside the window is still being worked on.

@@ -58,8 +58,14 @@ pub fn take_retired(state: &super::ServerState) -> Vec<(Arc<str>, Arc<dyn Counte
         .collect()
 }
 
-/// This node's statistics for `key` since `since` (Unix ms).
-pub fn local_stats(state: &super::ServerState, key: &str, since: u64) -> FlagStats {
+/// This node's statistics for `key` since `since` (Unix ms), with a series
+/// of `bucket_ms` buckets when asked for.
+pub fn local_stats(
+    state: &super::ServerState,
+    key: &str,
+    since: u64,
+    bucket_ms: Option<u64>,
+) -> FlagStats {
     let view = state.store.view();
     let entry = view.flags.get(key);
     state.insight.stats(
@@ -67,6 +73,7 @@ pub fn local_stats(state: &super::ServerState, key: &str, since: u64) -> FlagSta
         entry.map(|e| &**e as &dyn CountedFlag),
         &retired(state, key),
         since,
+        bucket_ms,
         now(),
     )
 }
@@ -94,32 +101,54 @@ pub fn render_stats(stats: &FlagStats, answered: &[u64], missing: &[u64]) -> Rep
         by_variation,
         by_reason,
     } = &stats.tally;
-    Reply::Map(vec![
+    let mut fields = vec![
         field("evaluations", Reply::Integer(stats.tally.total() as i64)),
         field("by_variation", counts(by_variation)),
         field("by_reason", counts(by_reason)),
         field("first_evaluated", time_or_nil(stats.first_evaluated)),
         field("last_evaluated", time_or_nil(stats.last_evaluated)),
-        field(
-            "nodes",
-            Reply::Map(vec![
-                field("answered", ids(answered)),
-                field("missing", ids(missing)),
-            ]),
-        ),
-    ])
+    ];
+    if let Some(series) = &stats.series {
+        let buckets = series
+            .iter()
+            .map(|(start, by_variation)| {
+                Reply::Map(vec![
+                    field("start", Reply::Integer(*start as i64)),
+                    field(
+                        "evaluations",
+                        Reply::Integer(by_variation.values().sum::<u64>() as i64),
+                    ),
+                    field("by_variation", counts(by_variation)),
+                ])
+            })
+            .collect();
+        fields.push(field("series", Reply::Array(buckets)));
+    }
+    fields.push(field(
+        "nodes",
+        Reply::Map(vec![
+            field("answered", ids(answered)),
+            field("missing", ids(missing)),
+        ]),
+    ));
+    Reply::Map(fields)
 }
 
-/// A parsed `FLAG.STATS key [SINCE ts] [LOCAL]`.
+/// A parsed `FLAG.STATS key [SINCE ts] [BUCKETS seconds] [LOCAL]`.
 #[derive(Debug, Clone)]
 pub struct StatsQuery {
     /// The flag.
     pub key: String,
     /// Unix ms; 0 for everything retained.
     pub since: u64,
+    /// Series bucket width in ms (whole hours), if a series is asked for.
+    pub bucket_ms: Option<u64>,
     /// Only this node.
     pub local: bool,
 }
+
+/// The widest series bucket: a year.
+const MAX_BUCKET_SECS: u64 = 366 * 24 * 3600;
 
 /// Parses the arguments of `FLAG.STATS` (name included).
 pub fn parse_stats(args: &[Bytes]) -> Result<StatsQuery, CommandError> {
@@ -129,6 +158,7 @@ pub fn parse_stats(args: &[Bytes]) -> Result<StatsQuery, CommandError> {
     let mut query = StatsQuery {
         key,
         since: 0,
+        bucket_ms: None,
         local: false,
     };
     let mut rest = &args[2..];
@@ -144,6 +174,19 @@ pub fn parse_stats(args: &[Bytes]) -> Result<StatsQuery, CommandError> {
                 )
             })?;
             rest = &rest[2..];
+        } else if parse::is(word, "BUCKETS") {
+            let secs = rest.get(1).ok_or(CommandError::Syntax)?;
+            // Rollups are hourly: a bucket is a whole number of hours.
+            let secs = parse::uint(secs)
+                .ok()
+                .filter(|s| *s > 0 && s % 3600 == 0 && *s <= MAX_BUCKET_SECS)
+                .ok_or_else(|| {
+                    CommandError::err(
+                        "BUCKETS must be a whole number of hours in seconds (3600, 86400, ...) up to a year",
+                    )
+                })?;
+            query.bucket_ms = Some(secs * 1000);
+            rest = &rest[2..];
         } else {
             return Err(CommandError::Syntax);
         }
@@ -151,14 +194,16 @@ pub fn parse_stats(args: &[Bytes]) -> Result<StatsQuery, CommandError> {
     Ok(query)
 }
 
-/// `FLAG.STATS key [SINCE ts] [LOCAL]`: evaluations (total, by variation, by
-/// reason), first and last evaluated, over every reachable node (`nodes`
-/// says which answered and which are missing), or this node with `LOCAL`.
+/// `FLAG.STATS key [SINCE ts] [BUCKETS seconds] [LOCAL]`: evaluations (total,
+/// by variation, by reason), first and last evaluated, with `BUCKETS` a
+/// `series` of buckets (start, evaluations, by variation) adding up to the
+/// totals, over every reachable node (`nodes` says which answered and which
+/// are missing), or this node with `LOCAL`.
 pub fn stats(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let query = parse_stats(args)?;
     let state = ctx.state;
     let exists = state.store.view().flags.contains_key(query.key.as_str());
-    let local = local_stats(state, &query.key, query.since);
+    let local = local_stats(state, &query.key, query.since, query.bucket_ms);
     if !exists && local.tally.total() == 0 {
         return Err(CommandError::err(format!("no such flag '{}'", query.key)));
     }
@@ -174,6 +219,7 @@ pub fn stats(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
             body: encode(&LocalQuery::Stats {
                 key: query.key,
                 since: query.since,
+                bucket_ms: query.bucket_ms,
             }),
             local: (me, encode(&local)),
             render: render_gathered_stats,
@@ -185,12 +231,15 @@ pub fn stats(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalQuery {
-    /// `FLAG.STATS key SINCE since LOCAL`.
+    /// `FLAG.STATS key SINCE since [BUCKETS b] LOCAL`.
     Stats {
         /// The flag.
         key: String,
         /// Unix ms.
         since: u64,
+        /// Series bucket width in ms, if asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bucket_ms: Option<u64>,
     },
     /// An experiment's units (for `EXPERIMENT.RESULTS`).
     Units {
@@ -204,7 +253,11 @@ pub fn answer_local(state: &super::ServerState, body: &[u8]) -> Result<Vec<u8>, 
     let query: LocalQuery =
         serde_json::from_slice(body).map_err(|e| format!("malformed local query: {e}"))?;
     let answer = match query {
-        LocalQuery::Stats { key, since } => serde_json::to_vec(&local_stats(state, &key, since)),
+        LocalQuery::Stats {
+            key,
+            since,
+            bucket_ms,
+        } => serde_json::to_vec(&local_stats(state, &key, since, bucket_ms)),
         LocalQuery::Units { experiment } => {
             serde_json::to_vec(&super::experiment::local_units(state, &experiment))
         }

@@ -818,8 +818,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
-        args: &[key("key"), optional(tagged("ts", "integer", "SINCE")), optional(token("local", "LOCAL"))],
-        ..spec("flag.stats", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's evaluation counts by variation and reason, and when it was first and last evaluated, over the cluster.", insight::stats)
+        args: &[key("key"), optional(tagged("ts", "integer", "SINCE")), optional(tagged("seconds", "integer", "BUCKETS")), optional(token("local", "LOCAL"))],
+        ..spec("flag.stats", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns a flag's evaluation counts by variation and reason, when it was first and last evaluated, and with BUCKETS a time series of counts by variation, over the cluster.", insight::stats)
     },
     CommandSpec {
         args: &[optional(tagged("days", "integer", "DAYS")), MATCH],

@@ -488,11 +488,15 @@ async fn flag_evaluate(call: Call, Path(key): Path<String>, body: Body) -> Respo
     )
 }
 
-/// `GET /flags/{key}/stats?since=`: `FLAG.STATS` (501 until analytics exists).
+/// `GET /flags/{key}/stats?since=&buckets=`: `FLAG.STATS` (501 until
+/// analytics exists); `buckets` (seconds) adds the time series.
 async fn flag_stats(call: Call, Path(key): Path<String>) -> Response<Body> {
     let mut args: Vec<&[u8]> = vec![b"FLAG.STATS", key.as_bytes()];
     if let Some(s) = call.param("since") {
         args.extend([b"SINCE".as_slice(), s.as_bytes()]);
+    }
+    if let Some(b) = call.param("buckets") {
+        args.extend([b"BUCKETS".as_slice(), b.as_bytes()]);
     }
     respond(tri!(call.run(&args).await), Shape::Plain, "flag")
 }
