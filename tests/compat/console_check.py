@@ -1,9 +1,10 @@
 """The admin console in a real browser: Debian's headless Chromium driven by
-selenium through Debian's chromedriver (no browser download). Each scenario
-checks the page against what redis-cli sees, and saves a screenshot into
-tests/compat/screenshots/ (not committed).
+selenium through Debian's chromedriver, or Debian's Firefox ESR through
+geckodriver (no browser download). Each scenario checks the page against
+what redis-cli sees, and saves a screenshot into
+tests/compat/screenshots/<browser>/ (not committed).
 
-usage: console_check.py <resp-port> <http-port> <default-password>
+usage: console_check.py <resp-port> <http-port> <default-password> [chromium|firefox [geckodriver]]
 """
 
 import json
@@ -18,6 +19,7 @@ import urllib.request
 import redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.firefox.service import Service as FirefoxService
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -25,8 +27,10 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 RESP_PORT, HTTP_PORT, PASSWORD = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+BROWSER = sys.argv[4] if len(sys.argv) > 4 else "chromium"
+GECKODRIVER = sys.argv[5] if len(sys.argv) > 5 else shutil.which("geckodriver")
 BASE = f"http://127.0.0.1:{HTTP_PORT}"
-SHOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "screenshots")
+SHOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "screenshots", BROWSER)
 os.makedirs(SHOTS, exist_ok=True)
 
 r = redis.Redis(port=RESP_PORT, password=PASSWORD, decode_responses=True, protocol=2)
@@ -48,15 +52,43 @@ def history(key, count=5):
     return [dict(zip(e[::2], e[1::2])) for e in raw]
 
 
-profile = tempfile.mkdtemp(prefix="flagstaff-chromium-")
-opts = webdriver.ChromeOptions()
-opts.binary_location = "/usr/bin/chromium"
-for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,800"]:
-    opts.add_argument(flag)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+def hget(reply, key):
+    """A field of a map reply (RESP2 flat array or dict)."""
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2]))
+    return reply[key]
+
+
+def as_dict(reply):
+    return dict(zip(reply[::2], reply[1::2])) if isinstance(reply, list) else reply
+
+
+profile = tempfile.mkdtemp(prefix=f"flagstaff-{BROWSER}-")
+if BROWSER == "firefox":
+    opts = webdriver.FirefoxOptions()
+    opts.binary_location = shutil.which("firefox-esr") or shutil.which("firefox")
+    opts.add_argument("-headless")
+    opts.add_argument("-profile")
+    opts.add_argument(profile)
+    opts.set_preference("browser.shell.checkDefaultBrowser", False)
+    driver = webdriver.Firefox(service=FirefoxService(GECKODRIVER), options=opts)
+else:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,800"]:
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+print(f"browser: {BROWSER} {driver.capabilities.get('browserVersion')}")
 driver.set_window_size(1280, 800)
+
+
+def viewport(width, height):
+    """Makes the page's viewport (not the window) width×height."""
+    driver.set_window_size(width, height)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
 wait = WebDriverWait(driver, 20, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
 step = 0
 
@@ -191,13 +223,30 @@ try:
     shot("invalid-rule")
 
     # 6. The kill switch, with a reason, is in FLAG.HISTORY with the user as actor.
+    # Keyboard only: Enter opens the dialog with focus in the reason, Escape
+    # closes it and focus returns to the button, Tab reaches the buttons.
     driver.get(BASE + "/#/flags")
-    clickable('tr[data-key="prod:checkout"] button[data-edit="kill"]').click()
-    clickable("#kill-confirm").click()
+    kill = clickable('tr[data-key="prod:checkout"] button[data-edit="kill"]')
+    driver.execute_script("arguments[0].focus()", kill)
+    active = lambda: driver.switch_to.active_element
+    active().send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+    check(active().get_attribute("id") == "kill-reason", "the kill switch dialog opens with focus in the reason")
+    active().send_keys(Keys.ESCAPE)
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog"))
+    check(active().get_attribute("data-edit") == "kill", "Escape closes it and focus returns to the kill switch")
+    active().send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+    active().send_keys(Keys.TAB)
+    check(active().text == "Cancel", "Tab moves from the reason to Cancel")
+    active().send_keys(Keys.TAB)
+    check(active().get_attribute("id") == "kill-confirm", "and on to Confirm")
+    active().send_keys(Keys.ENTER)
     check("required" in css("dialog .error").text, "the kill switch needs a reason")
-    fill(css("#kill-reason"), "incident 1234: checkout errors")
+    check(active().get_attribute("id") == "kill-reason", "focus goes back to the reason")
+    active().send_keys("incident 1234: checkout errors")
     shot("kill-switch")
-    clickable("#kill-confirm").click()
+    active().send_keys(Keys.TAB, Keys.TAB, Keys.ENTER)
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-key="prod:checkout"] [data-state]').get_attribute("data-state") == "off")
     h = history("prod:checkout", 1)[0]
     check(h["event"] == "toggle" and h["actor"] == "pm" and h["reason"] == "incident 1234: checkout errors", f"FLAG.HISTORY: {h['event']} by {h['actor']}: {h['reason']}")
@@ -234,27 +283,59 @@ try:
         check(True, "no FLAG.STATS in this build: the evaluation chart tab is hidden")
         check(not css('#nav a[href="#/experiments"]').is_displayed(), "and the Experiments page is hidden")
     else:
-        # Evaluations made with redis-cli's protocol show in the chart, per variation.
+        # Evaluations made with redis-cli's protocol show in the time chart:
+        # its buckets are FLAG.STATS ... SINCE ... BUCKETS ... as the command counts them.
         for i in range(40):
             r.execute_command("FLAG.EVAL", "prod:checkout", json.dumps({"key": f"chart-user-{i}", "country": "DE"}))
-        stats = r.execute_command("FLAG.STATS", "prod:checkout", "LOCAL")
-        stats = dict(zip(stats[::2], stats[1::2])) if isinstance(stats, list) else stats
-        by_variation = stats["by_variation"]
-        by_variation = dict(zip(by_variation[::2], by_variation[1::2])) if isinstance(by_variation, list) else by_variation
         clickable("#tab-chart").click()
-        chart = css(".chart svg")
-        label = chart.get_attribute("aria-label")
-        for name, count in by_variation.items():
-            check(f"{name}: {count}" in label, f"the evaluation chart shows {name}: {count} as FLAG.STATS counts it")
-        check(sum(int(c) for c in by_variation.values()) >= 40, "the chart counts the 40 evaluations just made")
+        box = css(".time-chart")
+        since, buckets = box.get_attribute("data-since"), box.get_attribute("data-buckets")
+        stats = as_dict(r.execute_command("FLAG.STATS", "prod:checkout", "SINCE", since, "BUCKETS", buckets))
+        series = [as_dict(b) for b in stats["series"]]
+        check(len(series) in (24, 25) and buckets == "3600", f"the chart asks for the last 24 hours, hourly ({len(series)} buckets)")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#series-table tbody tr")
+        check(len(rows) == len(series), f"the chart's table has one row per bucket ({len(rows)})")
+        for row, bucket in zip(rows, series):
+            if row.get_attribute("data-start") != str(bucket["start"]):
+                check(False, f"bucket {bucket['start']} in order")
+            by = as_dict(bucket["by_variation"])
+            for cell in row.find_elements(By.CSS_SELECTOR, "td[data-variation]"):
+                want = int(by.get(cell.get_attribute("data-variation"), 0))
+                got = int(driver.execute_script("return arguments[0].textContent", cell))
+                if got != want:
+                    check(False, f"bucket {bucket['start']} {cell.get_attribute('data-variation')}: chart {got}, FLAG.STATS {want}")
+        check(True, "every bucket of the chart's table holds FLAG.STATS's counts by variation")
+        bars = {}
+        for rect in driver.find_elements(By.CSS_SELECTOR, "#time-chart-svg rect[data-variation]"):
+            bars[rect.get_attribute("data-variation")] = bars.get(rect.get_attribute("data-variation"), 0) + int(rect.get_attribute("data-count"))
+        totals = {k: int(v) for k, v in as_dict(stats["by_variation"]).items()}
+        check(bars == totals, f"the bars add up to FLAG.STATS's totals per variation: {bars}")
+        check(sum(totals.values()) >= 40, "the chart counts the 40 evaluations just made")
+        legend = [li.get_attribute("data-variation") for li in driver.find_elements(By.CSS_SELECTOR, ".legend li")]
+        check(set(totals) <= set(legend), f"the legend names every variation served: {legend}")
+        label = css("#time-chart-svg").get_attribute("aria-label")
+        check(f"{sum(totals.values())} evaluations" in label, "the chart's text alternative gives the numbers")
+        svg_text = driver.execute_script("return document.getElementById('time-chart-svg').textContent")
+        check("Evaluations" in svg_text and "local time" in svg_text, "both axes are labelled")
         shot("evaluation-chart")
 
-    # Phone width: the list still reads.
-    driver.set_window_size(390, 844)
+    # Phone width (375×800): the list reads without scrolling sideways.
+    viewport(375, 800)
     driver.get(BASE + "/#/flags")
     css('tr[data-key="prod:checkout"]')
+    width = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth, window.innerWidth]")
+    check(width[1] == 375 and width[0] <= width[1], f"at 375 px the flag list has no horizontal scroll (scroll width {width[0]}, viewport {width[1]})")
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-key="prod:checkout"] [data-state]').is_displayed())
+    check(True, "the on/off state is visible on a phone")
     shot("phone-flag-list")
-    driver.set_window_size(1280, 800)
+    if not stats_missing:
+        driver.get(BASE + "/#/flag/prod%3Acheckout")
+        clickable("#tab-chart").click()
+        css("#time-chart-svg")
+        width = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        check(width[0] <= width[1], f"the evaluation chart fits a phone too ({width})")
+        shot("phone-evaluation-chart")
+    viewport(1280, 800)
 
     # 8. Logout: the old cookie is refused.
     old = session_cookie()
@@ -314,6 +395,41 @@ try:
     check(seg["included"] == ["user-1", "user-2"], f"SEGMENT.GET shows the included keys: {seg['included']}")
     check(seg["rules"] == [{"clauses": [{"attribute": "version", "op": "semver_gt", "values": ["2.0.0"]}]}], f"and the rule: {seg['rules']}")
     shot("segment")
+
+    # Experiment results: exposures from FLAG.EVAL, conversions from FLAG.TRACK;
+    # the interval chart shows EXPERIMENT.RESULTS's lift and 95 % interval.
+    if not stats_missing:
+        exp_flag = {"on": True, "variations": [{"name": "control", "value": "old"}, {"name": "treatment", "value": "new"}],
+                    "off_variation": "control",
+                    "fallthrough": {"rollout": [{"variation": "control", "weight": 5000}, {"variation": "treatment", "weight": 5000}]}}
+        r.execute_command("FLAG.SET", "prod:exp-button", json.dumps(exp_flag))
+        r.execute_command("EXPERIMENT.SET", "prod:exp", json.dumps({
+            "flag": "prod:exp-button", "control": "control",
+            "metrics": [{"name": "conversion", "kind": "binary", "event": "purchase"}]}))
+        r.execute_command("EXPERIMENT.START", "prod:exp")
+        pipe = r.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.execute_command("FLAG.EVAL", "prod:exp-button", json.dumps({"key": f"exp-user-{i}"}))
+        served = pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        for i, value in enumerate(served):
+            # Deterministic conversions: 20 % for control, 30 % for treatment.
+            if i % 10 < (3 if json.loads(value) == "new" else 2):
+                pipe.execute_command("FLAG.TRACK", "purchase", json.dumps({"key": f"exp-user-{i}"}))
+        pipe.execute()
+        res = json.loads(r.execute_command("EXPERIMENT.RESULTS", "prod:exp"))
+        cmp = res["metrics"][0]["comparisons"][0]
+        driver.get(BASE + "/#/experiments/prod%3Aexp")
+        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#interval-chart g[data-name]"))
+        row = [g for g in rows if g.get_attribute("data-name").endswith(cmp["variation"])]
+        check(len(row) == 1, f"the interval chart has a row for {cmp['variation']}: {[g.get_attribute('data-name') for g in rows]}")
+        got = {k: float(row[0].get_attribute(f"data-{k}")) for k in ("mean", "lo", "hi")}
+        want = {"mean": cmp["lift"], "lo": cmp["ci_low"], "hi": cmp["ci_high"]}
+        check(all(abs(got[k] - want[k]) <= 1e-12 for k in got), f"the chart's lift and interval are EXPERIMENT.RESULTS's: {got}")
+        check(want["lo"] > 0, f"and the +10 point lift is found ({want})")
+        label = css("#interval-chart").get_attribute("aria-label")
+        check("confidence interval" in label and cmp["variation"] in label, "the interval chart has a text alternative")
+        shot("experiment-results")
 
     # The screenshot for the docs: the editor at 1280x800.
     driver.get(BASE + "/#/flag/prod%3Acheckout")

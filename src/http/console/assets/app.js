@@ -211,7 +211,12 @@ function killSwitch(key, after) {
     h('label', { for: 'kill-reason' }, 'Reason (recorded in the history)', reason), err,
     h('div', { class: 'row' }, h('button', { type: 'button', onClick: () => dialog.close() }, 'Cancel'),
       h('button', { type: 'submit', class: 'danger', id: 'kill-confirm' }, 'Confirm: turn off'))));
-  dialog.addEventListener('close', () => dialog.remove());
+  // Escape or Cancel closes it; focus goes back where it was (or to the page).
+  const opener = document.activeElement;
+  dialog.addEventListener('close', () => {
+    dialog.remove();
+    if (opener && opener.isConnected) opener.focus(); else main.focus();
+  });
   document.body.append(dialog);
   dialog.showModal();
   reason.focus();
@@ -292,6 +297,8 @@ async function flagPage(key) {
       return;
     }
     const [segs, flags] = await Promise.all([api('GET', '/segments'), api('GET', '/flags?count=1000')]);
+    // Another tab chosen while this one loaded wins.
+    if (current !== 'editor') return;
     const box = h('div');
     const keyInput = isNew ? h('input', { type: 'text', id: 'new-key', required: true, placeholder: 'prod:new-checkout', 'data-path': 'key' }) : null;
     editor = flagEditor(box, def, {
@@ -344,6 +351,7 @@ async function flagPage(key) {
   };
   const showHistory = async () => {
     const res = await api('GET', `/flags/${keyPath(key)}/history?count=100`);
+    if (current !== 'history') return;
     if (!res.ok) { panel.replaceChildren(h('p', { class: 'error' }, errorText(res))); return; }
     const entries = res.data;
     const diffBox = h('div', { id: 'diff' });
@@ -371,13 +379,29 @@ async function flagPage(key) {
     if (entries[0]) showDiff(entries[0]);
   };
   const showChart = async () => {
+    const rangeSel = h('select', { id: 'chart-range' }, CHART_RANGES.map(([id, label]) => h('option', { value: id }, label)));
+    rangeSel.value = chartRange;
+    const timeBox = h('div', { id: 'time-chart' });
+    const drawTime = async () => {
+      const [, , hours, bucketSecs] = CHART_RANGES.find(([id]) => id === rangeSel.value) || CHART_RANGES[0];
+      const since = Date.now() - hours * 3600 * 1000;
+      const r = await api('GET', `/flags/${keyPath(key)}/stats?since=${since}&buckets=${bucketSecs}`);
+      if (current !== 'chart') return;
+      if (!r.ok || !Array.isArray(r.data.series)) { timeBox.replaceChildren(h('p', { class: r.ok ? 'muted' : 'error' }, r.ok ? 'This server does not report evaluations over time.' : errorText(r))); return; }
+      timeBox.replaceChildren(timeChart(r.data.series, { since, bucketSecs, variations: Object.keys(r.data.by_variation || {}) }));
+    };
+    rangeSel.addEventListener('change', () => { chartRange = rangeSel.value; drawTime(); });
     const res = await api('GET', `/flags/${keyPath(key)}/stats`);
+    if (current !== 'chart') return;
     if (!res.ok) { panel.replaceChildren(h('p', { class: 'muted' }, res.status === 501 ? 'Evaluation statistics are not available on this server.' : errorText(res))); return; }
     const byReason = res.data.by_reason && typeof res.data.by_reason === 'object' ? Object.entries(res.data.by_reason).filter(([, n]) => typeof n === 'number') : [];
-    panel.replaceChildren(h('div', { class: 'card chart' }, h('h2', {}, 'Evaluations by variation'), barChart(countsByVariation(res.data)),
-      byReason.length ? h('h2', {}, 'By reason') : null, byReason.length ? barChart(byReason) : null,
-      h('p', { class: 'muted' }, `First evaluated ${fmtTime(res.data.first_evaluated) || 'never'}, last ${fmtTime(res.data.last_evaluated) || 'never'}.`),
-      h('details', {}, h('summary', {}, 'Raw statistics'), h('pre', { class: 'json' }, JSON.stringify(res.data, null, 2)))));
+    panel.replaceChildren(
+      h('div', { class: 'card chart' }, h('div', { class: 'row' }, h('h2', {}, 'Evaluations over time by variation'), h('label', { for: 'chart-range' }, 'Range', rangeSel)), timeBox),
+      h('div', { class: 'card chart totals' }, h('h2', {}, 'All retained evaluations by variation'), barChart(countsByVariation(res.data)),
+        byReason.length ? h('h2', {}, 'By reason') : null, byReason.length ? barChart(byReason) : null,
+        h('p', { class: 'muted' }, `First evaluated ${fmtTime(res.data.first_evaluated) || 'never'}, last ${fmtTime(res.data.last_evaluated) || 'never'}.`),
+        h('details', {}, h('summary', {}, 'Raw statistics'), h('pre', { class: 'json' }, JSON.stringify(res.data, null, 2)))));
+    await drawTime();
   };
   main.replaceChildren(h('p', {}, h('a', { href: '#/flags' }, '← Flags')), title, status, banner, tabBar, panel);
   renderStatus();
@@ -406,6 +430,73 @@ function countsByVariation(stats) {
   const src = stats.by_variation || stats.variations || stats.counts || stats;
   if (Array.isArray(src)) return src.map((x) => [x.variation || x.name, Number(x.count || x.evaluations || 0)]);
   return Object.entries(src).filter(([, v]) => typeof v === 'number' || (v && typeof v.count === 'number')).map(([k, v]) => [k, typeof v === 'number' ? v : v.count]);
+}
+
+/** Chart ranges: id, label, hours back, bucket seconds (whole hours: the rollup is hourly). */
+const CHART_RANGES = [['day', 'Last 24 hours, hourly', 24, 3600], ['week', 'Last 7 days, every 6 hours', 7 * 24, 6 * 3600], ['month', 'Last 30 days, daily', 30 * 24, 24 * 3600]];
+let chartRange = 'day';
+/** One colour per variation, in the order the flag's totals list them. */
+const PALETTE = ['#2456c9', '#d97706', '#17803d', '#b42318', '#7c3aed', '#0e7490', '#be185d', '#4b5563'];
+
+/** A round step for about `n` ticks up to `max`. */
+function niceStep(max, n) {
+  const raw = Math.max(max / n, 1);
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw);
+}
+
+/**
+ * Evaluations over time as stacked columns, one colour per variation, with
+ * labelled axes, a legend, and the same numbers as a table (the text
+ * alternative for keyboard and screen-reader users).
+ */
+function timeChart(series, { since, bucketSecs, variations }) {
+  const names = [...variations];
+  series.forEach((b) => Object.keys(b.by_variation || {}).forEach((v) => { if (!names.includes(v)) names.push(v); }));
+  const colour = (v) => PALETTE[names.indexOf(v) % PALETTE.length];
+  const daily = bucketSecs % 86400 === 0;
+  const label = (ms) => { const d = new Date(ms); return daily ? d.toLocaleDateString() : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }); };
+  const short = (ms) => { const d = new Date(ms); return daily ? d.toLocaleDateString([], { month: 'short', day: 'numeric' }) : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }); };
+  const total = series.reduce((n, b) => n + b.evaluations, 0);
+  const wrap = h('div', { class: 'time-chart', 'data-since': String(since), 'data-buckets': String(bucketSecs) });
+  const summary = `${total} evaluations in ${series.length} buckets of ${bucketSecs / 3600} hour${bucketSecs === 3600 ? '' : 's'}` +
+    (names.length ? `: ${names.map((v) => `${v} ${series.reduce((n, b) => n + ((b.by_variation || {})[v] || 0), 0)}`).join(', ')}` : '') + '.';
+  const [W, H, L, R, T, B] = [640, 260, 56, 12, 12, 48];
+  const max = Math.max(1, ...series.map((b) => b.evaluations));
+  const step = niceStep(max, 4);
+  const top = Math.ceil(max / step) * step;
+  const y = (v) => T + (H - T - B) * (1 - v / top);
+  const slot = (W - L - R) / Math.max(series.length, 1);
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `Evaluations over time by variation. ${summary} The table below lists every bucket.`, id: 'time-chart-svg' });
+  for (let v = 0; v <= top; v += step) {
+    root.append(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: '#e3e7ee' }), svg('text', { x: L - 6, y: y(v) + 4, 'font-size': 11, 'text-anchor': 'end', fill: '#5b6475' }, String(v)));
+  }
+  root.append(svg('line', { x1: L, x2: L, y1: T, y2: H - B, stroke: '#8a94a6' }), svg('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: '#8a94a6' }),
+    svg('text', { x: 14, y: (H - B + T) / 2, 'font-size': 12, 'text-anchor': 'middle', transform: `rotate(-90 14 ${(H - B + T) / 2})`, fill: '#1d2330' }, 'Evaluations'),
+    svg('text', { x: (L + W - R) / 2, y: H - 6, 'font-size': 12, 'text-anchor': 'middle', fill: '#1d2330' }, daily ? 'Day (local time)' : `${bucketSecs / 3600}-hour bucket starting (local time)`));
+  const every = Math.max(1, Math.ceil(series.length / 8));
+  series.forEach((b, i) => {
+    const x = L + i * slot;
+    let base = 0;
+    names.forEach((v) => {
+      const n = (b.by_variation || {})[v] || 0;
+      if (!n) return;
+      const rect = svg('rect', { x: x + slot * 0.15, width: Math.max(slot * 0.7, 1), y: y(base + n), height: y(base) - y(base + n), fill: colour(v), 'data-start': String(b.start), 'data-variation': v, 'data-count': String(n) },
+        svg('title', {}, `${label(b.start)}: ${v} ${n}`));
+      root.append(rect);
+      base += n;
+    });
+    if (i % every === 0) root.append(svg('text', { x: x + slot / 2, y: H - B + 16, 'font-size': 11, 'text-anchor': 'middle', fill: '#5b6475' }, short(b.start)));
+  });
+  const legend = h('ul', { class: 'legend', 'aria-label': 'Legend' }, names.map((v) => h('li', { 'data-variation': v },
+    svg('svg', { viewBox: '0 0 12 12', width: 12, height: 12, 'aria-hidden': 'true' }, svg('rect', { width: 12, height: 12, rx: 2, fill: colour(v) })), ` ${v}`)));
+  const table = h('table', { id: 'series-table' }, h('caption', {}, summary),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, daily ? 'Day' : 'Bucket start'), names.map((v) => h('th', { scope: 'col' }, v)), h('th', { scope: 'col' }, 'Total'))),
+    h('tbody', {}, series.map((b) => h('tr', { 'data-start': String(b.start) }, h('th', { scope: 'row' }, label(b.start)),
+      names.map((v) => h('td', { 'data-variation': v }, String((b.by_variation || {})[v] || 0))), h('td', { 'data-total': '' }, String(b.evaluations))))));
+  wrap.append(series.length && total ? root : h('p', { class: 'muted' }, 'No evaluations in this range yet.'), legend,
+    h('details', { id: 'series-data' }, h('summary', {}, 'Chart data as a table'), h('div', { class: 'scroll' }, table)));
+  return wrap;
 }
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -454,19 +545,31 @@ function intervals(doc, label) {
   return out;
 }
 
-/** Intervals as points with whiskers (experiment results); a dashed line marks zero. */
+/**
+ * Intervals as points with whiskers (experiment results), with a labelled
+ * axis; a dashed line marks zero. Each row carries its numbers as data
+ * attributes and in its text alternative.
+ */
 function intervalChart(rows) {
-  const lo = Math.min(...rows.map((r) => r.lo));
-  const hi = Math.max(...rows.map((r) => r.hi));
+  const lo = Math.min(0, ...rows.map((r) => r.lo));
+  const hi = Math.max(0, ...rows.map((r) => r.hi));
   const span = hi - lo || 1;
-  const x = (v) => 140 + ((v - lo) / span) * 420;
-  const root = svg('svg', { viewBox: `0 0 600 ${rows.length * 30 + 20}`, role: 'img', 'aria-label': rows.map((r) => `${r.name}: ${r.mean} (${r.lo} to ${r.hi})`).join('; ') });
-  if (lo < 0 && hi > 0) root.append(svg('line', { x1: x(0), x2: x(0), y1: 0, y2: rows.length * 30 + 20, stroke: '#8a94a6', 'stroke-dasharray': '4 3' }));
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3));
+  const x = (v) => 190 + ((v - lo) / span) * 380;
+  const H = rows.length * 30 + 50;
+  const root = svg('svg', { viewBox: `0 0 600 ${H}`, role: 'img', id: 'interval-chart', 'aria-label': `Lift with 95% confidence interval. ${rows.map((r) => `${r.name}: ${fmt(r.mean)} (${fmt(r.lo)} to ${fmt(r.hi)})`).join('; ')}` });
+  const axisY = rows.length * 30 + 14;
+  root.append(svg('line', { x1: x(0), x2: x(0), y1: 0, y2: axisY, stroke: '#8a94a6', 'stroke-dasharray': '4 3' }),
+    svg('line', { x1: x(lo), x2: x(hi), y1: axisY, y2: axisY, stroke: '#8a94a6' }));
+  [lo, 0, hi].forEach((v) => root.append(svg('text', { x: x(v), y: axisY + 14, 'font-size': 11, 'text-anchor': 'middle', fill: '#5b6475' }, fmt(v))));
+  root.append(svg('text', { x: x((lo + hi) / 2), y: H - 4, 'font-size': 12, 'text-anchor': 'middle', fill: '#1d2330' }, 'Lift over control (treatment − control), 95% interval'));
   rows.forEach((r, i) => {
     const y = i * 30 + 15;
-    root.append(svg('text', { x: 0, y: y + 4, 'font-size': 13 }, r.name), svg('line', { x1: x(r.lo), x2: x(r.hi), y1: y, y2: y, stroke: '#2456c9', 'stroke-width': 2 }),
+    root.append(svg('g', { 'data-name': r.name, 'data-mean': String(r.mean), 'data-lo': String(r.lo), 'data-hi': String(r.hi) },
+      svg('title', {}, `${r.name}: ${fmt(r.mean)} (${fmt(r.lo)} to ${fmt(r.hi)})`),
+      svg('text', { x: 0, y: y + 4, 'font-size': 13 }, r.name), svg('line', { x1: x(r.lo), x2: x(r.hi), y1: y, y2: y, stroke: '#2456c9', 'stroke-width': 2 }),
       svg('line', { x1: x(r.lo), x2: x(r.lo), y1: y - 6, y2: y + 6, stroke: '#2456c9' }), svg('line', { x1: x(r.hi), x2: x(r.hi), y1: y - 6, y2: y + 6, stroke: '#2456c9' }),
-      svg('circle', { cx: x(r.mean), cy: y, r: 4, fill: '#14213d' }));
+      svg('circle', { cx: x(r.mean), cy: y, r: 4, fill: '#14213d' })));
   });
   return root;
 }
