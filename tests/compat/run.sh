@@ -10,6 +10,8 @@ mkdir -p "$work"
 
 log() { printf '== %s\n' "$*"; }
 
+GECKODRIVER_VERSION=0.37.1
+
 install_tools() {
     if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then
         log "installing redis-tools"
@@ -25,6 +27,16 @@ install_tools() {
         log "installing chromium and chromium-driver"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+    if ! command -v firefox-esr >/dev/null; then
+        log "installing firefox-esr"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr >/dev/null
+    fi
+    # Debian has no geckodriver package; it is a Rust crate (Mozilla's own).
+    if [ ! -x "$root/.compat-tools/bin/geckodriver" ]; then
+        log "building geckodriver $GECKODRIVER_VERSION with cargo install (a few minutes)"
+        cargo install -q --locked geckodriver --version "$GECKODRIVER_VERSION" --root "$root/.compat-tools"
     fi
     "$root/.venv-compat/bin/pip" install -q 'redis>=8,<9' 'openfeature-sdk>=0.10,<0.11' 'openfeature-provider-ofrep>=0.3,<0.4' 'selenium>=4.20,<5' \
         'numpy==2.4.6' 'scipy==1.17.1' 'statsmodels==0.15.0'
@@ -159,16 +171,19 @@ log "OpenFeature: Python SDK + OFREP provider"
 log "OpenFeature: Node server SDK + OFREP provider"
 node "$here/ofrep_check.js" "$port" "$http_port" "$limited_port" "$limited_http"
 kill "$limited_pid" 2>/dev/null || true
-log "admin console: headless Chromium driven by selenium (screenshots in tests/compat/screenshots/)"
-console_port=$(free_port)
-console_http=$(free_port)
-"$root/target/debug/flagstaff" --port "$console_port" --http-port "$console_http" --data-dir "$work/console" \
-    --log-level warn --requirepass console-pw &
-console_pid=$!
-trap 'kill "$server_pid" "$limited_pid" "$console_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-wait_pong "$console_port" console-pw
-"$root/.venv-compat/bin/python" "$here/console_check.py" "$console_port" "$console_http" console-pw
-kill "$console_pid" 2>/dev/null || true
+for browser in chromium firefox; do
+    log "admin console: headless $browser driven by selenium (screenshots in tests/compat/screenshots/$browser/)"
+    console_port=$(free_port)
+    console_http=$(free_port)
+    "$root/target/debug/flagstaff" --port "$console_port" --http-port "$console_http" --data-dir "$work/console-$browser" \
+        --log-level warn --requirepass console-pw &
+    console_pid=$!
+    trap 'kill "$server_pid" "$limited_pid" "$console_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+    wait_pong "$console_port" console-pw
+    "$root/.venv-compat/bin/python" "$here/console_check.py" "$console_port" "$console_http" console-pw \
+        "$browser" "$root/.compat-tools/bin/geckodriver"
+    kill "$console_pid" 2>/dev/null || true
+done
 log "ioredis subscriber"
 node "$here/ioredis_subscriber_check.js" "$port"
 log "change feed: redis-py pub/sub and examples/local_cache.py across a restart"
