@@ -530,6 +530,73 @@ fn the_session_cookie_is_refused_after_logout_and_after_acl_deluser() {
     );
 }
 
+/// Sessions are node-local by decision (docs/decisions.md): another node
+/// refuses the cookie with a clear 401 (behind a load balancer: sticky
+/// sessions), bearer credentials work on any node, and the replicated ACL
+/// ends a session whichever node deleted the user.
+#[test]
+fn a_session_belongs_to_its_node_but_its_user_to_the_cluster() {
+    let _g = serial();
+    let (hp1, hp2) = (free_port().to_string(), free_port().to_string());
+    let first = common::cluster_node(1, None, &["--requirepass", PW, "--http-port", &hp1]);
+    let second = common::cluster_node(
+        2,
+        Some(first.port),
+        &[
+            "--requirepass",
+            PW,
+            "--join-user",
+            "default",
+            "--join-password",
+            PW,
+            "--http-port",
+            &hp2,
+        ],
+    );
+    let (hp1, hp2): (u16, u16) = (hp1.parse().unwrap(), hp2.parse().unwrap());
+    common::eventually(Duration::from_secs(30), || {
+        let url = format!("redis://default:{PW}@127.0.0.1:{}/", second.port);
+        let mut con = redis::Client::open(url).ok()?.get_connection().ok()?;
+        let info = common::cmd_str(&mut con, &["RAFT.INFO"]).ok()?;
+        info.contains("role:follower").then_some(())
+    });
+    let mut con = admin_conn(&first);
+    add_user(
+        &mut con,
+        "pm",
+        "pm-pw",
+        &["+@flag-read", "+@flag-eval", "+@flag-write"],
+    );
+    // Bearer credentials work on any node once the user has replicated.
+    let bearer = Api::bearer(hp2, "pm", "pm-pw");
+    common::eventually(Duration::from_secs(30), || {
+        (bearer.get("/flags").status == 200).then_some(())
+    });
+
+    let pm = Api::login(hp2, "pm", "pm-pw");
+    assert_eq!(pm.get("/flags").status, 200);
+    let elsewhere = Api {
+        port: hp1,
+        bearer: None,
+        cookie: pm.cookie.clone(),
+        csrf: pm.csrf.clone(),
+    };
+    let r = elsewhere.get("/flags");
+    assert_eq!(r.status, 401, "another node does not know the session");
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("session"),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(pm.get("/flags").status, 200, "its own node still does");
+
+    // The user deleted on node 1 ends the session on node 2.
+    resp_cmd(&mut con, &["ACL", "DELUSER", "pm"]);
+    common::eventually(Duration::from_secs(30), || {
+        (pm.get("/flags").status == 401).then_some(())
+    });
+}
+
 #[test]
 fn a_session_expires_after_session_ttl_without_requests() {
     let _g = serial();

@@ -91,6 +91,7 @@ pub async fn login(
     peer: std::net::SocketAddr,
     what: &str,
 ) -> Result<Identity, AuthError> {
+    crate::command::acl::sync_users(state);
     let result = authenticate(&state.users, credential, peer.ip());
     let Some(token) = credential else {
         return result;

@@ -161,6 +161,9 @@ pub fn admit(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Caller, Response<Body>> {
+    // Replicated ACL changes apply lazily: a follower that serves only HTTP
+    // must install them before it checks a user.
+    crate::command::acl::sync_users(&http.state);
     let users = &http.state.users;
     let has_credential =
         headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key");
