@@ -461,7 +461,7 @@ function timeChart(series, { since, bucketSecs, variations }) {
   const wrap = h('div', { class: 'time-chart', 'data-since': String(since), 'data-buckets': String(bucketSecs) });
   const summary = `${total} evaluations in ${series.length} buckets of ${bucketSecs / 3600} hour${bucketSecs === 3600 ? '' : 's'}` +
     (names.length ? `: ${names.map((v) => `${v} ${series.reduce((n, b) => n + ((b.by_variation || {})[v] || 0), 0)}`).join(', ')}` : '') + '.';
-  const [W, H, L, R, T, B] = [640, 260, 56, 12, 12, 48];
+  const [W, H, L, R, T, B] = [640, 260, 56, 30, 12, 48];
   const max = Math.max(1, ...series.map((b) => b.evaluations));
   const step = niceStep(max, 4);
   const top = Math.ceil(max / step) * step;
