@@ -71,7 +71,8 @@ if BROWSER == "firefox":
     opts.add_argument("-profile")
     opts.add_argument(profile)
     opts.set_preference("browser.shell.checkDefaultBrowser", False)
-    driver = webdriver.Firefox(service=FirefoxService(GECKODRIVER), options=opts)
+    # System access lets viewport() zoom the page (below).
+    driver = webdriver.Firefox(service=FirefoxService(GECKODRIVER, service_args=["--allow-system-access"]), options=opts)
 else:
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
@@ -85,10 +86,17 @@ driver.set_window_size(1280, 800)
 
 
 def viewport(width, height):
-    """Makes the page's viewport (not the window) width×height."""
-    driver.set_window_size(width, height)
+    """Makes the page's viewport (not the window) width×height CSS pixels.
+    A Firefox window is at least 500 CSS pixels wide, so narrower viewports
+    are a wider window at 200 % zoom (the site's zoom: it holds while the
+    page stays on this origin), which is what a phone's 2× screen shows."""
+    zoom = 2 if BROWSER == "firefox" and width < 500 else 1
+    if BROWSER == "firefox":
+        with driver.context(driver.CONTEXT_CHROME):
+            driver.execute_script(f"gBrowser.selectedBrowser.fullZoom = {zoom}")
+    driver.set_window_size(width * zoom, height * zoom)
     inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
-    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+    driver.set_window_size(zoom * (2 * width - inner[0]), zoom * (2 * height - inner[1]))
 wait = WebDriverWait(driver, 20, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
 step = 0
 
