@@ -127,6 +127,18 @@ pub fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// Appends `s` as a JSON string literal (what [`quote`] returns, without
+/// the allocation when nothing needs escaping).
+pub fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&quote(s));
+    }
+}
+
 fn router(http: Arc<Http>) -> Router {
     Router::new()
         .route("/livez", get(health::livez))
@@ -259,4 +271,27 @@ async fn handle(
     let class = (response.status().as_u16() / 100).clamp(2, 5) as usize - 2;
     crate::metrics::add(&http.stats.requests[endpoint as usize][class], 1);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_quoted_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+            "é ✓ \u{7f}",
+            "new\nline",
+        ] {
+            let mut out = String::from("x");
+            push_quoted(&mut out, s);
+            assert_eq!(out, format!("x{}", quote(s)), "{s:?}");
+        }
+    }
 }

@@ -5,17 +5,19 @@
 // The `Err` of these helpers is the refusal sent as is, once per request.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::auth::{credential, login, AuthError, Identity};
-use super::{json, quote, Http, MAX_BODY};
+use super::{json, push_quoted, quote, Http, MAX_BODY};
 use crate::command::flag::{detail_of, Detail, DetailError};
 use crate::flag::context::AttrValue;
 use crate::flag::Context;
@@ -155,27 +157,30 @@ fn etag(revision: u64, user: &str, key: &str, context: &str, volatile: &str) -> 
         h.update([0]);
     }
     let digest = h.finalize();
-    let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-    format!("\"{revision}-{hex}\"")
+    let mut tag = format!("\"{revision}-");
+    for b in digest.iter().take(10) {
+        tag.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        tag.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    tag.push('"');
+    tag
 }
 
-/// The `volatile` part of [`etag`] for answers from these flags.
+/// The `volatile` part of [`etag`] for answers from these flags (`stale`:
+/// whether the node serves stale data, as the answers' metadata says).
 fn volatile<'a>(
-    http: &Http,
+    stale: bool,
     view: &crate::store::StateView,
     keys: impl IntoIterator<Item = &'a str>,
-) -> String {
+) -> Cow<'static, str> {
     let uses_now = keys
         .into_iter()
         .any(|k| view.flags.get(k).is_some_and(|e| e.compiled.uses_now));
-    let now = if uses_now {
-        (crate::command::flag::now_ms() / 1000.0)
-            .floor()
-            .to_string()
-    } else {
-        String::new()
-    };
-    format!("{}:{now}", http.state.is_stale())
+    if !uses_now {
+        return Cow::Borrowed(if stale { "true:" } else { "false:" });
+    }
+    let now = (crate::command::flag::now_ms() / 1000.0).floor();
+    Cow::Owned(format!("{stale}:{now}"))
 }
 
 /// Whether `If-None-Match` names `tag` (weak tags and `*` included).
@@ -222,31 +227,38 @@ fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
             ),
         ),
         Ok(s) => {
-            let mut metadata = format!(
-                "\"version\":{},\"revision\":{},\"stale\":{}",
+            // Written straight into one buffer: this is the hot path of every
+            // OFREP evaluation.
+            let value = std::str::from_utf8(&s.value).unwrap_or("null");
+            let mut out = String::with_capacity(160 + key.len() + value.len());
+            out.push_str("{\"key\":");
+            push_quoted(&mut out, key);
+            out.push_str(",\"value\":");
+            out.push_str(value);
+            out.push_str(",\"reason\":\"");
+            out.push_str(s.openfeature_reason);
+            out.push_str("\",\"variant\":");
+            push_quoted(&mut out, &s.variation);
+            let _ = write!(
+                out,
+                ",\"metadata\":{{\"version\":{},\"revision\":{},\"stale\":{}",
                 d.version.unwrap_or(0),
                 d.revision,
                 d.stale
             );
             match &s.reason {
                 crate::flag::Reason::RuleMatch { id: Some(id), .. } => {
-                    metadata.push_str(&format!(",\"rule_id\":{}", quote(id)));
+                    out.push_str(",\"rule_id\":");
+                    push_quoted(&mut out, id);
                 }
                 crate::flag::Reason::PrerequisiteFailed(p) => {
-                    metadata.push_str(&format!(",\"prerequisite\":{}", quote(p)));
+                    out.push_str(",\"prerequisite\":");
+                    push_quoted(&mut out, p);
                 }
                 _ => {}
             }
-            let value = std::str::from_utf8(&s.value).unwrap_or("null");
-            (
-                StatusCode::OK,
-                format!(
-                    "{{\"key\":{},\"value\":{value},\"reason\":\"{}\",\"variant\":{},\"metadata\":{{{metadata}}}}}",
-                    quote(key),
-                    s.openfeature_reason,
-                    quote(&s.variation),
-                ),
-            )
+            out.push_str("}}");
+            (StatusCode::OK, out)
         }
         Err(e) => {
             let (status, code, details) = match e {
@@ -277,10 +289,12 @@ fn failure_body(key: &str, code: &str, details: &str) -> String {
 pub async fn single(
     State(http): State<Arc<Http>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request<Body>,
 ) -> Response<Body> {
+    // The whole request, not the `Uri` and `HeaderMap` extractors: those
+    // clone the header map on every evaluation.
+    let (parts, body) = request.into_parts();
+    let (uri, headers) = (&parts.uri, &parts.headers);
     // The raw segment: axum's own decoding would refuse invalid UTF-8 with a
     // plain-text body, and OFREP clients expect JSON.
     let raw = uri.path().rsplit('/').next().unwrap_or("");
@@ -299,7 +313,7 @@ pub async fn single(
         }
     };
     let key = key.as_str();
-    let identity = match admit(&http, peer, &headers, uri.path(), Some(key)).await {
+    let identity = match admit(&http, peer, headers, uri.path(), Some(key)).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -333,9 +347,9 @@ pub async fn single(
         &identity.user,
         key,
         text,
-        &volatile(&http, &view, [key]),
+        &volatile(detail.stale, &view, [key]),
     );
-    if matches(&headers, &tag) {
+    if matches(headers, &tag) {
         return not_modified(&tag);
     }
     with_etag(json(status, out), &tag)
@@ -377,7 +391,7 @@ pub async fn bulk(
         &identity.user,
         "",
         text,
-        &volatile(&http, &view, keys.iter().copied()),
+        &volatile(http.state.is_stale(), &view, keys.iter().copied()),
     );
     if matches(&headers, &tag) {
         return not_modified(&tag);
@@ -406,6 +420,24 @@ mod tests {
         assert_eq!(c.key(), Some("k"));
         assert!(parse_context("[1]").is_err());
         assert_eq!(parse_context("").unwrap().key(), None);
+    }
+
+    #[test]
+    fn etag_is_the_revision_and_20_hex_digits() {
+        let tag = etag(42, "default", "k", "{}", "false:");
+        let inner = tag.strip_prefix("\"42-").and_then(|t| t.strip_suffix('"'));
+        let hex = inner.unwrap_or_default();
+        assert_eq!(hex.len(), 20, "{tag}");
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn volatile_is_staleness_then_the_second_only_for_now() {
+        let view = crate::store::StateView::default();
+        assert_eq!(volatile(false, &view, ["k"]), "false:");
+        assert_eq!(volatile(true, &view, ["k"]), "true:");
     }
 
     #[test]
