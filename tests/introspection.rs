@@ -522,3 +522,53 @@ fn a_malformed_context_is_reported_even_for_a_missing_flag() {
         redis::Value::BulkString(b"MALFORMED_CONTEXT".to_vec())
     );
 }
+
+/// The `calls=` of a command's `cmdstat_` line (0 when it has none yet).
+fn calls(con: &mut redis::Connection, cmd: &str) -> u64 {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn commandstats_count_every_pipelined_fast_command_before_the_next_command_runs() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    // The start-up probe PINGed already.
+    let pings = calls(&mut con, "ping");
+    // Runs of a fast command are counted once per run: a command after
+    // them, in the same pipeline, must still see every one.
+    let mut pipe = redis::pipe();
+    for _ in 0..20 {
+        pipe.cmd("FLAG.EVAL").arg("nosuch:flag");
+    }
+    for _ in 0..3 {
+        pipe.cmd("PING");
+    }
+    pipe.cmd("FLAG.EVAL").arg("nosuch:flag");
+    pipe.cmd("INFO").arg("commandstats");
+    let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap();
+    let redis::Value::BulkString(info) = &replies[24] else {
+        panic!("INFO answered {:?}", replies[24]);
+    };
+    let info = String::from_utf8_lossy(info);
+    assert!(info.contains("cmdstat_flag.eval:calls=21,"), "{info}");
+    assert!(
+        info.contains(&format!("cmdstat_ping:calls={},", pings + 3)),
+        "{info}"
+    );
+    // The end of a read batch counts the last run for other connections.
+    let _: Vec<redis::Value> = redis::pipe()
+        .cmd("PING")
+        .cmd("PING")
+        .query(&mut con)
+        .unwrap();
+    let mut other = s.conn();
+    assert_eq!(calls(&mut other, "ping"), pings + 5);
+    assert_eq!(calls(&mut other, "flag.eval"), 21);
+}

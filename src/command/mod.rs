@@ -273,13 +273,27 @@ async fn run(
             return (Some(reply.into()), Flow::Continue);
         }
     }
-    let started = std::time::Instant::now();
     let blocks = spec.runs.has(Runs::BLOCKS) && args.iter().any(|a| parse::is(a, "BLOCK"));
+    // A run of the same fast command is timed and counted as one (flushed
+    // at the end of the read batch); any other command is counted alone,
+    // after what ran before it.
+    let batched = !blocks && spec.has_flag("fast");
+    let started = if batched {
+        session.tally.begin(&state.stats, slot);
+        None
+    } else {
+        session.tally.flush(&state.stats);
+        Some(std::time::Instant::now())
+    };
     let (output, flow) = run_checked(session, state, spec, args, blocks, hangup).await;
     let failed = matches!(&output, Some(Output::Reply(r)) if r.is_error());
-    // A blocked command's wait is not its cost (Redis excludes it too).
-    let elapsed = (!blocks).then(|| started.elapsed());
-    state.stats.count_call(slot, elapsed, failed);
+    match started {
+        None => session.tally.end(failed),
+        // A blocked command's wait is not its cost (Redis excludes it too).
+        Some(t) => state
+            .stats
+            .count_call(slot, (!blocks).then(|| t.elapsed()), failed),
+    }
     (output, flow)
 }
 
@@ -372,6 +386,7 @@ pub const MAX_VALUE_ITEMS: usize = 100_000;
 pub async fn run_as_value(session: &mut Session, state: &ServerState, args: &[Bytes]) -> Reply {
     crate::metrics::add(&state.stats.commands_processed, 1);
     let (output, _) = run(session, state, args, std::future::pending()).await;
+    session.tally.flush(&state.stats);
     let reply = match output {
         Some(Output::Reply(r)) => r,
         Some(Output::Paged(p)) => {

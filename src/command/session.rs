@@ -100,6 +100,9 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     /// Full name of the command being run, or the last one (`client|list`).
     pub last_cmd: &'static str,
+    /// Calls of fast commands not yet added to the server's counters
+    /// (flushed at the end of each read batch).
+    pub tally: crate::metrics::Tally,
 }
 
 impl Session {
@@ -120,6 +123,7 @@ impl Session {
             monitor: None,
             reply_mode: ReplyMode::On,
             last_cmd: "",
+            tally: crate::metrics::Tally::default(),
         }
     }
 

@@ -108,6 +108,17 @@ impl Histogram {
         add(&self.sum, v);
     }
 
+    /// Counts `n` values of `v` each, `sum` in total.
+    pub fn observe_n(&self, v: u64, n: u64, sum: u64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        add(&self.buckets[i], n);
+        add(&self.sum, sum);
+    }
+
     /// The upper bounds and the count of values in each bucket (not
     /// cumulative), `u64::MAX` standing for `+Inf`.
     pub fn buckets(&self) -> Vec<(u64, u64)> {
@@ -253,6 +264,25 @@ impl Stats {
         }
     }
 
+    /// Counts `calls` runs of the command in `slot`, `failed` of them
+    /// answering an error, that took `elapsed` together (each counted in the
+    /// duration histogram at their mean).
+    pub fn count_calls(&self, slot: usize, calls: u64, failed: u64, elapsed: std::time::Duration) {
+        if calls == 0 {
+            return;
+        }
+        if let Some(c) = self.commands.get(slot) {
+            add(&c.calls, calls);
+            if failed > 0 {
+                add(&c.failed, failed);
+            }
+            let nanos = elapsed.as_nanos() as u64;
+            add(&c.nanos, nanos);
+            self.command_duration
+                .observe_n(nanos / 1000 / calls, calls, nanos / 1000);
+        }
+    }
+
     /// Counts a refusal of the command in `slot`.
     pub fn count_rejected(&self, slot: usize) {
         if let Some(c) = self.commands.get(slot) {
@@ -272,6 +302,50 @@ impl Stats {
     /// A copy of the rates.
     pub fn rates(&self) -> Rates {
         self.rates.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs of one fast command on one connection, counted locally and added to
+/// [`Stats`] once per run: a pipeline of the same command then costs one
+/// clock pair and one set of atomic adds per read batch instead of per
+/// command. A call of another command, a command that is not fast, and the
+/// end of every read batch flush it, so a command sees every call before it
+/// counted.
+#[derive(Debug, Default)]
+pub struct Tally {
+    slot: usize,
+    calls: u64,
+    failed: u64,
+    started: Option<Instant>,
+}
+
+impl Tally {
+    /// Starts a call of the command in `slot`: flushes another command's run,
+    /// and reads the clock when this call starts a run.
+    pub fn begin(&mut self, stats: &Stats, slot: usize) {
+        if self.started.is_some() && self.slot != slot {
+            self.flush(stats);
+        }
+        if self.started.is_none() {
+            self.slot = slot;
+            self.started = Some(Instant::now());
+        }
+    }
+
+    /// Ends the call [`Tally::begin`] started.
+    pub fn end(&mut self, failed: bool) {
+        self.calls += 1;
+        self.failed += u64::from(failed);
+    }
+
+    /// Adds the run so far to `stats` (its time: from its first call's start
+    /// until now).
+    pub fn flush(&mut self, stats: &Stats) {
+        if let Some(started) = self.started.take() {
+            stats.count_calls(self.slot, self.calls, self.failed, started.elapsed());
+        }
+        self.calls = 0;
+        self.failed = 0;
     }
 }
 

@@ -125,7 +125,7 @@ impl RequestDecoder {
                             None => return Ok(None),
                         }
                     }
-                    let Some(line) = take_line(buf, "too big mbulk count string")? else {
+                    let Some(line) = line_len(buf, "too big mbulk count string")? else {
                         return Ok(None);
                     };
                     let max = if authenticated {
@@ -133,15 +133,16 @@ impl RequestDecoder {
                     } else {
                         UNAUTH_MAX_MULTIBULK
                     };
-                    let n = parse_int(&line[1..])
+                    let n = parse_int(&buf[1..line])
                         .filter(|&n| n <= max as i64)
                         .ok_or_else(|| protocol("invalid multibulk length"))?;
+                    buf.advance(line + 2);
                     if n <= 0 {
                         continue;
                     }
                     self.args = self.spare.pop().unwrap_or_default();
                     self.args.reserve((n as usize).min(1024));
-                    self.consumed = line.len() + 2;
+                    self.consumed = line + 2;
                     self.state = State::BulkHeader {
                         remaining: n as usize,
                     };
@@ -156,7 +157,7 @@ impl RequestDecoder {
                             char::from(buf[0])
                         )));
                     }
-                    let Some(line) = take_line(buf, "too big bulk count string")? else {
+                    let Some(line) = line_len(buf, "too big bulk count string")? else {
                         return Ok(None);
                     };
                     let max = if authenticated {
@@ -164,10 +165,11 @@ impl RequestDecoder {
                     } else {
                         UNAUTH_MAX_BULK
                     };
-                    let len = parse_int(&line[1..])
+                    let len = parse_int(&buf[1..line])
                         .filter(|&n| n >= 0 && n <= max as i64)
                         .ok_or_else(|| protocol("invalid bulk length"))?;
-                    self.consumed += line.len() + 2;
+                    buf.advance(line + 2);
+                    self.consumed += line + 2;
                     self.state = State::BulkBody {
                         remaining,
                         len: len as usize,
@@ -224,9 +226,10 @@ impl RequestDecoder {
     }
 }
 
-/// Splits off one CRLF-terminated line (without its CRLF), or `None` if the
-/// line is not complete yet.
-fn take_line(buf: &mut BytesMut, too_big: &str) -> Result<Option<BytesMut>, DecodeError> {
+/// The length (without its CRLF) of the CRLF-terminated line `buf` starts
+/// with, or `None` if the line is not complete yet. Nothing is split off:
+/// the caller parses the line in place and advances past it.
+fn line_len(buf: &BytesMut, too_big: &str) -> Result<Option<usize>, DecodeError> {
     let window = &buf[..buf.len().min(MAX_LINE + 2)];
     let Some(pos) = memchr::memchr(b'\n', window) else {
         if buf.len() > MAX_LINE {
@@ -241,9 +244,7 @@ fn take_line(buf: &mut BytesMut, too_big: &str) -> Result<Option<BytesMut>, Deco
             "invalid bulk length"
         }));
     }
-    let line = buf.split_to(pos - 1);
-    buf.advance(2);
-    Ok(Some(line))
+    Ok(Some(pos - 1))
 }
 
 fn parse_int(digits: &[u8]) -> Option<i64> {

@@ -200,6 +200,7 @@ async fn run<S: ClientStream>(
                             .await;
                     decoder.recycle(args);
                     if let Some(paged) = paged {
+                        session.tally.flush(&state.stats);
                         write_paged(&mut out, stream, session.proto, paged, &mut wbuf).await?;
                     }
                     if flow == Flow::Close {
@@ -208,6 +209,7 @@ async fn run<S: ClientStream>(
                     }
                     if wbuf.len() >= FLUSH_AT {
                         client.note_output(wbuf.len(), wbuf.capacity());
+                        session.tally.flush(&state.stats);
                         out.flush(stream, &mut wbuf).await?;
                     }
                 }
@@ -225,6 +227,7 @@ async fn run<S: ClientStream>(
         // Published before the replies go out, so a client that has read
         // them sees this connection's new state in CLIENT LIST.
         client.note_output(wbuf.len(), wbuf.capacity());
+        session.tally.flush(&state.stats);
         session.publish();
         out.flush(stream, &mut wbuf).await?;
         if rbuf.is_empty() {
