@@ -848,7 +848,13 @@ fn metrics_count_commands_errors_denials_and_storage_as_info_does() {
         .unwrap();
     assert!(cmd_err(&mut app, &["FLAG.DEL", "prod:banner"]).starts_with("NOPERM"));
     assert!(cmd_err(&mut app, &["FLAG.EVAL", "staging:x"]).starts_with("NOPERM"));
-    let after = scrape();
+    // Snapshots are built in the background after the write that asks for
+    // one: wait (bounded) until one is counted before comparing.
+    let after = common::eventually(Duration::from_secs(30), || {
+        let now = scrape();
+        (value(&now, "flagstaff_snapshots_total") > value(&before, "flagstaff_snapshots_total"))
+            .then_some(now)
+    });
     let moved = |name: &str| value(&after, name) - value(&before, name);
     let writes = flag_set().len() as f64;
     for (name, at_least) in [

@@ -388,7 +388,10 @@ pub fn render(http: &Http) -> String {
             "Entries held in the log since the last compaction",
             node.log_entries() as i64,
         );
-        if let Ok(n) = node.stream_len(st.store.view().revision) {
+        // Read at what storage holds (as XLEN does): a write applied to the
+        // view but not yet persisted must not hide the gauge.
+        let readable = node.readable_revision(st.store.view().revision);
+        if let Ok(n) = node.stream_len(readable) {
             gauge(
                 &mut r,
                 "stream_length",
