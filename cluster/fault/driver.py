@@ -778,32 +778,38 @@ class Harness:
             self.node(a).set_chaos(links_of(a))
         time.sleep(0.3)
 
-    def write_ms(self, n, count=7):
-        """Median milliseconds of `count` acknowledged writes on node n (None if none)."""
+    def barrier_ms(self, n, count=11):
+        """Median milliseconds of `count` RAFT.BARRIERs on node n (None if none). On
+        the leader each is a read index: one heartbeat round to a majority, no fsync."""
         took = []
-        for _ in range(count):
-            t = now()
-            try:
-                self.node(n).cmd("FLAG.SET", "probe:chaos", definition("p"), timeout=3.0)
-            except (OSError, RespError):
-                continue
-            took.append((now() - t) * 1000)
+        c = None
+        try:
+            c = self.node(n).conn(timeout=3.0)
+            for _ in range(count):
+                t = now()
+                c.call("RAFT.BARRIER")
+                took.append((now() - t) * 1000)
+        except (OSError, RespError):
+            pass
+        finally:
+            if c:
+                c.close()
         took.sort()
         return took[len(took) // 2] if took else None
 
     def delay_fault(self, leader, followers):
         """Every raft RPC delayed, per link: a fixed part and jitter. First proves the
-        layer delays: with PROBE_DELAY_MS on the leader's links a write cannot commit
-        faster than one delayed append to a follower."""
+        layer delays: with PROBE_DELAY_MS on the leader's links a read index (a
+        heartbeat round to a majority) cannot take less."""
         rng = self.rng
-        base = self.write_ms(leader)
+        base = self.barrier_ms(leader)
         self.set_chaos(lambda a: {b: {"delay_ms": PROBE_DELAY_MS} for b in self.nodes
                                   if b != a} if a == leader else {})
-        delayed = self.write_ms(leader)
-        self.timings.setdefault("write_ms_base", []).append(base)
-        self.timings.setdefault("write_ms_delayed", []).append(delayed)
+        delayed = self.barrier_ms(leader)
+        self.timings.setdefault("barrier_ms_base", []).append(base)
+        self.timings.setdefault("barrier_ms_delayed", []).append(delayed)
         if delayed is not None and delayed < PROBE_DELAY_MS:
-            self.violations.append(f"the chaos layer did not delay: writes on leader {leader} "
+            self.violations.append(f"the chaos layer did not delay: barriers on leader {leader} "
                                    f"took {delayed:.0f} ms with {PROBE_DELAY_MS} ms on its links")
         links = {(a, b): {"delay_ms": rng.randint(5, 40), "jitter_ms": rng.randint(0, 50)}
                  for a in self.nodes for b in self.nodes if a != b}
