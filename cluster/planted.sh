@@ -29,7 +29,7 @@ SEED=${PLANTED_SEED:-1}
 SECONDS_PER=${SOAK_SECONDS:-20}
 DIR=${SOAK_DIR:-$ROOT/cluster-soak}/planted
 BIN=$ROOT/target/planted-bugs/debug/flagstaff
-(cd "$ROOT" && CARGO_TARGET_DIR=target/planted-bugs cargo build --quiet --features planted-bugs,power-cut --bin flagstaff)
+(cd "$ROOT" && CARGO_TARGET_DIR=target/planted-bugs cargo build --quiet --features planted-bugs,power-cut,chaos --bin flagstaff)
 mkdir -p "$DIR"
 status=0
 for bug in "${BUGS[@]}"; do

@@ -9,9 +9,11 @@
 #   SOAK_SECONDS   seconds of faults per scenario    [20]
 #   SOAK_DIR       scenario data, logs, histories    [./cluster-soak]
 #   FLAGSTAFF_BIN  binary under test [target/debug/flagstaff, built first]
-#   SOAK_POWER_BIN the power-cut row's binary, a test build with the features
-#                  power-cut and planted-bugs (no planted bug is armed unless its
-#                  variable is set) [target/planted-bugs/debug/flagstaff, built first]
+#   SOAK_POWER_BIN the test build for the power-cut, delay and reorder rows, with
+#                  the features power-cut, chaos and planted-bugs (no planted bug
+#                  is armed unless its variable is set, no chaos unless the driver
+#                  writes a node's chaos.json) [target/planted-bugs/debug/flagstaff,
+#                  built first]
 #
 # Output per row, e.g.: row=partition-leader runs=3 ops=4211 faults=3 violations=0
 # Needs root, iproute2, nftables and faketime (installed if apt-get is there).
@@ -22,7 +24,8 @@ shift
 ROWS=("$@")
 if ((${#ROWS[@]} == 0)); then
   ROWS=(partition-leader partition-minority partition-ring partition-oneway flapping loss
-    kill pause pause-leader clock membership lagging quorum-loss notifications power-cut bitflip)
+    kill pause pause-leader clock membership lagging quorum-loss notifications power-cut bitflip
+    delay reorder)
 fi
 SEED=${SOAK_SEED:-1}
 SECONDS_PER=${SOAK_SECONDS:-20}
@@ -39,8 +42,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [[ -z ${FLAGSTAFF_BIN:-} ]]; then (cd "$ROOT" && cargo build --quiet --bin flagstaff); fi
-if [[ " ${ROWS[*]} " == *" power-cut "* && -z ${SOAK_POWER_BIN:-} ]]; then
-  (cd "$ROOT" && CARGO_TARGET_DIR=target/planted-bugs cargo build --quiet --features planted-bugs,power-cut --bin flagstaff)
+test_build=" power-cut delay reorder "
+needs_test_build=0
+for row in "${ROWS[@]}"; do [[ $test_build == *" $row "* ]] && needs_test_build=1; done
+if ((needs_test_build)) && [[ -z ${SOAK_POWER_BIN:-} ]]; then
+  (cd "$ROOT" && CARGO_TARGET_DIR=target/planted-bugs cargo build --quiet --features planted-bugs,power-cut,chaos --bin flagstaff)
 fi
 
 # Namespaces left by a driver that was itself killed -9 (its own exit path removes them).
@@ -63,7 +69,7 @@ total_runs=0 total_violations=0 total_errors=0
 for row in "${ROWS[@]}"; do
   runs=0 ops=0 faults=0 violations=0
   bin=$BIN
-  [[ $row == power-cut ]] && bin=$POWER_BIN
+  [[ $test_build == *" $row "* ]] && bin=$POWER_BIN
   for i in $(seq 1 "$N"); do
     seed=$((SEED + i - 1))
     out="$DIR/$row-$seed"

@@ -358,8 +358,9 @@ impl Catalog for World {
 /// segment are its length. The files are written to a fresh directory and
 /// the log is opened on it.
 ///
-/// Properties: no panic; the log opens unless a sealed (not the last)
-/// segment is corrupt; every replayed entry body is bytes of the input; once
+/// Properties: no panic; the log opens or reports corruption (which the
+/// last segment may have too: a damaged record with whole ones after it, or
+/// a damaged length); every replayed entry body is bytes of the input; once
 /// opened (torn tail cut) it reopens to the same entries with nothing torn;
 /// and an entry appended after that survives the next reopen.
 pub fn wal_replay(data: &[u8]) {
@@ -398,7 +399,7 @@ pub fn wal_replay(data: &[u8]) {
             drop(log);
             replayed
         }
-        Err(wal::WalError::Corrupt { .. }) if count > 1 => return,
+        Err(wal::WalError::Corrupt { .. }) => return,
         Err(e) => panic!("the log did not open: {e}"),
     };
     for (index, body) in &first.entries {
@@ -437,15 +438,26 @@ pub fn wal_replay(data: &[u8]) {
 /// Overwrites the checksum of each whole record (`len | crc | len bytes`)
 /// from the start of a segment with the right one.
 fn frame_checksums(segment: &mut [u8]) {
-    let mut off = 0;
-    while let Some(header) = segment.get(off..off + 8) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let Some(record) = segment.get(off + 8..).and_then(|r| r.get(..len)) else {
+    // Either format: after the magic, a length with its own checksum.
+    let checked = segment.starts_with(&wal::MAGIC);
+    let (mut off, pre) = if checked {
+        (wal::MAGIC.len(), 12)
+    } else {
+        (0, 8)
+    };
+    while let Some(header) = segment.get(off..off + pre) {
+        let len_bytes = [header[0], header[1], header[2], header[3]];
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if checked {
+            let len_crc = crc32fast::hash(&len_bytes).to_le_bytes();
+            segment[off + 4..off + 8].copy_from_slice(&len_crc);
+        }
+        let Some(record) = segment.get(off + pre..).and_then(|r| r.get(..len)) else {
             return;
         };
         let crc = crc32fast::hash(record).to_le_bytes();
-        segment[off + 4..off + 8].copy_from_slice(&crc);
-        off += 8 + len;
+        segment[off + pre - 4..off + pre].copy_from_slice(&crc);
+        off += pre + len;
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod analytics;
 pub mod auth;
 pub mod backup;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod clock;
 pub mod command;
 pub mod config;

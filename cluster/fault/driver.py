@@ -44,8 +44,12 @@ FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 ROWS = [
     "partition-leader", "partition-minority", "partition-ring", "partition-oneway",
     "flapping", "loss", "kill", "pause", "pause-leader", "clock", "membership",
-    "lagging", "quorum-loss", "notifications", "power-cut", "bitflip",
+    "lagging", "quorum-loss", "notifications", "power-cut", "bitflip", "delay", "reorder",
 ]
+# Rows that need the test build's bus chaos layer (cargo feature `chaos`).
+CHAOS_ROWS = ("delay", "reorder")
+# openraft gives each append one heartbeat interval (100 ms): a delay must stay below it.
+PROBE_DELAY_MS = 60
 
 
 def die_with_parent():
@@ -75,6 +79,21 @@ def definition(value):
         "off_variation": "off",
         "fallthrough": {"variation": "v"},
     })
+
+
+WAL_MAGIC = b"FSW\xffAL2\n"
+
+
+def last_record(segment):
+    """Offset of the last whole record of a WAL segment (either format), or None."""
+    off, pre = (len(WAL_MAGIC), 12) if segment.startswith(WAL_MAGIC) else (0, 8)
+    last = None
+    while off + pre + 1 <= len(segment):
+        size = int.from_bytes(segment[off:off + 4], "little")
+        if size == 0 or off + pre + size > len(segment):
+            break
+        last, off = off, off + pre + size
+    return last
 
 
 class Net:
@@ -189,6 +208,23 @@ class Node:
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.h.net.ns(self.n)] + args,
                                      stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
         self.paused = False
+
+    def set_chaos(self, links):
+        """Delays/reorders this node's raft RPCs per peer (test build: src/chaos.rs
+        re-reads the file every 100 ms); {} turns it off."""
+        if not os.path.isdir(self.dir):
+            return
+        path = os.path.join(self.dir, "chaos.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump({str(k): v for k, v in links.items()}, f)
+        os.replace(path + ".tmp", path)
+
+    def chaos_stats(self):
+        try:
+            with open(os.path.join(self.dir, "chaos.stats")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
 
     def clock_file(self):
         return os.path.join(self.h.dir, f"clock{self.n}")
@@ -687,6 +723,10 @@ class Harness:
                 self.power_cut(rng)
             elif row == "bitflip" and followers:
                 self.bitflip(rng.choice(followers), rng)
+            elif row == "delay" and leader:
+                self.delay_fault(leader, followers)
+            elif row == "reorder":
+                self.reorder_fault()
             else:
                 self.faults -= 1
 
@@ -731,6 +771,79 @@ class Harness:
                 return True
             time.sleep(0.1)
         return False
+
+    def set_chaos(self, links_of):
+        """links_of(a) -> {b: link} for every node a; waits for the nodes to read it."""
+        for a in self.nodes:
+            self.node(a).set_chaos(links_of(a))
+        time.sleep(0.3)
+
+    def barrier_ms(self, n, count=11):
+        """Median milliseconds of `count` RAFT.BARRIERs on node n (None if none). On
+        the leader each is a read index: one heartbeat round to a majority, no fsync."""
+        took = []
+        c = None
+        try:
+            c = self.node(n).conn(timeout=3.0)
+            for _ in range(count):
+                t = now()
+                c.call("RAFT.BARRIER")
+                took.append((now() - t) * 1000)
+        except (OSError, RespError):
+            pass
+        finally:
+            if c:
+                c.close()
+        took.sort()
+        return took[len(took) // 2] if took else None
+
+    def delay_fault(self, leader, followers):
+        """Every raft RPC delayed, per link: a fixed part and jitter. First proves the
+        layer delays: with PROBE_DELAY_MS on the leader's links a read index (a
+        heartbeat round to a majority) cannot take less."""
+        rng = self.rng
+        base = self.barrier_ms(leader)
+        self.set_chaos(lambda a: {b: {"delay_ms": PROBE_DELAY_MS} for b in self.nodes
+                                  if b != a} if a == leader else {})
+        delayed = self.barrier_ms(leader)
+        self.timings.setdefault("barrier_ms_base", []).append(base)
+        self.timings.setdefault("barrier_ms_delayed", []).append(delayed)
+        if delayed is not None and delayed < PROBE_DELAY_MS:
+            self.violations.append(f"the chaos layer did not delay: barriers on leader {leader} "
+                                   f"took {delayed:.0f} ms with {PROBE_DELAY_MS} ms on its links")
+        links = {(a, b): {"delay_ms": rng.randint(5, 40), "jitter_ms": rng.randint(0, 50)}
+                 for a in self.nodes for b in self.nodes if a != b}
+        self.log(f"delay on every link, e.g. {leader}->{followers[:1]}: "
+                 f"{links.get((leader, followers[0])) if followers else None}")
+        self.set_chaos(lambda a: {b: links[(a, b)] for b in self.nodes if b != a})
+        time.sleep(rng.uniform(3, 6))
+        self.set_chaos(lambda a: {})
+        self.heal_and_time()
+
+    def reorder_fault(self):
+        """Raft RPCs held back on connections of their own and delivered late, after
+        later ones (and after their sender gave up): stale appends, votes and answers."""
+        rng = self.rng
+        links = {(a, b): {"reorder_pct": rng.randint(10, 40), "hold_ms": rng.randint(150, 1000),
+                          "jitter_ms": rng.randint(0, 30)}
+                 for a in self.nodes for b in self.nodes if a != b}
+        self.log("reorder on every link")
+        self.set_chaos(lambda a: {b: links[(a, b)] for b in self.nodes if b != a})
+        time.sleep(rng.uniform(3, 6))
+        self.set_chaos(lambda a: {})
+        self.heal_and_time()
+
+    def chaos_totals(self):
+        """The chaos layer's counters summed over the nodes; proves it acted."""
+        totals = {}
+        for n in self.nodes:
+            for k, v in self.node(n).chaos_stats().items():
+                totals[k] = totals.get(k, 0) + v
+        self.timings["chaos"] = totals
+        if self.row == "delay" and not totals.get("delayed"):
+            self.violations.append(f"the chaos layer delayed nothing: {totals}")
+        if self.row == "reorder" and not totals.get("late"):
+            self.violations.append(f"the chaos layer delivered nothing late: {totals}")
 
     def membership_fault(self, leader, followers):
         rng = self.rng
@@ -864,7 +977,17 @@ class Harness:
         with open(path, "rb") as f:
             data = bytearray(f.read())
         spots = [m.start(1) for m in re.finditer(rb"set:\d+:(\d)", bytes(data))]
-        if spots:
+        last = last_record(data)
+        if last is not None and rng.random() < 0.5:
+            # The last record's length now reaches past the end of the file: a torn
+            # tail if the length cannot be checked (src/raft/wal.rs).
+            data[last + 3] ^= 0x10
+            with open(path, "wb") as f:
+                f.write(data)
+            self.timings.setdefault("length_flips", []).append(n)
+            self.log(f"bitflip: node {n} {os.path.basename(path)} length of its last record "
+                     f"(offset {last}); sled tree lost")
+        elif spots:
             at = rng.choice(spots[len(spots) // 2:])
             data[at] = ord("0") + (data[at] - ord("0") + 1) % 10
             with open(path, "wb") as f:
@@ -904,6 +1027,9 @@ class Harness:
             time.sleep(0.2)
         # Heal everything, bring every node back, stop the load.
         self.net.heal()
+        if self.row in CHAOS_ROWS:
+            self.set_chaos(lambda a: {})
+            self.chaos_totals()
         for n in self.nodes:
             node = self.node(n)
             if n in self.members:

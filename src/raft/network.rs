@@ -92,6 +92,9 @@ impl PeerNetwork {
         } else {
             &[verb, body, extra]
         };
+        #[cfg(feature = "chaos")]
+        let answer = chaos_call(client, parts, option.hard_ttl(), target).await;
+        #[cfg(not(feature = "chaos"))]
         let answer = client.call(parts, option.hard_ttl()).await;
         match (&answer, self.down) {
             (Err(e), false) => {
@@ -120,6 +123,49 @@ impl PeerNetwork {
                 ))))
             })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+}
+
+/// Sends one RPC through the test-only chaos layer (`crate::chaos`): as
+/// usual, after a delay, or held back on a connection of its own and still
+/// delivered after the sender gave up on it.
+#[cfg(feature = "chaos")]
+async fn chaos_call(
+    client: &mut PeerClient,
+    parts: &[&[u8]],
+    ttl: std::time::Duration,
+    target: NodeId,
+) -> Result<Vec<bytes::Bytes>, CallError> {
+    use crate::chaos::{Plan, LATE};
+    match crate::chaos::plan(target) {
+        None => client.call(parts, ttl).await,
+        Some(Plan::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            let left = ttl
+                .saturating_sub(d)
+                .max(std::time::Duration::from_millis(1));
+            client.call(parts, left).await
+        }
+        Some(Plan::Reorder(hold)) => {
+            let mut held = client.fresh();
+            let owned: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                // Delivered whether or not the sender still waits: a late message.
+                let answer = held.call(&parts, std::time::Duration::from_secs(5)).await;
+                if tx.send(answer).is_err() {
+                    LATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            match tokio::time::timeout(ttl, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Err(CallError::Lost(format!(
+                    "chaos: the RPC to node {target} is held back past its deadline"
+                ))),
+            }
+        }
     }
 }
 

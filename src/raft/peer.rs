@@ -258,6 +258,13 @@ impl PeerClient {
         &self.addr
     }
 
+    /// A client for the same peer that will dial a connection of its own
+    /// (test-only bus chaos: a held-back RPC must not block the usual one).
+    #[cfg(feature = "chaos")]
+    pub fn fresh(&self) -> PeerClient {
+        PeerClient::new(&self.addr, self.secret.clone())
+    }
+
     /// Sends `parts` and returns the answer's payload (after its `OK`).
     pub async fn call(
         &mut self,

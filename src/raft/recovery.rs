@@ -27,10 +27,15 @@ struct Identity {
 /// - 2: WAL records up to `--max-entry-bytes` (2 GiB at most), which format-1
 ///   code refuses or cuts as a torn tail; nothing else changed, so a format-1
 ///   dir is upgraded in place by rewriting `node.json`.
+/// - 3: new WAL segments start with a magic and checksum each record's
+///   length (a damaged length is corruption, not a torn tail), which older
+///   code would cut as a torn tail; segments of the older layout are still
+///   replayed and new records go to a new segment, so a format-1 or -2 dir is
+///   upgraded in place by rewriting `node.json`.
 ///
 /// Bump it with any change older code would misread, and say here how an
 /// older dir is upgraded.
-pub const DATA_FORMAT: u32 = 2;
+pub const DATA_FORMAT: u32 = 3;
 
 /// The oldest format this build opens (and upgrades).
 pub const OLDEST_DATA_FORMAT: u32 = 1;

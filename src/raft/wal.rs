@@ -3,7 +3,14 @@
 //! the previous `fdatasync` ran, writes them, syncs once, then reports them
 //! all durable. A torn tail (a crash mid-write) is detected on open and cut.
 //!
-//! Record: `len: u32 LE | crc32(kind + body): u32 LE | kind: u8 | body`.
+//! Segment: [`MAGIC`], then records
+//! `len: u32 LE | crc32(len): u32 LE | crc32(kind + body): u32 LE | kind: u8 | body`.
+//! The length has a checksum of its own: a record at the end that reaches
+//! past the end of the file is torn only if its length is intact; a damaged
+//! length is corruption (it would otherwise hide as a torn tail and cut
+//! acknowledged entries). Segments of the first format (no magic, records
+//! `len | crc32(kind + body) | kind | body`) are still replayed, and a log
+//! whose tail segment has that format continues in a new segment.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -17,7 +24,31 @@ const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 
-const HEADER: usize = 9;
+/// The first bytes of a segment in the current format. Read as a first-format
+/// length (`u32` LE) they exceed any record that format ever framed.
+pub const MAGIC: [u8; 8] = *b"FSW\xffAL2\n";
+
+/// Header bytes before a record's kind: length, its checksum, the record's checksum.
+const HEADER: usize = 12;
+
+/// The on-disk layout of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// No magic: `len | crc | kind | body`, the length unchecked.
+    First,
+    /// [`MAGIC`], then `len | crc32(len) | crc | kind | body`.
+    Checked,
+}
+
+impl Format {
+    /// Header bytes before the kind.
+    fn header(self) -> usize {
+        match self {
+            Format::First => 8,
+            Format::Checked => HEADER,
+        }
+    }
+}
 
 /// Largest record body (kind + payload) the 32-bit length can frame. Replay
 /// accepts any length up to this that the segment actually holds (it reads
@@ -126,8 +157,10 @@ pub fn frame(kind: u8, body: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind]);
     crc.update(body);
-    out.reserve(HEADER + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
+    let len = len.to_le_bytes();
+    out.reserve(HEADER + 1 + body.len());
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.push(kind);
     out.extend_from_slice(body);
@@ -197,9 +230,11 @@ pub fn open(
     let mut replayed = Replayed::default();
     let mut segments = Vec::new();
     let count = files.len();
+    let mut tail_format = Format::Checked;
     for (i, (seq, path)) in files.into_iter().enumerate() {
         let last = i + 1 == count;
-        let max_index = replay_segment(&path, last, &mut replayed)?;
+        let (max_index, format) = replay_segment(&path, last, &mut replayed)?;
+        tail_format = format;
         segments.push(Segment {
             seq,
             path,
@@ -220,11 +255,16 @@ pub fn open(
             (1, p)
         }
     };
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .append(true)
         .open(&tail_path)
         .map_err(io_err(&tail_path))?;
-    let size = file.metadata().map_err(io_err(&tail_path))?.len();
+    let mut size = file.metadata().map_err(io_err(&tail_path))?.len();
+    if size == 0 {
+        file.write_all(&MAGIC).map_err(io_err(&tail_path))?;
+        file.sync_data().map_err(io_err(&tail_path))?;
+        size = MAGIC.len() as u64;
+    }
     #[cfg(feature = "power-cut")]
     crate::power_cut::gate().synced(&tail_path, size);
     let (tx, rx) = mpsc::channel();
@@ -243,6 +283,10 @@ pub fn open(
         last_sync: Instant::now(),
         dirty: false,
     };
+    if tail_format == Format::First && size > 0 {
+        // New records never go into a segment of the first format.
+        writer.roll().map_err(io_err(dir))?;
+    }
     let thread = std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || writer.run(rx))
@@ -256,8 +300,13 @@ pub fn open(
     ))
 }
 
-/// Replays one segment into `out`; returns its highest entry index.
-fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Option<u64>, WalError> {
+/// Replays one segment into `out`; returns its highest entry index and its
+/// format (an empty segment counts as the current one).
+fn replay_segment(
+    path: &Path,
+    is_last: bool,
+    out: &mut Replayed,
+) -> Result<(Option<u64>, Format), WalError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -265,25 +314,42 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
         .map_err(io_err(path))?;
     let mut data = Vec::new();
     file.read_to_end(&mut data).map_err(io_err(path))?;
-    let mut off = 0usize;
+    let (format, mut off) = if data.starts_with(&MAGIC) {
+        (Format::Checked, MAGIC.len())
+    } else if data.len() < MAGIC.len() && MAGIC.starts_with(&data) {
+        // Empty, or a new segment whose magic was torn: it holds no record.
+        (Format::Checked, 0)
+    } else {
+        (Format::First, 0)
+    };
+    let pre = format.header();
     let mut max_index = None;
     while off < data.len() {
         let bad = |why: &str| why.to_string();
+        let u32_at =
+            |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap_or_default());
         // A problem and whether it can be a torn tail (a crash mid-append).
-        let problem = if data.len() - off < HEADER {
+        let problem = if data.len() - off < pre + 1 {
             Some((bad("truncated header"), true))
         } else {
-            let len =
-                u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or_default());
-            if len == 0 {
+            let len = u32_at(off) as usize;
+            let crc = u32_at(off + pre - 4);
+            let len_intact =
+                format == Format::First || crc32fast::hash(&data[off..off + 4]) == u32_at(off + 4);
+            if !len_intact || len == 0 {
                 // A file extended but never written reads as zeros to its end.
                 let zeros = data[off..].iter().all(|&b| b == 0);
-                Some((bad("impossible record length"), zeros))
-            } else if data.len() - off - 8 < len {
+                let why = if len_intact {
+                    "impossible record length"
+                } else {
+                    // Not a torn write: its bytes are all there, and they are wrong.
+                    "damaged record length"
+                };
+                Some((bad(why), zeros))
+            } else if data.len() - off - pre < len {
                 Some((bad("truncated record"), true))
             } else {
-                let rec = &data[off + 8..off + 8 + len];
+                let rec = &data[off + pre..off + pre + len];
                 #[cfg(feature = "planted-bugs")]
                 let crc = if crate::planted::armed(crate::planted::SKIP_WAL_CHECKSUM) {
                     crc32fast::hash(rec)
@@ -296,10 +362,10 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
                     // would silently drop entries this node acknowledged (found
                     // by the fault harness's bitflip row: openraft then saw the
                     // follower's log go back and the leader panicked).
-                    Some((bad("checksum mismatch"), off + 8 + len == data.len()))
+                    Some((bad("checksum mismatch"), off + pre + len == data.len()))
                 } else {
                     apply_record(rec, out, &mut max_index);
-                    off += 8 + len;
+                    off += pre + len;
                     None
                 }
             }
@@ -321,7 +387,7 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Replayed) -> Result<Opti
             break;
         }
     }
-    Ok(max_index)
+    Ok((max_index, format))
 }
 
 fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
@@ -540,10 +606,12 @@ impl Writer {
         self.seq += 1;
         let path = segment_path(&self.dir, self.seq);
         self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.file.write_all(&MAGIC)?;
+        self.file.sync_data()?;
         sync_dir(&self.dir)?;
-        self.size = 0;
+        self.size = MAGIC.len() as u64;
         #[cfg(feature = "power-cut")]
-        gate.synced(&path, 0);
+        gate.synced(&path, self.size);
         self.segments.push(Segment {
             seq: self.seq,
             path,
@@ -781,6 +849,94 @@ mod tests {
         let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(r.torn_bytes, 40);
+    }
+
+    /// A bit flipped in the length of the last record, so that it reaches past
+    /// the end of the file, read as a torn tail: the entry (acknowledged) was
+    /// cut silently. The length's own checksum tells the two apart.
+    #[test]
+    fn a_damaged_length_at_the_end_is_corruption_not_a_torn_tail() {
+        let d = dir("flip-len");
+        {
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            append(&wal, 1, "one");
+            append(&wal, 2, "two");
+        }
+        let seg = segment_path(&d, 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        let mut last = Vec::new();
+        entry_record(2, b"two", &mut last).unwrap();
+        let at = data.len() - last.len();
+        data[at + 3] ^= 0x10;
+        std::fs::write(&seg, &data).unwrap();
+        match open(&d, FsyncPolicy::Always, 1 << 20) {
+            Err(WalError::Corrupt { why, offset, .. }) => {
+                assert_eq!(why, "damaged record length");
+                assert_eq!(offset, at as u64);
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
+        }
+        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+        // A record torn inside its header (length incomplete) is still a torn tail.
+        std::fs::write(&seg, &data[..at + 6]).unwrap();
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(r.torn_bytes, 6);
+    }
+
+    /// Frames a record as the first format did (no length checksum).
+    fn first_format(index: u64, body: &str, out: &mut Vec<u8>) {
+        let mut rec = vec![KIND_ENTRY];
+        rec.extend_from_slice(&index.to_le_bytes());
+        rec.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&rec).to_le_bytes());
+        out.extend_from_slice(&rec);
+    }
+
+    #[test]
+    fn a_log_of_the_first_format_is_replayed_and_continued_in_a_new_segment() {
+        let d = dir("upgrade");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut old = Vec::new();
+        first_format(1, "one", &mut old);
+        first_format(2, "two", &mut old);
+        let torn = 5;
+        first_format(3, "three (torn)", &mut old);
+        old.truncate(old.len() - torn);
+        std::fs::write(segment_path(&d, 1), &old).unwrap();
+        {
+            let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+            assert_eq!(r.entries[&2], b"two");
+            assert!(r.torn_bytes > 0);
+            append(&wal, 3, "three");
+        }
+        let new = std::fs::read(segment_path(&d, 2)).unwrap();
+        assert!(
+            new.starts_with(&MAGIC),
+            "new records go to a segment of the new format"
+        );
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+        assert_eq!(r.torn_bytes, 0);
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(r.entries[&3], b"three");
+    }
+
+    #[test]
+    fn a_segment_whose_magic_was_torn_is_empty() {
+        let d = dir("torn-magic");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(segment_path(&d, 1), &MAGIC[..3]).unwrap();
+        {
+            let (wal, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            assert!(r.entries.is_empty());
+            assert_eq!(r.torn_bytes, 3);
+            append(&wal, 1, "one");
+        }
+        let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]

@@ -175,6 +175,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tokio::spawn(watch_signals(state.clone(), tls.clone()));
     #[cfg(feature = "power-cut")]
     crate::power_cut::install(&state.settings.data_dir);
+    #[cfg(feature = "chaos")]
+    crate::chaos::install(&state.settings.data_dir);
     #[cfg(feature = "planted-bugs")]
     crate::planted::announce();
     tokio::spawn(roll_up_every_minute(state.clone()));
