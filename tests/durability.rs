@@ -483,11 +483,10 @@ fn seed() -> u64 {
         .as_nanos() as u64
 }
 
-/// Writers racing on one node: proposals are pipelined (one batch being
-/// made durable while the next waits behind it) and the state machine
-/// answers each batch's writers itself. Every write must still get its own
-/// outcome, in order per writer, and a read on another connection right
-/// after the answer must see it.
+/// Writers racing on one node share proposals (group commit): every write
+/// must still get its own outcome, in order per writer, and a read on
+/// another connection right after the answer must see it. Guards any change
+/// to how a batch's outcomes reach its writers.
 #[test]
 fn racing_writers_each_get_their_own_answer_and_see_it_at_once() {
     let _g = serial();

@@ -8,7 +8,6 @@ use flagstaff::raft::log_store::LogStore;
 use flagstaff::raft::persister::Persister;
 use flagstaff::raft::state_machine::StateMachine;
 use flagstaff::raft::types::AppliedMeta;
-use flagstaff::raft::writes::Tickets;
 use flagstaff::raft::{FsyncPolicy, NodeId, TypeConfig};
 use flagstaff::store::storage::SledStorage;
 use flagstaff::store::{StateView, Store};
@@ -45,7 +44,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             AppliedMeta::default(),
             dir.join("snapshots"),
             1000,
-            Arc::new(Tickets::new()),
         );
         Ok((TempDir(dir), log, sm))
     }

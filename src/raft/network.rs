@@ -224,7 +224,6 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(crate::raft::types::Proposal {
                 requests: vec![request],
-                ticket: None,
             }),
         }
     }

@@ -25,7 +25,7 @@ use super::recovery::{recover, Recovered};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId, TypeConfig};
 use super::wal::FsyncPolicy;
-use super::writes::{read_index, Tickets, WriteQueue};
+use super::writes::{read_index, WriteQueue};
 use crate::metrics::ClusterStats;
 use crate::store::storage::{SledStorage, StateStorage};
 use crate::store::{AuditRecord, OpResult, Store, WriteError, WriteRequest};
@@ -112,8 +112,6 @@ pub struct RaftNode {
     background: CancellationToken,
     stats: Arc<ClusterStats>,
     state_machine: StateMachine,
-    /// What this node has applied (and its proposals' waiting writers).
-    tickets: Arc<Tickets>,
     log: LogStore,
     storage: Arc<SledStorage>,
     persister: Arc<Persister>,
@@ -201,8 +199,6 @@ impl RaftNode {
             settings.audit_retention,
             applied.log_id.map_or(0, |l| l.index),
         ));
-        let tickets = Arc::new(Tickets::new());
-        tickets.set_applied(applied.log_id.map_or(0, |l| l.index));
         let state_machine = StateMachine::new(
             store.clone(),
             storage.clone(),
@@ -210,7 +206,6 @@ impl RaftNode {
             applied,
             snapshot_dir,
             settings.snapshot_every,
-            tickets.clone(),
         );
         let liveness = Arc::new(Liveness::new(settings.timings));
         let raft = Raft::new(
@@ -277,7 +272,6 @@ impl RaftNode {
             settings.write_timeout,
             stats.clone(),
             settings.max_entry_bytes,
-            tickets.clone(),
         );
         let (published_tx, published_rx) = mpsc::unbounded_channel();
         let local_query: bus::LocalQueryHook = Arc::default();
@@ -323,7 +317,6 @@ impl RaftNode {
             background,
             stats,
             state_machine,
-            tickets,
             log,
             storage,
             persister,
@@ -488,12 +481,6 @@ impl RaftNode {
     }
 
     async fn applied_at_least(&self, index: u64, deadline: Instant) -> Result<u64, WriteError> {
-        // The state machine's own count is current; raft's metrics trail it
-        // until the core (maybe in the next append's fsync) catches up.
-        let now = self.tickets.applied();
-        if now >= index {
-            return Ok(now);
-        }
         let applied =
             |m: &openraft::RaftMetrics<NodeId, Member>| m.last_applied.map_or(0, |l| l.index);
         let now = applied(&self.raft.metrics().borrow());

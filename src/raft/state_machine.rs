@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 use super::persister::Persister;
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
 use super::wal;
-use super::writes::Tickets;
 use crate::store::storage::StateStorage;
 use crate::store::{self, AppliedBatch, AuditRecord, Kind, StateImage, StateView, Store};
 
@@ -45,8 +44,6 @@ struct Inner {
     stream_keep: u64,
     applied: Mutex<AppliedMeta>,
     events: Mutex<Option<mpsc::UnboundedSender<Arc<Vec<AuditRecord>>>>>,
-    /// Writers of this node's proposals, answered as each entry is applied.
-    tickets: Arc<Tickets>,
 }
 
 /// The state machine handle.
@@ -143,7 +140,6 @@ impl StateMachine {
         applied: AppliedMeta,
         snapshot_dir: PathBuf,
         stream_keep: u64,
-        tickets: Arc<Tickets>,
     ) -> Self {
         StateMachine {
             inner: Arc::new(Inner {
@@ -154,7 +150,6 @@ impl StateMachine {
                 stream_keep,
                 applied: Mutex::new(applied),
                 events: Mutex::new(None),
-                tickets,
             }),
         }
     }
@@ -182,7 +177,6 @@ impl StateMachine {
         let mut changed = false;
         let mut batches = Vec::new();
         let mut responses = Vec::new();
-        let mut tickets = Vec::new();
         for entry in entries {
             applied.log_id = Some(entry.log_id);
             let mut batch = AppliedBatch::default();
@@ -193,9 +187,6 @@ impl StateMachine {
                     Vec::new()
                 }
                 EntryPayload::Normal(proposal) => {
-                    if let Some(t) = proposal.ticket {
-                        tickets.push((responses.len(), t, entry.log_id.index));
-                    }
                     let mut outcomes = Vec::with_capacity(proposal.requests.len());
                     for req in &proposal.requests {
                         let seq_base = batch.audit.len() as u32;
@@ -239,13 +230,6 @@ impl StateMachine {
         if let Some(tx) = &*self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) {
             for e in events {
                 let _ = tx.send(e);
-            }
-        }
-        // Published (readers see the writes), so their writers may hear.
-        self.inner.tickets.set_applied(upto);
-        for (i, ticket, index) in tickets {
-            if let Some(outcomes) = responses.get_mut(i) {
-                self.inner.tickets.answer(ticket, index, outcomes);
             }
         }
         Ok(responses)

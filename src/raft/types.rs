@@ -36,12 +36,6 @@ pub type WriteResponse = Result<Vec<OpResult>, WriteError>;
 pub struct Proposal {
     /// The requests, in arrival order.
     pub requests: Vec<WriteRequest>,
-    /// The proposing node's ticket for the writers waiting on this entry, so
-    /// its state machine answers them as soon as it has applied the entry
-    /// (not after raft's core, busy with the next append's fsync, relays the
-    /// outcome). Other nodes and replays ignore it; never part of the state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<u64>,
 }
 
 openraft::declare_raft_types!(

@@ -3,26 +3,16 @@
 //! raft proposal (group commit above raft: openraft 0.9 makes each proposal
 //! durable before taking the next) or, on a follower, forwards it to the
 //! leader over the cluster bus.
-//!
-//! Proposals are pipelined: up to [`IN_FLIGHT`] are with raft at once, so the
-//! next batch is already queued in raft's core when the previous one's
-//! `fdatasync` returns, and the state machine answers a proposal's writers
-//! itself once it has applied the entry (see [`Tickets`]): openraft's core,
-//! by then blocked in the next append's fsync, would relay the outcome only
-//! after that fsync.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::liveness::Liveness;
 use super::peer::{CallError, PeerClient, Secret};
-use super::types::{Member, NodeId, Proposal, TypeConfig, WriteResponse};
+use super::types::{Member, NodeId, Proposal, TypeConfig};
 use crate::metrics::{add, ClusterStats};
 use crate::store::{OpResult, WriteError, WriteRequest};
 
@@ -31,12 +21,6 @@ pub const WRITE: &[u8] = b"WRITE";
 
 /// A committed write: its revision (log index) and each operation's outcome.
 pub type Committed = Result<(u64, Vec<OpResult>), WriteError>;
-
-/// Proposals with raft at once: one being made durable, the next waiting
-/// behind it in raft's core (which appends one proposal at a time). More
-/// would only split the waiting writes into smaller batches, each paying its
-/// own fsync.
-pub const IN_FLIGHT: usize = 2;
 
 /// Most requests in one proposal.
 const MAX_BATCH_REQUESTS: usize = 256;
@@ -65,92 +49,6 @@ pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
     let mut count = Count(0);
     let _ = serde_json::to_writer(&mut count, value);
     count.0
-}
-
-/// The writers of one proposal, waiting for it to be applied.
-struct Waiting {
-    replies: Vec<oneshot::Sender<Committed>>,
-    /// Its place among the [`IN_FLIGHT`] proposals; freed when answered.
-    _slot: OwnedSemaphorePermit,
-}
-
-/// Proposals of this process awaiting their outcome, by ticket, shared by
-/// the proposal task and the state machine: whichever sees the outcome first
-/// (the state machine applying the entry, or the proposal task learning the
-/// entry will not commit) answers the writers; the other finds nothing.
-/// Also tracks the last log index applied here.
-#[derive(Default)]
-pub struct Tickets {
-    waiting: Mutex<HashMap<u64, Waiting>>,
-    /// Tickets are `base + n`: a random base per process, so an entry
-    /// proposed by an earlier run of this node, replayed now, matches nothing.
-    base: u64,
-    next: AtomicU64,
-    applied: AtomicU64,
-}
-
-impl std::fmt::Debug for Tickets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tickets")
-    }
-}
-
-impl Tickets {
-    /// An empty table with a fresh random ticket base.
-    pub fn new() -> Self {
-        Tickets {
-            base: rand::random(),
-            ..Default::default()
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn register(&self, waiting: Waiting) -> u64 {
-        let ticket = self
-            .base
-            .wrapping_add(self.next.fetch_add(1, Ordering::Relaxed));
-        self.lock().insert(ticket, waiting);
-        ticket
-    }
-
-    fn take(&self, ticket: u64) -> Option<Waiting> {
-        self.lock().remove(&ticket)
-    }
-
-    /// Called by the state machine once the entry at `index` is applied and
-    /// published: answers the writers of `ticket` with `outcomes` (moved out)
-    /// if they wait here. Returns whether they did.
-    pub fn answer(&self, ticket: u64, index: u64, outcomes: &mut Vec<WriteResponse>) -> bool {
-        let Some(waiting) = self.take(ticket) else {
-            return false;
-        };
-        let outcomes = std::mem::take(outcomes);
-        if outcomes.len() == waiting.replies.len() {
-            for (reply, outcome) in waiting.replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome.map(|o| (index, o)));
-            }
-        } else {
-            for reply in waiting.replies {
-                let _ = reply.send(Err(WriteError::Failed(
-                    "applied batch returned the wrong number of outcomes".into(),
-                )));
-            }
-        }
-        true
-    }
-
-    /// Records that everything up to `index` is applied and published here.
-    pub fn set_applied(&self, index: u64) {
-        self.applied.fetch_max(index, Ordering::Release);
-    }
-
-    /// The last log index applied and published here.
-    pub fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
-    }
 }
 
 /// A write waiting for its proposal.
@@ -186,7 +84,6 @@ impl WriteQueue {
         timeout: Duration,
         stats: std::sync::Arc<ClusterStats>,
         max_entry_bytes: u64,
-        tickets: Arc<Tickets>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
@@ -197,8 +94,6 @@ impl WriteQueue {
             leader: None,
             stats,
             max_entry_bytes,
-            tickets,
-            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         };
         tokio::spawn(batcher.run(rx));
         WriteQueue {
@@ -260,9 +155,6 @@ struct Batcher {
     stats: std::sync::Arc<ClusterStats>,
     /// Largest raft entry: a proposal never grows past it.
     max_entry_bytes: u64,
-    tickets: Arc<Tickets>,
-    /// The [`IN_FLIGHT`] proposal slots.
-    slots: Arc<Semaphore>,
 }
 
 /// The index a linearizable read must wait for, on the leader (an error when
@@ -279,7 +171,6 @@ pub async fn read_index(raft: &Raft<TypeConfig>, liveness: &Liveness) -> Result<
     if !liveness.read_index_primed(term) {
         raft.client_write(Proposal {
             requests: Vec::new(),
-            ticket: None,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -290,17 +181,6 @@ pub async fn read_index(raft: &Raft<TypeConfig>, liveness: &Liveness) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     Ok(index.map_or(0, |l| l.index))
-}
-
-/// Returns once this leader must refuse writes (it lost its majority).
-async fn cut_off(raft: &Raft<TypeConfig>, liveness: &Liveness) -> String {
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let m = raft.metrics().borrow().clone();
-        if let Some(why) = liveness.write_refusal(&m) {
-            return why;
-        }
-    }
 }
 
 /// Returns once `raft` no longer names `leader` as the leader.
@@ -326,11 +206,6 @@ impl Batcher {
                     None => return,
                 },
             };
-            // Wait for a free slot before collecting, so a batch takes every
-            // write that queued while the slots were busy.
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
             let mut bytes = ENTRY_OVERHEAD + first.bytes;
             let mut pending = vec![first];
             while pending.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
@@ -351,7 +226,7 @@ impl Batcher {
                     add(&self.stats.writes_refused, pending.len() as u64);
                     fail(pending, WriteError::ClusterDown(why))
                 }
-                Route::Propose => self.propose(pending, slot).await,
+                Route::Propose => self.propose(pending).await,
                 Route::Forward(id, member) => {
                     let (forward, local): (Vec<_>, Vec<_>) =
                         pending.into_iter().partition(|p| p.forward);
@@ -388,88 +263,67 @@ impl Batcher {
         }
     }
 
-    /// Hands `pending` to raft as one proposal (in queue order: the call
-    /// returns once raft's core has it) and leaves a task to answer its
-    /// writers if the state machine does not (the entry failed, or was cut
-    /// off with a leader that lost its majority).
-    async fn propose(&self, pending: Vec<Pending>, slot: OwnedSemaphorePermit) {
+    async fn propose(&self, pending: Vec<Pending>) {
         let (requests, replies): (Vec<_>, Vec<_>) =
             pending.into_iter().map(|p| (p.request, p.reply)).unzip();
         let count = requests.len();
-        let ticket = self.tickets.register(Waiting {
-            replies,
-            _slot: slot,
-        });
-        let rx = match self
-            .raft
-            .client_write_ff(Proposal {
-                requests,
-                ticket: Some(ticket),
-            })
-            .await
-        {
-            Ok(rx) => rx,
-            Err(e) => {
-                if let Some(w) = self.tickets.take(ticket) {
-                    for reply in w.replies {
-                        let _ = reply.send(Err(WriteError::Unknown(e.to_string())));
-                    }
+        // A leader that loses its majority mid-proposal never sees it commit
+        // (openraft 0.9 has no check-quorum): stop waiting once it is cut off,
+        // answer "outcome unknown", and let the writes queued behind it be
+        // refused fast instead of each waiting out the write timeout (found by
+        // the fault harness's partition-leader row).
+        let write = self.raft.client_write(Proposal { requests });
+        let outcome = tokio::select! {
+            outcome = write => outcome,
+            why = self.cut_off() => {
+                add(&self.stats.writes_unknown, count as u64);
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Unknown(format!(
+                        "the leader lost its majority while the write was being committed: {why}"
+                    ))));
                 }
                 return;
             }
         };
-        let tickets = self.tickets.clone();
-        let raft = self.raft.clone();
-        let liveness = self.liveness.clone();
-        let stats = self.stats.clone();
-        tokio::spawn(async move {
-            // A leader that loses its majority mid-proposal never sees it
-            // commit (openraft 0.9 has no check-quorum): stop waiting once it
-            // is cut off, answer "outcome unknown", and let the writes queued
-            // behind it be refused fast instead of each waiting out the write
-            // timeout (found by the fault harness's partition-leader row).
-            let outcome = tokio::select! {
-                outcome = rx => outcome,
-                why = cut_off(&raft, &liveness) => {
-                    if let Some(w) = tickets.take(ticket) {
-                        add(&stats.writes_unknown, count as u64);
-                        for reply in w.replies {
-                            let _ = reply.send(Err(WriteError::Unknown(format!(
-                                "the leader lost its majority while the write was being committed: {why}"
-                            ))));
-                        }
-                    }
-                    return;
+        match outcome {
+            Ok(response) if response.data.len() == count => {
+                let revision = response.log_id.index;
+                for (reply, outcome) in replies.into_iter().zip(response.data) {
+                    let _ = reply.send(outcome.map(|o| (revision, o)));
                 }
-            };
-            // Normally the state machine has answered already.
-            let Some(w) = tickets.take(ticket) else {
-                return;
-            };
-            let error = match outcome {
-                Ok(Ok(response)) => {
-                    let mut data = response.data;
-                    let index = response.log_id.index;
-                    if data.len() == w.replies.len() {
-                        for (reply, outcome) in w.replies.into_iter().zip(data.drain(..)) {
-                            let _ = reply.send(outcome.map(|o| (index, o)));
-                        }
-                        return;
-                    }
-                    WriteError::Failed("applied batch returned the wrong number of outcomes".into())
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Failed(
+                        "applied batch returned the wrong number of outcomes".into(),
+                    )));
                 }
+            }
+            Err(e) => {
                 // ForwardToLeader: not this node's to propose, or its entry
                 // was truncated by a new leader; either way not committed.
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
-                    WriteError::ClusterDown("No raft leader".into())
+                let error = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                        WriteError::ClusterDown("No raft leader".into())
+                    }
+                    other => WriteError::Unknown(other.to_string()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
-                Ok(Err(other)) => WriteError::Unknown(other.to_string()),
-                Err(_) => WriteError::Unknown("raft stopped before the write was committed".into()),
-            };
-            for reply in w.replies {
-                let _ = reply.send(Err(error.clone()));
             }
-        });
+        }
+    }
+
+    /// Returns once this leader must refuse writes (it lost its majority).
+    async fn cut_off(&self) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = self.raft.metrics().borrow().clone();
+            if let Some(why) = self.liveness.write_refusal(&m) {
+                return why;
+            }
+        }
     }
 
     async fn forward(&mut self, id: NodeId, member: &Member, pending: Vec<Pending>) {
@@ -568,10 +422,7 @@ mod tests {
             let bound = ENTRY_OVERHEAD + requests.iter().map(|r| json_len(r) + 1).sum::<u64>();
             let entry: Entry<TypeConfig> = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX),
-                payload: EntryPayload::Normal(Proposal {
-                    requests,
-                    ticket: Some(u64::MAX),
-                }),
+                payload: EntryPayload::Normal(Proposal { requests }),
             };
             let written = serde_json::to_vec(&entry)
                 .map(|v| v.len() as u64)
