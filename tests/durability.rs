@@ -483,6 +483,63 @@ fn seed() -> u64 {
         .as_nanos() as u64
 }
 
+/// Writers racing on one node share proposals (group commit): every write
+/// must still get its own outcome, in order per writer, and a read on
+/// another connection right after the answer must see it. Guards any change
+/// to how a batch's outcomes reach its writers.
+#[test]
+fn racing_writers_each_get_their_own_answer_and_see_it_at_once() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let port = s.port;
+    let writers: Vec<_> = (0..12)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+                let mut w = client.get_connection().unwrap();
+                let mut r = client.get_connection().unwrap();
+                let key = format!("race:{t}");
+                let mut revisions = Vec::new();
+                for i in 0..30i64 {
+                    let version: i64 = redis::cmd("FLAG.SET")
+                        .arg(&key)
+                        .arg(flag_def(i))
+                        .query(&mut w)
+                        .unwrap();
+                    assert_eq!(
+                        version,
+                        i + 1,
+                        "{key}: write {i} got another write's answer"
+                    );
+                    let text: String = redis::cmd("FLAG.GET").arg(&key).query(&mut r).unwrap();
+                    let got: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(got["version"], json!(i + 1), "{key}: read after write {i}");
+                    assert_eq!(
+                        got["variations"][0]["value"],
+                        json!(i),
+                        "{key}: read after write {i}"
+                    );
+                    revisions.push(got["revision"].as_u64().unwrap());
+                }
+                assert!(
+                    revisions.windows(2).all(|p| p[0] < p[1]),
+                    "{key}: {revisions:?}"
+                );
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let mut con = s.conn();
+    let text: String = redis::cmd("FLAG.GET")
+        .arg("race:0")
+        .query(&mut con)
+        .unwrap();
+    let got: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(got["version"], json!(30));
+}
+
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_write() {
     let _g = serial();
