@@ -172,6 +172,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         state.users.replace_local(users);
     }
     load_insight(&state).await;
+    load_events(&state).await;
     tokio::spawn(watch_signals(state.clone(), tls.clone()));
     #[cfg(feature = "power-cut")]
     crate::power_cut::install(&state.settings.data_dir);
@@ -254,6 +255,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     // Counts of the last partial minute survive a restart.
     roll_up_insight(&state).await;
+    let events = state.events.clone();
+    let _ = tokio::task::spawn_blocking(move || events.sync()).await;
     // HTTP goes last: until here /readyz answers 503 (shutting down).
     http_stop.cancel();
     if let Some(http) = http {
@@ -276,6 +279,19 @@ async fn load_insight(state: &Arc<ServerState>) {
             tracing::warn!(error = %e, "could not read the evaluation statistics; starting empty")
         }
         Err(e) => tracing::warn!(error = %e, "reading the evaluation statistics failed"),
+    }
+}
+
+/// Reads `flagstaff:events` back from the data directory and starts its writer.
+async fn load_events(state: &Arc<ServerState>) {
+    let events = state.events.clone();
+    let now = crate::command::insight::now();
+    match tokio::task::spawn_blocking(move || events.load(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read flagstaff:events; starting empty")
+        }
+        Err(e) => tracing::warn!(error = %e, "reading flagstaff:events failed"),
     }
 }
 
@@ -311,6 +327,7 @@ async fn roll_up_every_minute(state: Arc<ServerState>) {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
                 crate::command::experiment::forget_deleted(&state);
+                state.events.expire(crate::command::insight::now());
                 roll_up_insight(&state).await
             }
         }
