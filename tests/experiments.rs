@@ -262,3 +262,55 @@ fn results_over_three_nodes_match_one_node_and_name_a_missing_node() {
     assert_eq!(partial["nodes"]["missing"], json!([3]), "{partial}");
     assert!(partial["units"].as_u64().unwrap() < 1500);
 }
+
+/// The units file once it mentions `unit` (a save ran after its exposure).
+fn wait_saved(s: &Server, unit: &str, present: bool) {
+    let file = s.data_dir.join("analytics").join("units.json");
+    eventually(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        (text.contains(&format!("\"{unit}\"")) == present).then_some(())
+    });
+}
+
+#[test]
+fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = s.conn();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    let mut cons = vec![con];
+    run_traffic(&mut cons, 300);
+    let before = results(&mut cons[0], "prod:exp");
+    assert_eq!(before["units"], 300, "{before}");
+    wait_saved(&s, "user-299", true);
+    s.restart();
+    let mut con = s.conn();
+    let after = results(&mut con, "prod:exp");
+    for field in ["units", "variations", "metrics", "guardrails"] {
+        assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
+    }
+    // Still deduplicated after the restart: no unit is exposed twice.
+    eval(&mut con, "user-1");
+    assert_eq!(results(&mut con, "prod:exp")["units"], 300);
+
+    // Deleting the experiment removes its units from disk too.
+    int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
+    wait_saved(&s, "user-299", false);
+    drop(s);
+
+    // Units older than --events-retention are dropped.
+    let s = Server::start(&["--events-retention", "3s"]);
+    let mut con = s.conn();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    for i in 0..10 {
+        eval(&mut con, &format!("user-{i}"));
+    }
+    assert_eq!(results(&mut con, "prod:exp")["units"], 10);
+    eventually(Duration::from_secs(40), || {
+        (results(&mut con, "prod:exp")["units"] == 0).then_some(())
+    });
+}
