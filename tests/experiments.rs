@@ -314,3 +314,76 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
         (results(&mut con, "prod:exp")["units"] == 0).then_some(())
     });
 }
+
+#[test]
+fn experiment_writes_are_audited_and_streamed_with_their_actor() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    let _: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "alice", "on", ">secret-pw", "~*", "&*", "+@all"])
+        .query(&mut admin)
+        .unwrap();
+    let mut con = s.conn();
+    let _: String = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("secret-pw")
+        .query(&mut con)
+        .unwrap();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    int(&mut con, &["EXPERIMENT.STOP", "prod:exp"]);
+    int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
+
+    let history: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("EXPERIMENT.HISTORY")
+            .arg("prod:exp")
+            .query(&mut con)
+            .unwrap();
+    let text = |e: &std::collections::HashMap<String, redis::Value>, f: &str| -> Option<String> {
+        redis::from_redis_value(e[f].clone()).ok()
+    };
+    let events: Vec<String> = history.iter().filter_map(|e| text(e, "event")).collect();
+    assert_eq!(events, ["delete", "stop", "start", "set"]);
+    assert!(history
+        .iter()
+        .all(|e| text(e, "actor").as_deref() == Some("alice")));
+    let set_after = text(&history[3], "after").unwrap();
+    assert!(set_after.contains("\"control\":\"off\""), "{set_after}");
+    assert_eq!(text(&history[0], "after"), None);
+    let versions: Vec<i64> = history
+        .iter()
+        .map(|e| redis::from_redis_value(e["version"].clone()).unwrap())
+        .collect();
+    assert_eq!(versions, [3, 3, 2, 1]);
+    let limited = cmd_value(&mut con, &["EXPERIMENT.HISTORY", "prod:exp", "COUNT", "1"]).unwrap();
+    assert!(format!("{limited:?}").contains("delete"));
+
+    // The change stream carries them too, as kind experiment.
+    let stream: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("flagstaff:changes")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let experiment_events: Vec<(String, String)> = stream
+        .iter()
+        .map(|(_, fields)| {
+            fields
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _>>()
+        })
+        .filter(|f| f["kind"] == "experiment")
+        .map(|f| {
+            assert_eq!(f["key"], "prod:exp");
+            (f["event"].clone(), f["actor"].clone())
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["set", "start", "stop", "delete"]
+        .iter()
+        .map(|e| (e.to_string(), "alice".to_string()))
+        .collect();
+    assert_eq!(experiment_events, want);
+}

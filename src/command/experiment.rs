@@ -133,6 +133,15 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     ))
 }
 
+/// `EXPERIMENT.HISTORY key [COUNT n]`: who set, started, stopped or deleted
+/// the experiment and when, newest first, as FLAG.HISTORY replies (before
+/// and after are the definitions).
+pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = read_key(&args[1]).unwrap_or_default().to_string();
+    let count = super::flag::history_count(&args[2..])?;
+    super::flag::history_of(ctx, crate::store::Kind::Experiment, &key, count)
+}
+
 /// `EXPERIMENT.LIST [MATCH pattern]`: experiment keys, sorted.
 pub fn list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let pattern = match_option(&args[1..])?;
