@@ -96,6 +96,35 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // Appending a track event to flagstaff:events (memory only: no writer
+    // thread started, so this is the cost on the command path).
+    let log = flagstaff::analytics::events::EventLog::new(
+        &std::env::temp_dir(),
+        flagstaff::analytics::events::Retention {
+            max_age_ms: u64::MAX / 2,
+            max_len: 100_000,
+        },
+    );
+    let mut n = 0u64;
+    c.bench_function("analytics/events_append_track", |b| {
+        b.iter(|| {
+            n += 1;
+            let e = flagstaff::analytics::events::Event {
+                kind: flagstaff::analytics::events::EventType::Track,
+                flag: None,
+                experiment: None,
+                unit: Some("user-4242".to_string()),
+                variation: None,
+                reason: None,
+                event: Some("purchase".to_string()),
+                value: Some(9.99),
+                ts: 1_700_000_000_000 + n / 1000,
+                node: 1,
+            };
+            log.append(black_box(e), 1_700_000_000_000 + n / 1000)
+        })
+    });
+
     // Memory per exposed unit: RSS growth over one million fresh units.
     let lab = Lab::default();
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("user-{i:07}")).collect();
