@@ -2,7 +2,9 @@
 //! counters, exposure dedup for an experiment flag, and memory per exposed
 //! unit (printed once).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -12,6 +14,31 @@ use flagstaff::flag::{
     compile_flag, evaluate, parse_flag, CompiledFlag, CompiledSegment, Context, FlagSource,
 };
 use serde_json::json;
+
+/// The system allocator, counting the bytes live (asked for, not rounded
+/// up to size classes), so memory per unit is counted exactly.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 struct NoFlags;
 
@@ -69,16 +96,48 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // Appending a track event to flagstaff:events (memory only: no writer
+    // thread started, so this is the cost on the command path).
+    let log = flagstaff::analytics::events::EventLog::new(
+        &std::env::temp_dir(),
+        flagstaff::analytics::events::Retention {
+            max_age_ms: u64::MAX / 2,
+            max_len: 100_000,
+        },
+    );
+    let mut n = 0u64;
+    c.bench_function("analytics/events_append_track", |b| {
+        b.iter(|| {
+            n += 1;
+            let e = flagstaff::analytics::events::Event {
+                kind: flagstaff::analytics::events::EventType::Track,
+                flag: None,
+                experiment: None,
+                unit: Some("user-4242".to_string()),
+                variation: None,
+                reason: None,
+                event: Some("purchase".to_string()),
+                value: Some(9.99),
+                ts: 1_700_000_000_000 + n / 1000,
+                node: 1,
+            };
+            log.append(black_box(e), 1_700_000_000_000 + n / 1000)
+        })
+    });
+
     // Memory per exposed unit: RSS growth over one million fresh units.
     let lab = Lab::default();
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("user-{i:07}")).collect();
     let before = rss_bytes();
+    let live_before = LIVE.load(Ordering::Relaxed);
     for k in &keys {
         lab.expose(&exp, k, &on, 1);
     }
+    let live_after = LIVE.load(Ordering::Relaxed);
     let after = rss_bytes();
     eprintln!(
-        "analytics/memory_per_exposed_unit: {:.1} bytes (RSS growth over 1,000,000 units with 12-byte keys)",
+        "analytics/memory_per_exposed_unit: {:.1} bytes allocated (counted), {:.1} bytes RSS growth, over 1,000,000 units with 12-byte keys",
+        live_after.saturating_sub(live_before) as f64 / 1e6,
         (after.saturating_sub(before)) as f64 / 1e6
     );
     black_box(&lab);

@@ -27,6 +27,50 @@ pub enum LogFormat {
     Json,
 }
 
+/// A length of time in seconds, written as days (`30`) or with a unit
+/// (`90s`, `15m`, `12h`, `30d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Span(pub u64);
+
+impl Span {
+    /// In milliseconds.
+    pub fn millis(self) -> u64 {
+        self.0.saturating_mul(1000)
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => s.split_at(i),
+            None => (s, "d"),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("'{s}' is not a duration like 30d, 12h, 15m or 90s"))?;
+        let unit = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("'{s}': the unit must be s, m, h or d")),
+        };
+        Ok(Span(n.saturating_mul(unit)))
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 /// When a write reaches the disk before it is acknowledged (Redis `appendfsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +187,15 @@ pub struct Cli {
     /// Days of hourly evaluation statistics (FLAG.STATS) kept on this node [default: 30]
     #[arg(long, env = "FLAGSTAFF_STATS_RETENTION", value_parser = clap::value_parser!(u64).range(1..))]
     pub stats_retention: Option<u64>,
+    /// How long flagstaff:events keeps an event and experiments keep a unit's id: a number of days, or with a unit (s, m, h, d) [default: 30d]
+    #[arg(long, env = "FLAGSTAFF_EVENTS_RETENTION")]
+    pub events_retention: Option<Span>,
+    /// Most entries flagstaff:events keeps on this node [default: 100000]
+    #[arg(long, env = "FLAGSTAFF_EVENTS_MAX_LEN", value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_max_len: Option<u64>,
+    /// Share of evaluations written to flagstaff:events as eval events, 0 (off) to 1 [default: 0]
+    #[arg(long, env = "FLAGSTAFF_EVAL_LOG_SAMPLE")]
+    pub eval_log_sample: Option<f64>,
     /// Milliseconds a write may take before it is answered -TIMEOUT (outcome unknown) [default: 5000]
     #[arg(long, env = "FLAGSTAFF_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
@@ -283,6 +336,9 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     audit_retention: Option<usize>,
     stats_retention: Option<u64>,
+    events_retention: Option<Span>,
+    events_max_len: Option<u64>,
+    eval_log_sample: Option<f64>,
     write_timeout_ms: Option<u64>,
     pubsub_hard_limit: Option<usize>,
     pubsub_soft_limit: Option<usize>,
@@ -391,6 +447,12 @@ pub struct Settings {
     pub audit_retention: usize,
     /// Days of evaluation statistics kept.
     pub stats_retention: u64,
+    /// How long events and experiment units are kept.
+    pub events_retention: Span,
+    /// Most entries in flagstaff:events.
+    pub events_max_len: u64,
+    /// Share of evaluations logged as events.
+    pub eval_log_sample: f64,
     /// Write timeout in ms.
     pub write_timeout_ms: u64,
     /// Pub/sub hard output limit in bytes.
@@ -475,6 +537,9 @@ impl Default for Settings {
             snapshot_every: 10_000,
             audit_retention: 100,
             stats_retention: 30,
+            events_retention: Span(30 * 86_400),
+            events_max_len: 100_000,
+            eval_log_sample: 0.0,
             write_timeout_ms: 5000,
             pubsub_hard_limit: 32 * 1024 * 1024,
             pubsub_soft_limit: 8 * 1024 * 1024,
@@ -566,6 +631,18 @@ impl Settings {
                 .stats_retention
                 .or(file.stats_retention)
                 .unwrap_or(d.stats_retention),
+            events_retention: cli
+                .events_retention
+                .or(file.events_retention)
+                .unwrap_or(d.events_retention),
+            events_max_len: cli
+                .events_max_len
+                .or(file.events_max_len)
+                .unwrap_or(d.events_max_len),
+            eval_log_sample: cli
+                .eval_log_sample
+                .or(file.eval_log_sample)
+                .unwrap_or(d.eval_log_sample),
             write_timeout_ms: cli
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
@@ -699,6 +776,15 @@ impl Settings {
         }
         if self.stats_retention == 0 {
             return invalid("stats-retention", "must be at least 1");
+        }
+        if self.events_retention.0 == 0 {
+            return invalid("events-retention", "must be at least 1s");
+        }
+        if self.events_max_len == 0 {
+            return invalid("events-max-len", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.eval_log_sample) {
+            return invalid("eval-log-sample", "must be between 0 and 1");
         }
         if self.write_timeout_ms == 0 {
             return invalid("write-timeout-ms", "must be at least 1");

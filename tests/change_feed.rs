@@ -213,7 +213,8 @@ fn stream_commands_reply_like_redis_and_refuse_other_keys() {
             .unwrap(),
     );
     assert_eq!(excl.len(), 2);
-    assert!(cmd_err(&mut con, &["XLEN", "mystream"]).contains("only stream is flagstaff:changes"));
+    assert!(cmd_err(&mut con, &["XLEN", "mystream"])
+        .contains("streams are flagstaff:changes and flagstaff:events"));
     assert!(
         cmd_err(&mut con, &["XRANGE", "flagstaff:changes", "x", "+"]).contains("Invalid stream ID")
     );

@@ -262,3 +262,128 @@ fn results_over_three_nodes_match_one_node_and_name_a_missing_node() {
     assert_eq!(partial["nodes"]["missing"], json!([3]), "{partial}");
     assert!(partial["units"].as_u64().unwrap() < 1500);
 }
+
+/// The units file once it mentions `unit` (a save ran after its exposure).
+fn wait_saved(s: &Server, unit: &str, present: bool) {
+    let file = s.data_dir.join("analytics").join("units.json");
+    eventually(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        (text.contains(&format!("\"{unit}\"")) == present).then_some(())
+    });
+}
+
+#[test]
+fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = s.conn();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    let mut cons = vec![con];
+    run_traffic(&mut cons, 300);
+    let before = results(&mut cons[0], "prod:exp");
+    assert_eq!(before["units"], 300, "{before}");
+    wait_saved(&s, "user-299", true);
+    s.restart();
+    let mut con = s.conn();
+    let after = results(&mut con, "prod:exp");
+    for field in ["units", "variations", "metrics", "guardrails"] {
+        assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
+    }
+    // Still deduplicated after the restart: no unit is exposed twice.
+    eval(&mut con, "user-1");
+    assert_eq!(results(&mut con, "prod:exp")["units"], 300);
+
+    // Deleting the experiment removes its units from disk too.
+    int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
+    wait_saved(&s, "user-299", false);
+    drop(s);
+
+    // Units older than --events-retention are dropped.
+    let s = Server::start(&["--events-retention", "3s"]);
+    let mut con = s.conn();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    for i in 0..10 {
+        eval(&mut con, &format!("user-{i}"));
+    }
+    assert_eq!(results(&mut con, "prod:exp")["units"], 10);
+    eventually(Duration::from_secs(40), || {
+        (results(&mut con, "prod:exp")["units"] == 0).then_some(())
+    });
+}
+
+#[test]
+fn experiment_writes_are_audited_and_streamed_with_their_actor() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    let _: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "alice", "on", ">secret-pw", "~*", "&*", "+@all"])
+        .query(&mut admin)
+        .unwrap();
+    let mut con = s.conn();
+    let _: String = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("secret-pw")
+        .query(&mut con)
+        .unwrap();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    int(&mut con, &["EXPERIMENT.STOP", "prod:exp"]);
+    int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
+
+    let history: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("EXPERIMENT.HISTORY")
+            .arg("prod:exp")
+            .query(&mut con)
+            .unwrap();
+    let text = |e: &std::collections::HashMap<String, redis::Value>, f: &str| -> Option<String> {
+        redis::from_redis_value(e[f].clone()).ok()
+    };
+    let events: Vec<String> = history.iter().filter_map(|e| text(e, "event")).collect();
+    assert_eq!(events, ["delete", "stop", "start", "set"]);
+    assert!(history
+        .iter()
+        .all(|e| text(e, "actor").as_deref() == Some("alice")));
+    let set_after = text(&history[3], "after").unwrap();
+    assert!(set_after.contains("\"control\":\"off\""), "{set_after}");
+    assert_eq!(text(&history[0], "after"), None);
+    let versions: Vec<i64> = history
+        .iter()
+        .map(|e| redis::from_redis_value(e["version"].clone()).unwrap())
+        .collect();
+    assert_eq!(versions, [3, 3, 2, 1]);
+    let limited = cmd_value(&mut con, &["EXPERIMENT.HISTORY", "prod:exp", "COUNT", "1"]).unwrap();
+    assert!(format!("{limited:?}").contains("delete"));
+
+    // The change stream carries them too, as kind experiment.
+    let stream: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("flagstaff:changes")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let experiment_events: Vec<(String, String)> = stream
+        .iter()
+        .map(|(_, fields)| {
+            fields
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _>>()
+        })
+        .filter(|f| f["kind"] == "experiment")
+        .map(|f| {
+            assert_eq!(f["key"], "prod:exp");
+            (f["event"].clone(), f["actor"].clone())
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["set", "start", "stop", "delete"]
+        .iter()
+        .map(|e| (e.to_string(), "alice".to_string()))
+        .collect();
+    assert_eq!(experiment_events, want);
+}

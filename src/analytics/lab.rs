@@ -1,9 +1,14 @@
 //! The node-local side of experiments: which units were exposed to which
 //! variation (deduplicated per experiment and unit) and the metric events
 //! they tracked. Kept in memory for running and stopped experiments,
-//! dropped with the experiment; results merge every node's units.
+//! saved to `<data-dir>/analytics/units.json` every few seconds when they
+//! changed (off the runtime), dropped with the experiment or past the
+//! events retention; results merge every node's units.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -93,7 +98,14 @@ pub struct Units {
 #[derive(Debug, Default)]
 pub struct Lab {
     experiments: Mutex<HashMap<Arc<str>, Arc<Units>>>,
+    /// Bumped on every change, so a save knows whether there is anything new.
+    changes: AtomicU64,
+    /// The value of `changes` the last save wrote.
+    saved: AtomicU64,
 }
+
+/// The saved form: units key → its units.
+type Saved = HashMap<String, Vec<(String, Unit)>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -118,7 +130,7 @@ impl Lab {
     ) -> bool {
         let units = self.units(experiment);
         let mut map = lock(&units.units);
-        match map.get_mut(unit) {
+        let first = match map.get_mut(unit) {
             Some(u) if u.variation.is_some() => false,
             Some(u) => {
                 u.variation = Some(variation.clone());
@@ -136,7 +148,11 @@ impl Lab {
                 );
                 true
             }
+        };
+        if first {
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
+        first
     }
 
     /// Records a metric event of `unit` at `now` for every experiment in
@@ -171,6 +187,7 @@ impl Lab {
             if post.is_empty() && pre.is_empty() {
                 continue;
             }
+            self.changes.fetch_add(1, Ordering::Relaxed);
             let units = self.units(key);
             let mut map = lock(&units.units);
             let u = map.entry(unit.into()).or_default();
@@ -204,11 +221,107 @@ impl Lab {
 
     /// Forgets every unit of experiments not in `keep` (deleted ones).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        lock(&self.experiments).retain(|k, _| keep(k));
+        let mut experiments = lock(&self.experiments);
+        let before = experiments.len();
+        experiments.retain(|k, _| keep(k));
+        if experiments.len() != before {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets one experiment's units.
     pub fn drop_experiment(&self, experiment: &str) {
-        lock(&self.experiments).remove(experiment);
+        if lock(&self.experiments).remove(experiment).is_some() {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets units first exposed before `cutoff` (Unix ms), and events
+    /// of unexposed units tracked before it: the events retention.
+    pub fn expire(&self, cutoff: u64) {
+        let all: Vec<Arc<Units>> = lock(&self.experiments).values().cloned().collect();
+        for units in all {
+            let mut map = lock(&units.units);
+            let before = map.len();
+            let mut trimmed = false;
+            map.retain(|_, u| {
+                if u.variation.is_some() {
+                    return u.exposed_at >= cutoff;
+                }
+                let n = u.pending.len();
+                u.pending.retain(|(ts, _, _)| *ts >= cutoff);
+                trimmed |= u.pending.len() != n;
+                !u.pending.is_empty()
+            });
+            if trimmed || map.len() != before {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes every unit to `path` (a temporary file, fsynced, renamed over
+    /// it) if anything changed since the last save. Blocking: run off the
+    /// runtime.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let generation = self.changes.load(Ordering::Relaxed);
+        if generation == self.saved.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let all: Vec<(Arc<str>, Arc<Units>)> = lock(&self.experiments)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        // One experiment at a time, so a lock is held only while its units
+        // are copied.
+        out.write_all(b"{")?;
+        for (i, (key, units)) in all.iter().enumerate() {
+            let copy: Vec<(String, Unit)> = lock(&units.units)
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut out, &**key)?;
+            out.write_all(b":")?;
+            serde_json::to_writer(&mut out, &copy)?;
+        }
+        out.write_all(b"}")?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        self.saved.store(generation, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads units saved by [`Lab::save`] (none if the file is absent).
+    /// Blocking: run off the runtime.
+    pub fn load(&self, path: &Path) -> std::io::Result<()> {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let saved: Saved = serde_json::from_slice(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut experiments = lock(&self.experiments);
+        for (key, units) in saved {
+            let map = units
+                .into_iter()
+                .map(|(k, u)| (k.into_boxed_str(), u))
+                .collect();
+            experiments.insert(
+                key.into(),
+                Arc::new(Units {
+                    units: Mutex::new(map),
+                }),
+            );
+        }
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! read experiments. Nothing here sits on the evaluation path: the counters
 //! live in the compiled flag (`flag::EvalCounters`) and are read from here.
 
+pub mod events;
 pub mod insight;
 pub mod lab;
 pub mod results;

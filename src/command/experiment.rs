@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::flag::{match_option, read_key, readable, restricted_reader, write, write_key};
 use super::insight::{now, LocalQuery};
 use super::{parse, Action, CommandError, Ctx, ServerState};
+use crate::analytics::events::{Event, EventType};
 use crate::analytics::lab::Unit;
 use crate::flag::experiment::{check_against_flag, parse_experiment, rollout_site, ExperimentDef};
 use crate::flag::{Context, Evaluation, Reason};
@@ -17,8 +18,9 @@ use crate::protocol::Reply;
 use crate::store::{FlagEntry, OpResult, StateView, WriteOp};
 
 /// Records an exposure when `entry`'s flag belongs to a running experiment
-/// and served `e` from the experiment's rollout. One branch when no
-/// experiment runs.
+/// and served `e` from the experiment's rollout, and a sampled evaluation
+/// event when `--eval-log-sample` asks for one. Two branches when no
+/// experiment runs and sampling is off.
 #[inline]
 pub fn expose(
     state: &ServerState,
@@ -28,14 +30,36 @@ pub fn expose(
     e: &Evaluation,
 ) {
     if let Some(experiment) = view.experiments.running_on(&entry.compiled.key) {
-        expose_unit(state, &experiment.1, entry, context, e);
+        expose_unit(state, experiment, entry, context, e);
     }
+    if state.eval_sample != 0 && crate::analytics::events::sampled(state.eval_sample) {
+        log_evaluation(state, entry, context, e);
+    }
+}
+
+/// Writes a sampled evaluation to `flagstaff:events`.
+#[cold]
+fn log_evaluation(state: &ServerState, entry: &FlagEntry, context: &Context<'_>, e: &Evaluation) {
+    let ts = now();
+    let event = Event {
+        kind: EventType::Eval,
+        flag: Some(entry.compiled.key.to_string()),
+        experiment: None,
+        unit: context.key().map(str::to_string),
+        variation: Some(entry.compiled.variations[e.variation].name.to_string()),
+        reason: Some(e.reason.name().to_string()),
+        event: None,
+        value: None,
+        ts,
+        node: state.settings.node_id,
+    };
+    state.events.append(event, ts);
 }
 
 #[cold]
 fn expose_unit(
     state: &ServerState,
-    units_key: &Arc<str>,
+    (experiment, units_key): &(Arc<str>, Arc<str>),
     entry: &FlagEntry,
     context: &Context<'_>,
     e: &Evaluation,
@@ -52,7 +76,22 @@ fn expose_unit(
         return;
     }
     let name = &entry.compiled.variations[e.variation].name;
-    state.lab.expose(units_key, unit, name, now());
+    let ts = now();
+    if state.lab.expose(units_key, unit, name, ts) {
+        let event = Event {
+            kind: EventType::Exposure,
+            flag: Some(entry.compiled.key.to_string()),
+            experiment: Some(experiment.to_string()),
+            unit: Some(unit.to_string()),
+            variation: Some(name.to_string()),
+            reason: None,
+            event: None,
+            value: None,
+            ts,
+            node: state.settings.node_id,
+        };
+        state.events.append(event, ts);
+    }
 }
 
 fn render_deleted(r: OpResult) -> Reply {
@@ -92,6 +131,15 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
         WriteOp::DeleteExperiment { key },
         render_deleted,
     ))
+}
+
+/// `EXPERIMENT.HISTORY key [COUNT n]`: who set, started, stopped or deleted
+/// the experiment and when, newest first, as FLAG.HISTORY replies (before
+/// and after are the definitions).
+pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
+    let key = read_key(&args[1]).unwrap_or_default().to_string();
+    let count = super::flag::history_count(&args[2..])?;
+    super::flag::history_of(ctx, crate::store::Kind::Experiment, &key, count)
 }
 
 /// `EXPERIMENT.LIST [MATCH pattern]`: experiment keys, sorted.
@@ -171,13 +219,23 @@ pub fn track(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
                 || d.guardrails.iter().any(|g| g.event == event)
         })
         .count();
-    ctx.state.lab.track(
-        running.iter().map(|(k, d)| (k, *d)),
-        unit,
-        event,
-        value,
-        now(),
-    );
+    let ts = now();
+    ctx.state
+        .lab
+        .track(running.iter().map(|(k, d)| (k, *d)), unit, event, value, ts);
+    let entry = Event {
+        kind: EventType::Track,
+        flag: None,
+        experiment: None,
+        unit: Some(unit.to_string()),
+        variation: None,
+        reason: None,
+        event: Some(event.to_string()),
+        value: Some(value),
+        ts,
+        node: ctx.state.settings.node_id,
+    };
+    ctx.state.events.append(entry, ts);
     Ok(Reply::Integer(counted as i64).into())
 }
 

@@ -561,14 +561,7 @@ fn history_entry(r: &AuditRecord) -> Reply {
 /// before and after), for callers who may run `ACL SETUSER`.
 pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     let key = read_key(&args[1]).unwrap_or_default();
-    let [count] = parse::options(&args[2..], ["COUNT"])?;
-    let count = match count {
-        Some(c) => match parse::int(c)? {
-            n if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => return Err(CommandError::err("COUNT must be positive")),
-        },
-        None => usize::MAX,
-    };
+    let count = history_count(&args[2..])?;
     // `acl:<user>`: who changed that user and when (for user administrators).
     let (kind, key) = match key.strip_prefix(USER_HISTORY_PREFIX) {
         Some(name) if administers_users(ctx) => (Kind::User, name),
@@ -583,6 +576,28 @@ pub fn history(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
         }
         None => (Kind::Flag, key),
     };
+    history_of(ctx, kind, key, count)
+}
+
+/// Parses FLAG.HISTORY's `[COUNT n]` (positive; default all).
+pub(super) fn history_count(args: &[Bytes]) -> Result<usize, CommandError> {
+    let [count] = parse::options(args, ["COUNT"])?;
+    Ok(match count {
+        Some(c) => match parse::int(c)? {
+            n if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => return Err(CommandError::err("COUNT must be positive")),
+        },
+        None => usize::MAX,
+    })
+}
+
+/// The newest `count` audit records of `key`, as FLAG.HISTORY replies them.
+pub(super) fn history_of(
+    ctx: &mut Ctx<'_>,
+    kind: Kind,
+    key: &str,
+    count: usize,
+) -> Result<Action, CommandError> {
     let mut pages = HistoryPages::new(ctx, kind, key, count)?;
     let first = pages.records().map_err(CommandError::err)?;
     pages.ready = first.iter().map(history_entry).collect();

@@ -49,6 +49,10 @@ pub struct ServerState {
     pub insight: Arc<crate::analytics::Insight>,
     /// Node-local experiment units (exposures and metric events).
     pub lab: crate::analytics::lab::Lab,
+    /// This node's `flagstaff:events` stream.
+    pub events: Arc<crate::analytics::events::EventLog>,
+    /// `--eval-log-sample` as a threshold on a 64-bit random number (0: off).
+    pub eval_sample: u64,
     loading: AtomicBool,
 }
 
@@ -73,6 +77,14 @@ impl ServerState {
             acl_log: crate::auth::AclLog::default(),
             auth_backoff: crate::auth::Backoff::default(),
             lab: crate::analytics::lab::Lab::default(),
+            events: Arc::new(crate::analytics::events::EventLog::new(
+                &settings.data_dir,
+                crate::analytics::events::Retention {
+                    max_age_ms: settings.events_retention.millis(),
+                    max_len: usize::try_from(settings.events_max_len).unwrap_or(usize::MAX),
+                },
+            )),
+            eval_sample: crate::analytics::events::sample_threshold(settings.eval_log_sample),
             insight: Arc::new(crate::analytics::Insight::new(
                 &settings.data_dir,
                 settings.stats_retention,

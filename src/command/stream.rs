@@ -2,6 +2,9 @@
 //! XREAD, XRANGE, XREVRANGE, XLEN. Entry ids are `<revision>-<seq>`: every
 //! change of one revision gets the next seq. A dump at revision R covers
 //! everything up to `R-4294967295`, which FLAG.DUMP reports as `stream_id`.
+//!
+//! The same commands read `flagstaff:events`, this node's analytics events
+//! (ids `<unix ms>-<seq>`, see `analytics::events`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +17,17 @@ use super::{parse, Action, CommandError, Ctx, ServerState, Session};
 use crate::protocol::{Protocol, Reply};
 use crate::store::storage::{StateStorage, StreamId};
 
-/// The one stream key.
+/// The change stream's key.
 pub const STREAM_KEY: &str = "flagstaff:changes";
+/// The analytics events stream's key.
+pub const EVENTS_KEY: &str = "flagstaff:events";
+
+/// Which of the two streams a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Changes,
+    Events,
+}
 
 /// Fields of an entry, in order.
 const FIELDS: [&str; 8] = [
@@ -29,12 +41,14 @@ const FIELDS: [&str; 8] = [
     "definition",
 ];
 
-fn check_key(key: &[u8]) -> Result<(), CommandError> {
+fn check_key(key: &[u8]) -> Result<Stream, CommandError> {
     if key == STREAM_KEY.as_bytes() {
-        Ok(())
+        Ok(Stream::Changes)
+    } else if key == EVENTS_KEY.as_bytes() {
+        Ok(Stream::Events)
     } else {
         Err(CommandError::err(format!(
-            "no such stream '{}': flagstaff's only stream is {STREAM_KEY}",
+            "no such stream '{}': flagstaff's streams are {STREAM_KEY} and {EVENTS_KEY}",
             String::from_utf8_lossy(key)
         )))
     }
@@ -146,7 +160,10 @@ fn node(state: &ServerState) -> Result<&crate::raft::RaftNode, CommandError> {
 
 /// `XLEN flagstaff:changes`: entries retained.
 pub fn xlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
-    check_key(&args[1])?;
+    if check_key(&args[1])? == Stream::Events {
+        let n = ctx.state.events.len(super::insight::now());
+        return Ok(Reply::Integer(n as i64).into());
+    }
     let node = node(ctx.state)?;
     let revision = node.readable_revision(ctx.state.store.view().revision);
     let n = node.stream_len(revision).map_err(CommandError::err)?;
@@ -312,7 +329,7 @@ fn range_count(args: &[Bytes]) -> Result<Option<usize>, CommandError> {
 }
 
 fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, CommandError> {
-    check_key(&args[1])?;
+    let stream = check_key(&args[1])?;
     let (a, b) = (&args[2], &args[3]);
     let (from, to) = if rev {
         (parse_bound(b, false)?, parse_bound(a, true)?)
@@ -323,6 +340,14 @@ fn range(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> Result<Action, Command
         // As Redis 7: COUNT 0 (or less) answers a null array.
         return Ok(Reply::NilArray.into());
     };
+    if stream == Stream::Events {
+        let reader = super::flag::restricted_reader(ctx);
+        let pages = EventPages::start(ctx.state, reader, (from, to), rev, count);
+        if pages.complete() {
+            return Ok(Reply::Array(pages.ready).into());
+        }
+        return Ok(Action::Paged(Paged::array(pages)));
+    }
     let node = node(ctx.state)?;
     let revision = node.readable_revision(ctx.state.store.view().revision);
     let storage = node.storage_at(revision).map_err(CommandError::err)?;
@@ -353,6 +378,7 @@ struct ReadRequest {
     count: usize,
     block: Option<Duration>,
     after: StreamId,
+    stream: Stream,
 }
 
 fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandError> {
@@ -390,20 +416,36 @@ fn parse_xread(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<ReadRequest, CommandErro
         ));
     }
     let (keys, ids) = streams.split_at(streams.len() / 2);
+    let mut stream = None;
     for k in keys {
-        check_key(k)?;
+        let s = check_key(k)?;
+        if stream.is_some_and(|first| first != s) {
+            return Err(CommandError::err(format!(
+                "XREAD reads one of {STREAM_KEY} and {EVENTS_KEY} at a time"
+            )));
+        }
+        stream = Some(s);
     }
+    let stream = stream.unwrap_or(Stream::Changes);
     let id = &ids[0];
-    let after = match &id[..] {
-        b"$" => (ctx.state.store.view().revision, u32::MAX),
+    let after = match (&id[..], stream) {
+        (b"$", Stream::Changes) => (ctx.state.store.view().revision, u32::MAX),
+        (b"$", Stream::Events) => ctx.state.events.top_id(),
         // As Redis 7.4: `+` reads the last entry.
-        b"+" => last_entry(ctx.state)?.and_then(before).unwrap_or((0, 0)),
+        (b"+", Stream::Changes) => last_entry(ctx.state)?.and_then(before).unwrap_or((0, 0)),
+        (b"+", Stream::Events) => ctx
+            .state
+            .events
+            .last_id()
+            .and_then(before)
+            .unwrap_or((0, 0)),
         _ => parse_id(id, false)?,
     };
     Ok(ReadRequest {
         count,
         block,
         after,
+        stream,
     })
 }
 
@@ -423,16 +465,30 @@ fn last_entry(state: &ServerState) -> Result<Option<StreamId>, CommandError> {
 fn read_after(
     state: &ServerState,
     proto: Protocol,
-    after_id: StreamId,
-    count: usize,
+    req: &ReadRequest,
     reader: &Reader,
 ) -> Result<Option<Output>, CommandError> {
+    let (after_id, count) = (req.after, req.count);
+    if req.stream == Stream::Events {
+        let Some(from) = after(after_id) else {
+            return Ok(None);
+        };
+        let range = (from, (u64::MAX, u32::MAX));
+        let pages = EventPages::start(state, reader.clone(), range, false, count);
+        if pages.ready.is_empty() {
+            return Ok(None);
+        }
+        if pages.complete() {
+            return Ok(Some(xread_reply(proto, EVENTS_KEY, pages.ready).into()));
+        }
+        return Ok(Some(Output::Paged(xread_paged(proto, EVENTS_KEY, pages))));
+    }
     let node = node(state)?;
     let revision = node.readable_revision(state.store.view().revision);
     let trimmed = node.stream_trimmed().map_err(CommandError::err)?;
     if trimmed > 0 && after_id.0 < trimmed {
         return Ok(Some(
-            xread_reply(proto, vec![resync_reply(trimmed, revision)]).into(),
+            xread_reply(proto, STREAM_KEY, vec![resync_reply(trimmed, revision)]).into(),
         ));
     }
     let Some(from) = after(after_id) else {
@@ -445,10 +501,14 @@ fn read_after(
         return Ok(None);
     }
     if pages.complete() {
-        return Ok(Some(xread_reply(proto, pages.ready).into()));
+        return Ok(Some(xread_reply(proto, STREAM_KEY, pages.ready).into()));
     }
-    // The entries of the one stream, as xread_reply frames them.
-    let key = Part::Whole(Reply::bulk_static(STREAM_KEY));
+    Ok(Some(Output::Paged(xread_paged(proto, STREAM_KEY, pages))))
+}
+
+/// The entries of one stream, framed as xread_reply frames them.
+fn xread_paged(proto: Protocol, stream: &'static str, pages: impl PageSource) -> Paged {
+    let key = Part::Whole(Reply::bulk_static(stream));
     let parts = match proto {
         Protocol::Resp3 => vec![Part::MapHeader(1), key],
         Protocol::Resp2 => vec![Part::ArrayHeader(1), Part::ArrayHeader(2), key],
@@ -457,14 +517,14 @@ fn read_after(
         parts: parts.into(),
     };
     paged.extend(Paged::array(pages));
-    Ok(Some(Output::Paged(paged)))
+    paged
 }
 
-fn xread_reply(proto: Protocol, entries: Vec<Reply>) -> Reply {
+fn xread_reply(proto: Protocol, stream: &'static str, entries: Vec<Reply>) -> Reply {
     if entries.is_empty() {
         return Reply::NilArray;
     }
-    let key = Reply::bulk_static(STREAM_KEY);
+    let key = Reply::bulk_static(stream);
     match proto {
         Protocol::Resp3 => Reply::Map(vec![(key, Reply::Array(entries))]),
         Protocol::Resp2 => Reply::Array(vec![Reply::Array(vec![key, Reply::Array(entries)])]),
@@ -479,8 +539,7 @@ pub fn xread(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> 
         match read_after(
             ctx.state,
             ctx.session.proto,
-            req.after,
-            req.count,
+            &req,
             &super::flag::restricted_reader(ctx),
         )? {
             Some(Output::Paged(p)) => Action::Paged(p),
@@ -510,6 +569,7 @@ pub async fn xread_blocking(
     let reader = super::flag::restricted_reader(&ctx);
     let kill = ctx.session.client.kill.clone();
     let mut changes = state.changes.subscribe();
+    let mut events = state.events.subscribe();
     let deadline = req.block.map(|d| {
         tokio::time::Instant::now()
             .checked_add(d)
@@ -520,7 +580,7 @@ pub async fn xread_blocking(
         if let Some(node) = state.raft.get() {
             node.storage_caught_up(state.store.view().revision).await;
         }
-        match read_after(state, proto, req.after, req.count, &reader) {
+        match read_after(state, proto, &req, &reader) {
             Ok(Some(output)) => return output,
             Ok(None) => {}
             Err(e) => return Reply::from(e).into(),
@@ -529,8 +589,14 @@ pub async fn xread_blocking(
         let Some(deadline) = deadline else {
             return nil;
         };
+        let appended = async {
+            match req.stream {
+                Stream::Changes => changes.changed().await,
+                Stream::Events => events.changed().await,
+            }
+        };
         tokio::select! {
-            _ = changes.changed() => {}
+            _ = appended => {}
             _ = tokio::time::sleep_until(deadline) => return nil,
             _ = state.shutdown.cancelled() => return nil,
             _ = kill.cancelled() => return nil,
@@ -542,4 +608,109 @@ pub async fn xread_blocking(
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Events-stream entries of a range, read from memory a page at a time.
+struct EventPages {
+    log: Arc<crate::analytics::events::EventLog>,
+    reader: Reader,
+    ready: Vec<Reply>,
+    range: Option<(StreamId, StreamId)>,
+    rev: bool,
+    left: usize,
+    now: u64,
+}
+
+impl EventPages {
+    fn start(
+        state: &ServerState,
+        reader: Reader,
+        range: (StreamId, StreamId),
+        rev: bool,
+        count: usize,
+    ) -> EventPages {
+        let mut pages = EventPages {
+            log: state.events.clone(),
+            reader,
+            ready: Vec::new(),
+            range: Some(range),
+            rev,
+            left: count,
+            now: super::insight::now(),
+        };
+        pages.ready = pages.read();
+        pages
+    }
+
+    fn complete(&self) -> bool {
+        self.left == 0 || self.range.is_none()
+    }
+
+    /// The next page: at least one visible entry unless none are left.
+    fn read(&mut self) -> Vec<Reply> {
+        let mut out = Vec::new();
+        while out.is_empty() && self.left > 0 {
+            let Some((from, to)) = self.range else {
+                break;
+            };
+            let want = self.left.min(PAGE_ITEMS);
+            let page = self.log.range(from, to, self.rev, want, self.now);
+            let more = page.len() == want;
+            self.range = next_range(from, to, self.rev, more, page.last().map(|(id, _)| *id));
+            out.extend(
+                page.iter()
+                    .filter(|(_, e)| event_visible(&self.reader, e))
+                    .take(self.left)
+                    .map(|(id, e)| event_reply(*id, e)),
+            );
+            self.left -= out.len();
+        }
+        out
+    }
+}
+
+impl PageSource for EventPages {
+    fn total(&mut self) -> Result<usize, String> {
+        let Some((from, to)) = self.range.filter(|_| self.left > 0) else {
+            return Ok(self.ready.len());
+        };
+        let rest = match &self.reader {
+            None => self.log.count(from, to),
+            Some(_) => self
+                .log
+                .range(from, to, self.rev, self.left, self.now)
+                .iter()
+                .filter(|(_, e)| event_visible(&self.reader, e))
+                .count(),
+        };
+        Ok(self.ready.len() + rest.min(self.left))
+    }
+
+    fn next_page(&mut self) -> Result<Vec<Reply>, String> {
+        if !self.ready.is_empty() {
+            return Ok(std::mem::take(&mut self.ready));
+        }
+        Ok(self.read())
+    }
+}
+
+/// Whether a restricted reader may see an event: one about a flag or an
+/// experiment needs read access to it; a tracked event names neither.
+fn event_visible(reader: &Reader, e: &crate::analytics::events::Event) -> bool {
+    let Some(user) = reader else {
+        return true;
+    };
+    [&e.flag, &e.experiment]
+        .into_iter()
+        .flatten()
+        .all(|k| user.can_read(k.as_bytes()))
+}
+
+fn event_reply(id: StreamId, e: &crate::analytics::events::Event) -> Reply {
+    let mut fields = Vec::with_capacity(20);
+    for (name, value) in e.fields() {
+        fields.push(Reply::bulk_static(name));
+        fields.push(Reply::bulk(value));
+    }
+    Reply::Array(vec![Reply::bulk(id_text(id)), Reply::Array(fields)])
 }

@@ -842,6 +842,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         first_key: 1, last_key: 1, key_step: 1,
+        args: &[key("key"), optional(tagged("count", "integer", "COUNT"))],
+        runs: Runs::READS_STORAGE,
+        ..spec("experiment.history", -2, SLOW_READ_FLAGS, FLAG_SLOW_READ, "flag", "Returns an experiment's audit records (set, start, stop, delete), newest first.", experiment::history)
+    },
+    CommandSpec {
+        first_key: 1, last_key: 1, key_step: 1,
         args: &[key("key")],
         ..spec("experiment.del", 2, &["write"], FLAG_WRITE, "flag", "Deletes an experiment and drops its units.", experiment::del)
     },

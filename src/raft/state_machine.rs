@@ -80,6 +80,11 @@ fn missed_events(image: &StateImage, applied: u64, view: &StateView) -> Vec<Audi
             r.document = match r.kind {
                 Kind::Flag => view.flags.get(r.key.as_str()).map(|e| e.rendered()),
                 Kind::User => None,
+                Kind::Experiment => view
+                    .experiments
+                    .by_key
+                    .get(r.key.as_str())
+                    .map(|e| bytes::Bytes::from(e.document())),
                 Kind::Segment => view
                     .segments
                     .get(r.key.as_str())

@@ -172,6 +172,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         state.users.replace_local(users);
     }
     load_insight(&state).await;
+    load_events(&state).await;
+    load_units(&state).await;
     tokio::spawn(watch_signals(state.clone(), tls.clone()));
     #[cfg(feature = "power-cut")]
     crate::power_cut::install(&state.settings.data_dir);
@@ -180,6 +182,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     #[cfg(feature = "planted-bugs")]
     crate::planted::announce();
     tokio::spawn(roll_up_every_minute(state.clone()));
+    tokio::spawn(save_units_often(state.clone()));
     tokio::spawn(release_free_memory(state.clone()));
     tokio::spawn(sample_rates(state.clone()));
     let tracker = TaskTracker::new();
@@ -256,6 +259,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     // Counts of the last partial minute survive a restart.
     roll_up_insight(&state).await;
+    let events = state.events.clone();
+    let _ = tokio::task::spawn_blocking(move || events.sync()).await;
+    save_units(&state).await;
     // HTTP goes last: until here /readyz answers 503 (shutting down).
     http_stop.cancel();
     if let Some(http) = http {
@@ -278,6 +284,71 @@ async fn load_insight(state: &Arc<ServerState>) {
             tracing::warn!(error = %e, "could not read the evaluation statistics; starting empty")
         }
         Err(e) => tracing::warn!(error = %e, "reading the evaluation statistics failed"),
+    }
+}
+
+/// Reads `flagstaff:events` back from the data directory and starts its writer.
+async fn load_events(state: &Arc<ServerState>) {
+    let events = state.events.clone();
+    let now = crate::command::insight::now();
+    match tokio::task::spawn_blocking(move || events.load(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read flagstaff:events; starting empty")
+        }
+        Err(e) => tracing::warn!(error = %e, "reading flagstaff:events failed"),
+    }
+}
+
+fn units_path(state: &ServerState) -> std::path::PathBuf {
+    state.settings.data_dir.join("analytics").join("units.json")
+}
+
+/// Reads the experiment units saved before the last stop or crash.
+async fn load_units(state: &Arc<ServerState>) {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || s.lab.load(&units_path(&s))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not read experiment units; starting empty"),
+        Err(e) => tracing::warn!(error = %e, "reading experiment units failed"),
+    }
+}
+
+/// How often changed experiment units are saved: a crash loses at most
+/// this much of them.
+const UNITS_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Drops the units of deleted experiments and those past the retention,
+/// then saves them if they changed.
+async fn save_units(state: &Arc<ServerState>) {
+    if state.raft.get().is_some() {
+        crate::command::experiment::forget_deleted(state);
+    }
+    let s = state.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let now = crate::command::insight::now();
+        s.lab
+            .expire(now.saturating_sub(s.settings.events_retention.millis()));
+        s.lab.save(&units_path(&s))
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not save experiment units"),
+        Err(e) => tracing::warn!(error = %e, "saving experiment units failed"),
+    }
+}
+
+/// Saves changed experiment units every [`UNITS_SAVE_EVERY`], until shutdown.
+async fn save_units_often(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(UNITS_SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => save_units(&state).await,
+        }
     }
 }
 
@@ -312,7 +383,10 @@ async fn roll_up_every_minute(state: Arc<ServerState>) {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                crate::command::experiment::forget_deleted(&state);
+                if state.raft.get().is_some() {
+                    crate::command::experiment::forget_deleted(&state);
+                }
+                state.events.expire(crate::command::insight::now());
                 roll_up_insight(&state).await
             }
         }

@@ -54,6 +54,8 @@ pub enum Kind {
     Segment,
     /// An ACL user (audit only).
     User,
+    /// An experiment (audited and streamed; `EXPERIMENT.HISTORY`).
+    Experiment,
 }
 
 impl Kind {
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Flag => "flag",
             Kind::Segment => "segment",
             Kind::User => "user",
+            Kind::Experiment => "experiment",
         }
     }
 }
@@ -79,6 +82,10 @@ pub enum Event {
     Toggle,
     /// Restored from an earlier version.
     Rollback,
+    /// An experiment started.
+    Start,
+    /// An experiment stopped.
+    Stop,
 }
 
 impl Event {
@@ -89,6 +96,8 @@ impl Event {
             Event::Delete => "delete",
             Event::Toggle => "toggle",
             Event::Rollback => "rollback",
+            Event::Start => "start",
+            Event::Stop => "stop",
         }
     }
 }

@@ -286,7 +286,7 @@ impl StateView {
             match kind {
                 Kind::Flag => v.flag_tombstones.insert(key.as_str().into(), *version),
                 Kind::Segment => v.segment_tombstones.insert(key.as_str().into(), *version),
-                Kind::User => None,
+                Kind::User | Kind::Experiment => None,
             };
         }
         v.users = Arc::new(image.users.iter().cloned().collect());
@@ -542,6 +542,12 @@ impl ApplyCtx<'_> {
             (Kind::Flag, Some(_)) => self.v.flags.get(key).map(|e| e.rendered()),
             (Kind::Segment, Some(_)) => self.v.segments.get(key).map(|e| e.rendered.clone()),
             (Kind::User, Some(_)) => None,
+            (Kind::Experiment, Some(_)) => self
+                .v
+                .experiments
+                .by_key
+                .get(key)
+                .map(|e| bytes::Bytes::from(e.document())),
         };
         self.audit.push(AuditRecord {
             kind,
@@ -584,8 +590,9 @@ impl ApplyCtx<'_> {
                     version,
                 },
             ),
-            // Users are deleted by `set_users`, without tombstones.
-            Kind::User => return,
+            // Users are deleted by `set_users`, experiments by
+            // `put_experiment`, without tombstones.
+            Kind::User | Kind::Experiment => return,
         };
         tombstones.insert(k.clone(), version);
         self.v.key_revisions.insert(k, self.revision);
@@ -603,7 +610,7 @@ impl ApplyCtx<'_> {
                 self.v.segments.get(key).map(|e| e.version),
                 self.v.segment_tombstones.get(key),
             ),
-            Kind::User => (None, None),
+            Kind::User | Kind::Experiment => (None, None),
         };
         current.or(tomb.copied()).unwrap_or(0) + 1
     }
@@ -830,14 +837,14 @@ impl ApplyCtx<'_> {
                         .map_or(self.revision, |p| p.created_revision),
                 };
                 let version = entry.version;
-                self.put_experiment(key, Some(entry));
+                self.put_experiment(key, Some(entry), Event::Set);
                 Ok(OpOutcome::Version(version))
             }
             WriteOp::DeleteExperiment { key } => {
                 if !self.v.experiments.by_key.contains_key(key.as_str()) {
                     return Ok(OpOutcome::Deleted(false));
                 }
-                self.put_experiment(key, None);
+                self.put_experiment(key, None, Event::Delete);
                 Ok(OpOutcome::Deleted(true))
             }
             WriteOp::RunExperiment { key, running } => {
@@ -870,7 +877,8 @@ impl ApplyCtx<'_> {
                 }
                 entry.version += 1;
                 let version = entry.version;
-                self.put_experiment(key, Some(entry));
+                let event = if *running { Event::Start } else { Event::Stop };
+                self.put_experiment(key, Some(entry), event);
                 Ok(OpOutcome::Version(version))
             }
         }
@@ -937,8 +945,21 @@ impl ApplyCtx<'_> {
         existed
     }
 
-    /// Stores (or with `None` deletes) an experiment and records the change.
-    fn put_experiment(&mut self, key: &str, entry: Option<super::experiments::ExperimentEntry>) {
+    /// Stores (or with `None` deletes) an experiment and records the change,
+    /// its audit record and its change-stream entry (`kind` experiment).
+    fn put_experiment(
+        &mut self,
+        key: &str,
+        entry: Option<super::experiments::ExperimentEntry>,
+        event: Event,
+    ) {
+        let previous = self.v.experiments.by_key.get(key).cloned();
+        let before = previous.as_ref().and_then(|p| def_json(&p.def));
+        let after = entry.as_ref().and_then(|e| def_json(&e.def));
+        let version = entry
+            .as_ref()
+            .or(previous.as_deref())
+            .map_or(0, |e| e.version);
         let mut experiments = (*self.v.experiments).clone();
         let document = entry.as_ref().map(|e| e.document());
         match entry {
@@ -951,6 +972,7 @@ impl ApplyCtx<'_> {
             key: key.to_string(),
             document,
         });
+        self.record(Kind::Experiment, key, version, event, &None, before, after);
     }
 
     /// Applies a `FLAG.DUMP` document: every definition is checked first,

@@ -8,7 +8,7 @@
 //! | `m:revision` | revision of the last write that changed something |
 //! | `f:<key>` / `s:<key>` | flag / segment record (JSON) |
 //! | `t:f:<key>` / `t:s:<key>` | last version of a deleted key |
-//! | `a:f:<key>\0<revision be8><seq be4>` | audit record (JSON); `a:s:` for segments |
+//! | `a:f:<key>\0<revision be8><seq be4>` | audit record (JSON); `a:s:` for segments, `a:u:` users, `a:e:` experiments |
 //! | `x:<revision be8><seq be4>` | change-stream entry (the event JSON) |
 //! | `m:stream_trimmed` | highest revision whose stream entries were compacted |
 //!
@@ -160,6 +160,7 @@ fn kind_prefix(kind: Kind) -> &'static str {
         Kind::Flag => "f",
         Kind::Segment => "s",
         Kind::User => "u",
+        Kind::Experiment => "e",
     }
 }
 
