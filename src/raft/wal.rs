@@ -8,7 +8,9 @@
 //! The length has a checksum of its own: a record at the end that reaches
 //! past the end of the file is torn only if its length is intact; a damaged
 //! length is corruption (it would otherwise hide as a torn tail and cut
-//! acknowledged entries). Segments of the first format (no magic, records
+//! acknowledged entries). A whole last record failing its checksum is torn
+//! only if one of its sectors reads as zeros (never written); otherwise a
+//! bit flipped in an acknowledged record, refused. Segments of the first format (no magic, records
 //! `len | crc32(kind + body) | kind | body`) are still replayed, and a log
 //! whose tail segment has that format continues in a new segment.
 
@@ -362,7 +364,17 @@ fn replay_segment(
                     // would silently drop entries this node acknowledged (found
                     // by the fault harness's bitflip row: openraft then saw the
                     // follower's log go back and the leader panicked).
-                    Some((bad("checksum mismatch"), off + pre + len == data.len()))
+                    // And even then only if part of it was never written: a
+                    // crash leaves unwritten sectors of an appended record as
+                    // zeros, while a flipped bit in a record that was whole
+                    // on disk (and so acknowledged) leaves every sector
+                    // written (the bitflip row again: the last record cut,
+                    // the leader saw the log go back). As etcd's WAL decides.
+                    let end = off + pre + len;
+                    Some((
+                        bad("checksum mismatch"),
+                        end == data.len() && has_unwritten_sector(&data, off, end),
+                    ))
                 } else {
                     apply_record(rec, out, &mut max_index);
                     off += pre + len;
@@ -388,6 +400,24 @@ fn replay_segment(
         }
     }
     Ok((max_index, format))
+}
+
+/// Disk sector size assumed when telling a torn write from corruption:
+/// a sector is written whole or not at all.
+const SECTOR: usize = 512;
+
+/// Whether `data[start..end]`, split at sector boundaries of the file,
+/// has a piece that is all zeros (a sector the crash left unwritten).
+fn has_unwritten_sector(data: &[u8], start: usize, end: usize) -> bool {
+    let mut at = start;
+    while at < end {
+        let next = ((at / SECTOR + 1) * SECTOR).min(end);
+        if data[at..next].iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
 fn apply_record(rec: &[u8], out: &mut Replayed, max_index: &mut Option<u64>) {
@@ -795,8 +825,11 @@ mod tests {
         assert_eq!(r.entries[&2], b"two again");
     }
 
+    /// A flipped bit in the last record, whole on disk (so acknowledged), is
+    /// corruption, not a torn tail: cutting it made the node's log go back
+    /// and its leader panic (the bitflip row, seed 1005).
     #[test]
-    fn a_flipped_bit_in_the_tail_is_detected() {
+    fn a_flipped_bit_in_a_whole_last_record_is_corruption() {
         let d = dir("flip");
         {
             let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
@@ -808,8 +841,34 @@ mod tests {
         let n = data.len();
         data[n - 1] ^= 0x40;
         std::fs::write(&seg, &data).unwrap();
+        match open(&d, FsyncPolicy::Always, 1 << 20) {
+            Err(WalError::Corrupt { why, .. }) => assert_eq!(why, "checksum mismatch"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
+        }
+        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+    }
+
+    /// A last record with a sector the crash never wrote (zeros) is torn.
+    #[test]
+    fn a_last_record_with_an_unwritten_sector_is_a_torn_tail() {
+        let d = dir("unwritten");
+        let long = "x".repeat(3 * SECTOR);
+        {
+            let (wal, _) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
+            append(&wal, 1, "one");
+            append(&wal, 2, &long);
+        }
+        let seg = segment_path(&d, 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        // Zero the last whole sector inside the second record.
+        let n = data.len();
+        let sector_end = n / SECTOR * SECTOR;
+        data[sector_end - SECTOR..sector_end].fill(0);
+        std::fs::write(&seg, &data).unwrap();
         let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
-        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(r.torn_bytes > 0);
     }
 
     #[test]
