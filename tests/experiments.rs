@@ -263,12 +263,20 @@ fn results_over_three_nodes_match_one_node_and_name_a_missing_node() {
     assert!(partial["units"].as_u64().unwrap() < 1500);
 }
 
-/// The units file once it mentions `unit` (a save ran after its exposure).
-fn wait_saved(s: &Server, unit: &str, present: bool) {
+/// The units file once it holds `count` units in all (a save ran after
+/// the exposures); it never names a unit key, only hashes.
+fn wait_saved(s: &Server, count: usize) {
     let file = s.data_dir.join("analytics").join("units.json");
     eventually(Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        (text.contains(&format!("\"{unit}\"")) == present).then_some(())
+        let saved: Value = serde_json::from_str(&text).ok()?;
+        let units: usize = saved["experiments"]
+            .as_object()?
+            .values()
+            .map(|v| v.as_array().map_or(0, Vec::len))
+            .sum();
+        assert!(!text.contains("user-"), "unit keys saved: {text}");
+        (units == count).then_some(())
     });
 }
 
@@ -284,7 +292,7 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
     run_traffic(&mut cons, 300);
     let before = results(&mut cons[0], "prod:exp");
     assert_eq!(before["units"], 300, "{before}");
-    wait_saved(&s, "user-299", true);
+    wait_saved(&s, 300);
     s.restart();
     let mut con = s.conn();
     let after = results(&mut con, "prod:exp");
@@ -297,7 +305,7 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
 
     // Deleting the experiment removes its units from disk too.
     int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
-    wait_saved(&s, "user-299", false);
+    wait_saved(&s, 0);
     drop(s);
 
     // Units older than --events-retention are dropped.
@@ -313,6 +321,54 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
     eventually(Duration::from_secs(40), || {
         (results(&mut con, "prod:exp")["units"] == 0).then_some(())
     });
+}
+
+/// A units.json from before units were hashed (unit keys, no version) is
+/// read, its keys hashed: the units count and stay deduplicated, and the
+/// next save names no unit key.
+#[test]
+fn units_saved_with_unit_keys_load_hashed() {
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = s.conn();
+    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    eval(&mut con, "probe");
+    wait_saved(&s, 1);
+    let file = s.data_dir.join("analytics").join("units.json");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let units_key = saved["experiments"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    s.kill9();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let old: Vec<Value> = (0..10)
+        .map(|i| {
+            let v = if i % 2 == 0 { "off" } else { "on" };
+            json!([format!("user-{i}"), {"variation": v, "exposed_at": now - 1_000 + i, "post": [], "pre": []}])
+        })
+        .collect();
+    std::fs::write(&file, json!({ units_key: old }).to_string()).unwrap();
+    s.restart();
+    let mut con = s.conn();
+    let r = results(&mut con, "prod:exp");
+    assert_eq!(r["units"], 10, "{r}");
+    // The loaded units are the same units as the keys evaluated now.
+    for i in 0..10 {
+        eval(&mut con, &format!("user-{i}"));
+    }
+    assert_eq!(results(&mut con, "prod:exp")["units"], 10);
+    eval(&mut con, "user-10");
+    assert_eq!(results(&mut con, "prod:exp")["units"], 11);
+    wait_saved(&s, 11);
 }
 
 #[test]
