@@ -771,6 +771,21 @@ mod tests {
         d
     }
 
+    /// Opening `d` is refused as corrupt for `why` and leaves the segment
+    /// `seg` as `data` (nothing cut); returns the offset it names.
+    fn assert_refused(d: &Path, seg: &Path, data: &[u8], why_expected: &str) -> u64 {
+        let offset = match open(d, FsyncPolicy::Always, 1 << 20) {
+            Err(WalError::Corrupt { why, offset, .. }) => {
+                assert_eq!(why, why_expected);
+                offset
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
+        };
+        assert_eq!(std::fs::read(seg).unwrap(), data, "nothing was cut");
+        offset
+    }
+
     fn append(wal: &Wal, index: u64, body: &str) {
         let mut b = Vec::new();
         entry_record(index, body.as_bytes(), &mut b).unwrap();
@@ -841,12 +856,7 @@ mod tests {
         let n = data.len();
         data[n - 1] ^= 0x40;
         std::fs::write(&seg, &data).unwrap();
-        match open(&d, FsyncPolicy::Always, 1 << 20) {
-            Err(WalError::Corrupt { why, .. }) => assert_eq!(why, "checksum mismatch"),
-            Err(e) => panic!("unexpected error {e}"),
-            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
-        }
-        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+        assert_refused(&d, &seg, &data, "checksum mismatch");
     }
 
     /// A last record with a sector the crash never wrote (zeros) is torn.
@@ -886,12 +896,7 @@ mod tests {
         data[at] ^= 0x01;
         std::fs::write(&seg, &data).unwrap();
         // Entries 2 and 3 were acknowledged: never silently cut them.
-        match open(&d, FsyncPolicy::Always, 1 << 20) {
-            Err(WalError::Corrupt { why, .. }) => assert_eq!(why, "checksum mismatch"),
-            Err(e) => panic!("unexpected error {e}"),
-            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
-        }
-        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+        assert_refused(&d, &seg, &data, "checksum mismatch");
     }
 
     #[test]
@@ -928,15 +933,10 @@ mod tests {
         let at = data.len() - last.len();
         data[at + 3] ^= 0x10;
         std::fs::write(&seg, &data).unwrap();
-        match open(&d, FsyncPolicy::Always, 1 << 20) {
-            Err(WalError::Corrupt { why, offset, .. }) => {
-                assert_eq!(why, "damaged record length");
-                assert_eq!(offset, at as u64);
-            }
-            Err(e) => panic!("unexpected error {e}"),
-            Ok((_, r)) => panic!("opened with entries {:?}", r.entries.keys()),
-        }
-        assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+        assert_eq!(
+            assert_refused(&d, &seg, &data, "damaged record length"),
+            at as u64
+        );
         // A record torn inside its header (length incomplete) is still a torn tail.
         std::fs::write(&seg, &data[..at + 6]).unwrap();
         let (_w, r) = open(&d, FsyncPolicy::Always, 1 << 20).unwrap();
