@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -261,6 +261,15 @@ async fn handle(
     let origin = req.headers().get(header::ORIGIN).cloned();
     let response = match cors::preflight(&http.state.settings, &req) {
         Some(r) => r,
+        // The hot path, every OFREP evaluation: straight to its handler.
+        None if matches!(endpoint, Endpoint::OfrepFlag)
+            && req.method() == Method::POST
+            && ofrep::is_single(req.uri().path()) =>
+        {
+            let mut r = ofrep::evaluate_one(&http, peer, req.map(Body::new)).await;
+            cors::decorate(&http.state.settings, origin.as_ref(), &mut r);
+            r
+        }
         None => {
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut r = app.call(req.map(Body::new)).await?;

@@ -6,7 +6,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::borrow::Cow;
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -130,6 +129,48 @@ fn context_text<'a>(body: &'a [u8], key: Option<&str>) -> Result<&'a str, Respon
     Ok(request.context.map_or("", |c| c.get()))
 }
 
+/// The context of a request body: its raw text (what the ETag hashes) and
+/// the context parsed from it, or the response refusing the body.
+fn request_context<'a>(
+    body: &'a [u8],
+    key: Option<&str>,
+) -> Result<(&'a str, Result<Context<'a>, String>), Response<Body>> {
+    if let Some((text, context)) = sole_context(body) {
+        return Ok((text, Ok(targeting_key(context))));
+    }
+    let text = context_text(body, key)?;
+    Ok((text, parse_context(text)))
+}
+
+/// The context of a body that is exactly `{"context":{...}}` (JSON
+/// whitespace around the tokens allowed), the shape OpenFeature SDKs send,
+/// parsed in one scan instead of an envelope scan and then a context scan.
+/// `None` for anything else (other members, an escaped name, a value that
+/// is not an object the context parse accepts): such a body takes the
+/// envelope scan, which gives the answer and the errors it always gave.
+/// When this accepts a body, the envelope scan would have found the same
+/// context text: the body is the one member around one complete object.
+fn sole_context(body: &[u8]) -> Option<(&str, Context<'_>)> {
+    let inner = trim_json(body).strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let inner = trim_json(inner).strip_prefix(b"\"context\"")?;
+    let value = trim_json(trim_json(inner).strip_prefix(b":")?);
+    if value.first() != Some(&b'{') {
+        return None;
+    }
+    // The parse refuses anything after the object (`{..},"x":1`).
+    let text = std::str::from_utf8(value).ok()?;
+    let context = Context::parse(value).ok()?;
+    Some((text, context))
+}
+
+/// `s` without JSON whitespace at either end.
+fn trim_json(s: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = s.iter().position(|b| !ws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
 /// Parses a context the way `FLAG.DETAIL` does; OpenFeature's `targetingKey`
 /// is flagstaff's `key` (unless the context also has a `key`).
 fn parse_context(text: &str) -> Result<Context<'_>, String> {
@@ -137,30 +178,44 @@ fn parse_context(text: &str) -> Result<Context<'_>, String> {
         return Ok(Context::empty());
     }
     let ctx = Context::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(targeting_key(ctx))
+}
+
+/// OpenFeature's `targetingKey` as flagstaff's `key`, unless `key` is given.
+fn targeting_key(ctx: Context<'_>) -> Context<'_> {
     if ctx.get("key").is_none() {
         if let Some(AttrValue::Str(k)) = ctx.get("targetingKey").cloned() {
-            return Ok(ctx.with("key", AttrValue::Str(k)));
+            return ctx.with("key", AttrValue::Str(k));
         }
     }
-    Ok(ctx)
+    ctx
 }
 
 /// `"<revision>-<hash of user, key, context and what else moves an answer>"`:
 /// a new flag set or a different context gives a different tag. `volatile`
 /// carries what changes answers without a new revision: staleness (in the
-/// metadata) and, for flags that read `$now`, the current second.
+/// metadata) and, for flags that read `$now`, the current second. The hash
+/// is xxh3-128, a cache validator and no secret (docs/decisions.md, "OFREP
+/// ETag").
 fn etag(revision: u64, user: &str, key: &str, context: &str, volatile: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+    // One-shot hashing of the joined parts: cheaper than the streaming state
+    // for the short inputs of a request (the buffer spills to the heap only
+    // for a context over a few hundred bytes).
+    let mut joined = smallvec::SmallVec::<[u8; 384]>::new();
     for part in [user, key, context, volatile] {
-        h.update(part.as_bytes());
-        h.update([0]);
+        // Each part is followed by its length: no two lists of parts join
+        // into the same bytes.
+        joined.extend_from_slice(part.as_bytes());
+        joined.extend_from_slice(&(part.len() as u64).to_le_bytes());
     }
-    let digest = h.finalize();
-    let mut tag = format!("\"{revision}-");
-    for b in digest.iter().take(10) {
-        tag.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        tag.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    let digest = xxhash_rust::xxh3::xxh3_128(&joined);
+    let mut tag = String::with_capacity(56);
+    tag.push('"');
+    tag.push_str(itoa::Buffer::new().format(revision));
+    tag.push('-');
+    for i in (0..32).rev() {
+        let nibble = (digest >> (i * 4)) as usize & 15;
+        tag.push(char::from(b"0123456789abcdef"[nibble]));
     }
     tag.push('"');
     tag
@@ -239,13 +294,16 @@ fn encode(key: &str, d: &Detail) -> (StatusCode, String) {
             out.push_str(s.openfeature_reason);
             out.push_str("\",\"variant\":");
             push_quoted(&mut out, &s.variation);
-            let _ = write!(
-                out,
-                ",\"metadata\":{{\"version\":{},\"revision\":{},\"stale\":{}",
-                d.version.unwrap_or(0),
-                d.revision,
-                d.stale
-            );
+            let mut n = itoa::Buffer::new();
+            out.push_str(",\"metadata\":{\"version\":");
+            out.push_str(n.format(d.version.unwrap_or(0)));
+            out.push_str(",\"revision\":");
+            out.push_str(n.format(d.revision));
+            out.push_str(if d.stale {
+                ",\"stale\":true"
+            } else {
+                ",\"stale\":false"
+            });
             match &s.reason {
                 crate::flag::Reason::RuleMatch { id: Some(id), .. } => {
                     out.push_str(",\"rule_id\":");
@@ -285,12 +343,27 @@ fn failure_body(key: &str, code: &str, details: &str) -> String {
     )
 }
 
-/// `POST /ofrep/v1/evaluate/flags/{key}`.
+/// `POST /ofrep/v1/evaluate/flags/{key}`, as the router calls it.
 pub async fn single(
     State(http): State<Arc<Http>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request<Body>,
 ) -> Response<Body> {
+    evaluate_one(&http, peer, request).await
+}
+
+/// Whether `POST path` is the single-flag evaluation [`evaluate_one`]
+/// answers: one non-empty segment after the prefix, which is what the
+/// router's `/ofrep/v1/evaluate/flags/{key}` matches.
+pub fn is_single(path: &str) -> bool {
+    path.strip_prefix("/ofrep/v1/evaluate/flags/")
+        .is_some_and(|k| !k.is_empty() && !k.contains('/'))
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`: the handler, called by the
+/// router's [`single`] and directly by the connection's fast path (every
+/// OFREP evaluation, so it skips the router's matching and extensions).
+pub async fn evaluate_one(http: &Http, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
     // The whole request, not the `Uri` and `HeaderMap` extractors: those
     // clone the header map on every evaluation.
     let (parts, body) = request.into_parts();
@@ -299,7 +372,7 @@ pub async fn single(
     // plain-text body, and OFREP clients expect JSON.
     let raw = uri.path().rsplit('/').next().unwrap_or("");
     let key = match percent_encoding::percent_decode_str(raw).decode_utf8() {
-        Ok(k) => k.into_owned(),
+        Ok(k) => k,
         Err(_) => {
             let lossy = percent_encoding::percent_decode_str(raw)
                 .decode_utf8_lossy()
@@ -312,8 +385,8 @@ pub async fn single(
             );
         }
     };
-    let key = key.as_str();
-    let identity = match admit(&http, peer, headers, uri.path(), Some(key)).await {
+    let key = &*key;
+    let identity = match admit(http, peer, headers, uri.path(), Some(key)).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -332,12 +405,12 @@ pub async fn single(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let text = match context_text(&body, Some(key)) {
-        Ok(t) => t,
+    let (text, context) = match request_context(&body, Some(key)) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let view = http.state.store.view();
-    let detail = detail_of(&http.state, &view, Some(key), parse_context(text));
+    let detail = detail_of(&http.state, &view, Some(key), context);
     let (status, out) = encode(key, &detail);
     if status != StatusCode::OK {
         return json(status, out);
@@ -370,11 +443,11 @@ pub async fn bulk(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let text = match context_text(&body, None) {
-        Ok(t) => t,
+    let (text, context) = match request_context(&body, None) {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let context = match parse_context(text) {
+    let context = match context {
         Ok(c) => c,
         Err(why) => return failure(StatusCode::BAD_REQUEST, None, "INVALID_CONTEXT", &why),
     };
@@ -423,11 +496,47 @@ mod tests {
     }
 
     #[test]
-    fn etag_is_the_revision_and_20_hex_digits() {
+    fn the_one_scan_context_is_the_envelope_scans() {
+        for body in [
+            r#"{"context":{"targetingKey":"u1","country":"US","beta":true}}"#,
+            " { \"context\" :\n{\"a\":[1,2,{\"b\":null}]} } ",
+            r#"{"context":{}}"#,
+            r#"{"context":{"key":"k","targetingKey":"t"}}"#,
+            r#"{"context":{"s":"\u00e9\n"}}"#,
+        ] {
+            let (text, context) = sole_context(body.as_bytes()).expect(body);
+            let Ok(envelope) = context_text(body.as_bytes(), None) else {
+                panic!("the envelope scan refused {body}");
+            };
+            assert_eq!(text, envelope, "{body}");
+            assert_eq!(
+                Ok(targeting_key(context)),
+                parse_context(envelope),
+                "{body}"
+            );
+        }
+        // Anything else takes the envelope scan (and its errors).
+        for body in [
+            r#"{"context":{"a":1},"other":2}"#,
+            r#"{"context":{"a":1}},"x":{}"#,
+            r#"{"context":[1]}"#,
+            r#"{"context":null}"#,
+            r#"{"context":{"a":}}"#,
+            r#"{"con\u0074ext":{"a":1}}"#,
+            r#"{"context":{"a":1}"#,
+            "",
+            "{}",
+        ] {
+            assert!(sole_context(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
+    #[test]
+    fn etag_is_the_revision_and_32_hex_digits() {
         let tag = etag(42, "default", "k", "{}", "false:");
         let inner = tag.strip_prefix("\"42-").and_then(|t| t.strip_suffix('"'));
         let hex = inner.unwrap_or_default();
-        assert_eq!(hex.len(), 20, "{tag}");
+        assert_eq!(hex.len(), 32, "{tag}");
         assert!(hex
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
