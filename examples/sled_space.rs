@@ -5,7 +5,9 @@
 //!   keys, key bytes and value bytes per key prefix, and sled's file size.
 //! - `cargo run --release --example sled_space -- batches <n> <batches> <scratch dir>`:
 //!   writes `n` flag records of ~500 bytes in that many `apply_batch`es,
-//!   then prints the file size and the time to reopen and scan them.
+//!   then prints the file size and the time to reopen and scan them;
+//!   `batches <n> <batches> rewrite <dir>` then writes the same values again
+//!   in batches of 1,000 before reopening.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -48,7 +50,7 @@ fn live(dir: &str) -> Res {
     Ok(())
 }
 
-fn batches(n: usize, count: usize, dir: &str) -> Res {
+fn batches(n: usize, count: usize, rewrite: bool, dir: &str) -> Res {
     let _ = std::fs::remove_dir_all(dir);
     let (db, tree) = open(dir)?;
     let per = n.div_ceil(count.max(1));
@@ -66,6 +68,18 @@ fn batches(n: usize, count: usize, dir: &str) -> Res {
         tree.apply_batch(b)?;
     }
     db.flush()?;
+    if rewrite {
+        // The same values again, 1,000 per batch: the content never changes.
+        let written: Vec<_> = tree.scan_prefix(b"f:").collect::<Result<_, _>>()?;
+        for chunk in written.chunks(1000) {
+            let mut b = sled::Batch::default();
+            for (k, v) in chunk {
+                b.insert(k.clone(), v.clone());
+            }
+            tree.apply_batch(b)?;
+        }
+        db.flush()?;
+    }
     println!(
         "{n} records in {count} batches: live {:.1} MB, sled's file {:.1} MB ({:.2}x)",
         live as f64 / 1e6,
@@ -92,7 +106,11 @@ fn main() -> Res {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["live", dir] => live(dir),
-        ["batches", n, count, dir] => batches(n.parse()?, count.parse()?, dir),
-        _ => Err("usage: sled_space live <state dir> | batches <n> <batches> <scratch dir>".into()),
+        ["batches", n, count, dir] => batches(n.parse()?, count.parse()?, false, dir),
+        ["batches", n, count, "rewrite", dir] => batches(n.parse()?, count.parse()?, true, dir),
+        _ => Err(
+            "usage: sled_space live <state dir> | batches <n> <batches> [rewrite] <scratch dir>"
+                .into(),
+        ),
     }
 }
