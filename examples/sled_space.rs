@@ -8,6 +8,9 @@
 //!   then prints the file size and the time to reopen and scan them;
 //!   `batches <n> <batches> rewrite <dir>` then writes the same values again
 //!   in batches of 1,000 before reopening.
+//! - `... -- rewrite <copy of data-dir/state> f:,a:,x:`: writes the values
+//!   under those prefixes again, 1,000 per batch (then time a restart of it,
+//!   e.g. with `examples/heap_probe.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -102,14 +105,43 @@ fn batches(n: usize, count: usize, rewrite: bool, dir: &str) -> Res {
     Ok(())
 }
 
+/// Writes the values under `prefixes` of an existing state dir again, 1,000
+/// per batch (what a persister could do after a large commit).
+fn rewrite(dir: &str, prefixes: &str) -> Res {
+    let (db, tree) = open(dir)?;
+    let t = Instant::now();
+    let mut n = 0;
+    for prefix in prefixes.split(',') {
+        let written: Vec<_> = tree
+            .scan_prefix(prefix.as_bytes())
+            .collect::<Result<_, _>>()?;
+        for chunk in written.chunks(1000) {
+            let mut b = sled::Batch::default();
+            for (k, v) in chunk {
+                b.insert(k.clone(), v.clone());
+            }
+            tree.apply_batch(b)?;
+        }
+        n += written.len();
+    }
+    db.flush()?;
+    println!(
+        "rewrote {n} values in {:?}; sled's file {:.1} MB",
+        t.elapsed(),
+        db.size_on_disk()? as f64 / 1e6
+    );
+    Ok(())
+}
+
 fn main() -> Res {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["live", dir] => live(dir),
         ["batches", n, count, dir] => batches(n.parse()?, count.parse()?, false, dir),
+        ["rewrite", dir, prefixes] => rewrite(dir, prefixes),
         ["batches", n, count, "rewrite", dir] => batches(n.parse()?, count.parse()?, true, dir),
         _ => Err(
-            "usage: sled_space live <state dir> | batches <n> <batches> [rewrite] <scratch dir>"
+            "usage: sled_space live <state dir> | batches <n> <batches> [rewrite] <scratch dir> | rewrite <state dir> <prefixes>"
                 .into(),
         ),
     }
