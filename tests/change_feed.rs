@@ -405,3 +405,119 @@ fn a_blocking_reader_under_steady_writes_gets_no_errors_and_every_entry() {
     assert!(seen > 100, "only {seen} entries written");
     assert_eq!(seen, len);
 }
+
+fn history_replies(con: &mut redis::Connection, key: &str) -> Vec<Value> {
+    match redis::cmd("FLAG.HISTORY").arg(key).query(con).unwrap() {
+        Value::Array(items) => items,
+        other => panic!("FLAG.HISTORY reply {other:?}"),
+    }
+}
+
+fn all_entries(con: &mut redis::Connection) -> Entries {
+    entries(
+        redis::cmd("XRANGE")
+            .arg("flagstaff:changes")
+            .arg("-")
+            .arg("+")
+            .query(con)
+            .unwrap(),
+    )
+}
+
+/// Issue 13: the stream and the audit log store each definition once (they
+/// refer to the key's record); what clients read stays the same when the
+/// record they refer to is replaced, rolled back, deleted, or its audit
+/// record is dropped by retention, and after kill -9.
+#[test]
+fn entries_and_history_read_the_same_after_the_record_they_refer_to_changes() {
+    let _g = serial();
+    let mut s = Server::start(&["--audit-retention", "2"]);
+    let mut con = s.conn();
+    let mut gets = Vec::new();
+    let mut last_history: Vec<Value> = Vec::new();
+    let mut last_entries: Entries = Vec::new();
+    for i in 1..=4 {
+        let def = format!(
+            r#"{{"on":true,"variations":[{{"name":"a","value":{i}}},{{"name":"b","value":{i}0}}],"off_variation":"a","fallthrough":{{"variation":"b"}}}}"#
+        );
+        let _: i64 = redis::cmd("FLAG.SET")
+            .arg("k")
+            .arg(&def)
+            .query(&mut con)
+            .unwrap();
+        let get: String = redis::cmd("FLAG.GET").arg("k").query(&mut con).unwrap();
+        gets.push(get);
+        let range = all_entries(&mut con);
+        assert_eq!(range.len(), i);
+        for (entry, get) in range.iter().zip(&gets) {
+            assert_eq!(field(&entry.1, "definition"), get, "entry {}", entry.0);
+        }
+        assert_eq!(range[..i - 1], last_entries[..]);
+        let history = history_replies(&mut con, "k");
+        assert_eq!(history.len(), i.min(2));
+        // The record that referred to the replaced version reads the same.
+        assert_eq!(history[1..], last_history[..history.len() - 1]);
+        last_history = history;
+        last_entries = range;
+    }
+    let _: i64 = redis::cmd("FLAG.ROLLBACK")
+        .arg("k")
+        .arg(3)
+        .query(&mut con)
+        .unwrap();
+    let history = history_replies(&mut con, "k");
+    assert_eq!(history[1], last_history[0]);
+    let _: i64 = redis::cmd("FLAG.DEL").arg("k").query(&mut con).unwrap();
+    let history = history_replies(&mut con, "k");
+    assert_eq!(history.len(), 2);
+    let range = all_entries(&mut con);
+    assert_eq!(range.len(), 6);
+    assert_eq!(range[..4], last_entries[..]);
+    s.kill9();
+    s.restart();
+    let mut con = s.conn();
+    assert_eq!(history_replies(&mut con, "k"), history);
+    assert_eq!(all_entries(&mut con), range);
+}
+
+/// Issue 13: state storage holds an import's definitions once, not three
+/// times (the record, its audit record and its stream entry).
+#[test]
+fn imported_flags_take_under_seven_times_their_dump_in_state_storage() {
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = s.conn();
+    let flags: serde_json::Map<String, serde_json::Value> = (0..5000)
+        .map(|i| {
+            (
+                format!("prod:flag-{i:06}"),
+                serde_json::json!({
+                    "on": true,
+                    "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
+                    "off_variation": "off",
+                    "rules": [{"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}],
+                               "serve": {"rollout": [{"variation": "on", "weight": 5000}, {"variation": "off", "weight": 5000}]}}],
+                    "fallthrough": {"variation": "off"},
+                }),
+            )
+        })
+        .collect();
+    let dump = serde_json::json!({ "flags": flags }).to_string();
+    let n: i64 = redis::cmd("FLAG.IMPORT")
+        .arg(&dump)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 5000);
+    let dumped: String = redis::cmd("FLAG.DUMP").query(&mut con).unwrap();
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
+    assert!(s.wait_exit(Duration::from_secs(120)).is_some());
+    let mut state = 0;
+    for e in std::fs::read_dir(s.data_dir.join("state")).unwrap() {
+        let m = e.unwrap().metadata().unwrap();
+        if m.is_file() {
+            state += m.len();
+        }
+    }
+    let ratio = state as f64 / dumped.len() as f64;
+    assert!(ratio < 7.0, "state storage is {ratio:.2}x the dump");
+}

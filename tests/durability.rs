@@ -784,7 +784,7 @@ fn a_data_dir_written_by_the_previous_release_opens_and_is_upgraded() {
     let mut s = Server::start_in(dir.clone(), &[]);
     assert_eq!(
         data_format(&dir),
-        json!(3),
+        json!(4),
         "node.json records the current format"
     );
     let check = |s: &Server| {

@@ -32,10 +32,16 @@ struct Identity {
 ///   code would cut as a torn tail; segments of the older layout are still
 ///   replayed and new records go to a new segment, so a format-1 or -2 dir is
 ///   upgraded in place by rewriting `node.json`.
+/// - 4: state storage keeps each definition once: audit records and
+///   change-stream entries may refer to the key's record instead of copying
+///   the definition (values starting with byte 1, which older code reads as
+///   corrupt). Whole JSON values of older dirs are still read as before and
+///   are never rewritten, so a format-1 to -3 dir is upgraded in place by
+///   rewriting `node.json`.
 ///
 /// Bump it with any change older code would misread, and say here how an
 /// older dir is upgraded.
-pub const DATA_FORMAT: u32 = 3;
+pub const DATA_FORMAT: u32 = 4;
 
 /// The oldest format this build opens (and upgrades).
 pub const OLDEST_DATA_FORMAT: u32 = 1;

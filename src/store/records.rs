@@ -139,7 +139,19 @@ impl AuditRecord {
     /// where `definition` is the key's GET document (allocations included, so
     /// a local copy evaluates rollouts exactly as the server) or null.
     pub fn event_json(&self) -> String {
-        let head = serde_json::json!({
+        let definition = match &self.document {
+            Some(doc) => String::from_utf8_lossy(doc).into_owned(),
+            None => self
+                .after
+                .as_ref()
+                .map_or("null".to_string(), Value::to_string),
+        };
+        Self::event_with_definition(&self.event_head(), &definition)
+    }
+
+    /// The event's fields before `definition`, as a JSON object.
+    pub fn event_head(&self) -> String {
+        serde_json::json!({
             "event": self.event.as_str(),
             "kind": self.kind.as_str(),
             "key": self.key,
@@ -148,15 +160,14 @@ impl AuditRecord {
             "actor": self.actor,
             "ts": super::render::rfc3339(self.ts),
         })
-        .to_string();
-        let definition = match &self.document {
-            Some(doc) => String::from_utf8_lossy(doc).into_owned(),
-            None => self
-                .after
-                .as_ref()
-                .map_or("null".to_string(), Value::to_string),
-        };
-        format!("{},\"definition\":{definition}}}", &head[..head.len() - 1])
+        .to_string()
+    }
+
+    /// The event text: `head` (from [`AuditRecord::event_head`]) with
+    /// `definition` (JSON text) added as its last field.
+    pub fn event_with_definition(head: &str, definition: &str) -> String {
+        let open = head.strip_suffix('}').unwrap_or(head);
+        format!("{open},\"definition\":{definition}}}")
     }
 
     /// The channel the event is published on.

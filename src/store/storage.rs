@@ -12,6 +12,21 @@
 //! | `x:<revision be8><seq be4>` | change-stream entry (the event JSON) |
 //! | `m:stream_trimmed` | highest revision whose stream entries were compacted |
 //!
+//! Each definition is stored once (data format 4, docs/decisions.md): a
+//! value starting with [`REF`] refers to another instead of copying it.
+//! - An audit record `REF` + its JSON with `"after":null` means: `after` is
+//!   the definition of the key's current `f:`/`s:` record (same version).
+//!   When that record is replaced or deleted, the audit record is rewritten
+//!   with the definition spliced in, in the same batch.
+//! - A stream entry `REF` + kind byte + key length (be4) + key + suffix
+//!   means: the event built from the audit record of the same id, whose
+//!   definition is that record's `after` text with `suffix` in place of its
+//!   closing brace. When retention drops that audit record, the entry is
+//!   rewritten whole, in the same batch.
+//!
+//! Values that start with `{` are whole JSON (everything before format 4,
+//! and whatever does not reproduce byte for byte from a reference).
+//!
 //! sled's own flush is not an fsync, so it is never what makes a write
 //! durable: the write-ahead log is, and recovery replays it on top of sled.
 
@@ -118,22 +133,95 @@ fn stream_key(id: StreamId) -> Vec<u8> {
     k
 }
 
-/// Decodes one `x:` item of a sled scan.
-fn stream_entry(
-    item: sled::Result<(sled::IVec, sled::IVec)>,
-) -> Result<(StreamId, String), StorageError> {
-    let (k, v) = item.map_err(engine)?;
-    let id = stream_id_of(&k).ok_or_else(|| StorageError::Corrupt {
-        key: String::from_utf8_lossy(&k).into_owned(),
-        why: "bad stream key".into(),
-    })?;
-    Ok((id, String::from_utf8_lossy(&v).into_owned()))
-}
-
 fn stream_id_of(key: &[u8]) -> Option<StreamId> {
     let rev = u64::from_be_bytes(key.get(2..10)?.try_into().ok()?);
     let seq = u32::from_be_bytes(key.get(10..14)?.try_into().ok()?);
     Some((rev, seq))
+}
+
+/// The first byte of a value stored as a reference (see the module doc);
+/// JSON values start with `{`.
+pub const REF: u8 = 1;
+
+/// Tries a read that may race a commit rewriting what it refers to.
+const REF_TRIES: usize = 8;
+
+/// The tail of an audit record whose `after` is a reference.
+const AFTER_NULL: &[u8] = b",\"after\":null}";
+
+/// The two fields of a key record that a reference needs.
+#[derive(serde::Deserialize)]
+struct RecordHead<'a> {
+    version: u64,
+    #[serde(borrow)]
+    definition: &'a serde_json::value::RawValue,
+}
+
+/// The `after` text of an audit record stored whole.
+#[derive(serde::Deserialize)]
+struct AfterText<'a> {
+    #[serde(borrow)]
+    after: Option<&'a serde_json::value::RawValue>,
+}
+
+fn kind_byte(kind: Kind) -> u8 {
+    kind_prefix(kind).as_bytes()[0]
+}
+
+fn kind_of_byte(b: u8) -> Option<Kind> {
+    match b {
+        b'f' => Some(Kind::Flag),
+        b's' => Some(Kind::Segment),
+        b'u' => Some(Kind::User),
+        b'e' => Some(Kind::Experiment),
+        _ => None,
+    }
+}
+
+/// A stream entry referring to the audit record of its id.
+fn stream_ref(kind: Kind, key: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(6 + key.len() + suffix.len());
+    v.push(REF);
+    v.push(kind_byte(kind));
+    v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    v.extend_from_slice(key.as_bytes());
+    v.extend_from_slice(suffix);
+    v
+}
+
+/// Splits a stream reference into (kind, key, suffix).
+fn parse_stream_ref(v: &[u8]) -> Option<(Kind, &str, &[u8])> {
+    let kind = kind_of_byte(*v.get(1)?)?;
+    let len = u32::from_be_bytes(v.get(2..6)?.try_into().ok()?) as usize;
+    let key = std::str::from_utf8(v.get(6..6 + len)?).ok()?;
+    Some((kind, key, v.get(6 + len..)?))
+}
+
+fn corrupt(key: &[u8], why: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: why.into(),
+    }
+}
+
+/// What one commit leaves for a key with a record (`f:`/`s:`): its version
+/// and definition, or `None` when deleted.
+type Final<'a> = Option<(u64, Definition<'a>)>;
+
+/// A definition as committed, serialized only when a reference needs it.
+#[derive(Clone, Copy)]
+enum Definition<'a> {
+    Flag(&'a crate::flag::FlagDef),
+    Segment(&'a crate::flag::SegmentDef),
+}
+
+impl Definition<'_> {
+    fn text(self) -> Option<String> {
+        match self {
+            Definition::Flag(d) => serde_json::to_string(d).ok(),
+            Definition::Segment(d) => serde_json::to_string(d).ok(),
+        }
+    }
 }
 
 /// The sled engine.
@@ -213,6 +301,130 @@ impl SledStorage {
         batch.remove(format!("t:{}:{key}", kind_prefix(kind)).into_bytes());
     }
 
+    /// Decodes one `x:` item of a sled scan.
+    fn stream_entry(
+        &self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<(StreamId, String), StorageError> {
+        let (k, v) = item.map_err(engine)?;
+        let id = stream_id_of(&k).ok_or_else(|| corrupt(&k, "bad stream key"))?;
+        Ok((id, self.stream_text(&k, v)?))
+    }
+
+    /// A stream entry's event text, rebuilt from its audit record when it
+    /// is a reference.
+    fn stream_text(&self, k: &[u8], mut v: sled::IVec) -> Result<String, StorageError> {
+        for _ in 0..REF_TRIES {
+            if v.first() != Some(&REF) {
+                return Ok(String::from_utf8_lossy(&v).into_owned());
+            }
+            let (kind, key, suffix) =
+                parse_stream_ref(&v).ok_or_else(|| corrupt(k, "bad stream reference"))?;
+            let id = stream_id_of(k).ok_or_else(|| corrupt(k, "bad stream key"))?;
+            let mut akey = audit_prefix(kind, key);
+            akey.extend_from_slice(&id.0.to_be_bytes());
+            akey.extend_from_slice(&id.1.to_be_bytes());
+            if let Some((record, Some(after))) = self.audit_with_after_text(&akey)? {
+                let open = after
+                    .strip_suffix('}')
+                    .ok_or_else(|| corrupt(&akey, "after is not an object"))?;
+                let definition = format!("{open}{}", String::from_utf8_lossy(suffix));
+                return Ok(AuditRecord::event_with_definition(
+                    &record.event_head(),
+                    &definition,
+                ));
+            }
+            // The audit record went (retention) after this entry was read:
+            // the same commit rewrote the entry whole.
+            match self.tree.get(k).map_err(engine)? {
+                Some(now) => v = now,
+                None => return Err(corrupt(k, "stream entry compacted while read")),
+            }
+        }
+        Err(corrupt(k, "stream reference kept changing while read"))
+    }
+
+    /// The definition text and version of a key's current record.
+    fn current_definition(
+        &self,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<(u64, String)>, StorageError> {
+        let k = format!("{}:{key}", kind_prefix(kind)).into_bytes();
+        let Some(v) = self.tree.get(&k).map_err(engine)? else {
+            return Ok(None);
+        };
+        let head: RecordHead<'_> =
+            serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?;
+        Ok(Some((head.version, head.definition.get().to_string())))
+    }
+
+    /// An audit record by its key, with the exact text of its `after`
+    /// (`None` when the record is not there).
+    #[allow(clippy::type_complexity)]
+    fn audit_with_after_text(
+        &self,
+        k: &[u8],
+    ) -> Result<Option<(AuditRecord, Option<String>)>, StorageError> {
+        for _ in 0..REF_TRIES {
+            let Some(v) = self.tree.get(k).map_err(engine)? else {
+                return Ok(None);
+            };
+            if v.first() != Some(&REF) {
+                let record: AuditRecord = decode(k, &v)?;
+                let after: AfterText<'_> =
+                    serde_json::from_slice(&v).map_err(|e| corrupt(k, e.to_string()))?;
+                return Ok(Some((record, after.after.map(|a| a.get().to_string()))));
+            }
+            let record: AuditRecord = decode(k, &v[1..])?;
+            match self.current_definition(record.kind, &record.key)? {
+                Some((version, text)) if version == record.version => {
+                    return Ok(Some((record, Some(text))))
+                }
+                // The key changed after the record was read: that commit
+                // rewrote the record whole; read it again.
+                _ => continue,
+            }
+        }
+        Err(corrupt(k, "audit reference kept changing while read"))
+    }
+
+    /// Decodes an audit record read from storage, resolving a reference.
+    fn audit_record(&self, k: &[u8], v: &[u8]) -> Result<AuditRecord, StorageError> {
+        if v.first() != Some(&REF) {
+            return decode(k, v);
+        }
+        match self.audit_with_after_text(k)? {
+            Some((mut record, after)) => {
+                record.after = match after {
+                    Some(text) => Some(decode(k, text.as_bytes())?),
+                    None => None,
+                };
+                Ok(record)
+            }
+            None => Err(corrupt(k, "audit record compacted while read")),
+        }
+    }
+
+    /// The stored audit record `k` (a reference) with its definition
+    /// spliced in, before the key's current record is replaced.
+    fn materialize_audit(&self, k: &[u8], v: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let record: AuditRecord = decode(k, &v[1..])?;
+        let Some(body) = v[1..].strip_suffix(AFTER_NULL) else {
+            return Err(corrupt(k, "bad audit reference"));
+        };
+        match self.current_definition(record.kind, &record.key)? {
+            Some((version, text)) if version == record.version => {
+                let mut whole = body.to_vec();
+                whole.extend_from_slice(b",\"after\":");
+                whole.extend_from_slice(text.as_bytes());
+                whole.push(b'}');
+                Ok(Some(whole))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn delete_record(&self, batch: &mut sled::Batch, kind: Kind, key: &str, version: u64) {
         batch.remove(format!("{}:{key}", kind_prefix(kind)).into_bytes());
         batch.insert(
@@ -288,11 +500,98 @@ impl StateStorage for SledStorage {
     }
 
     fn commit(&self, batches: &[AppliedBatch], audit_retention: usize) -> Result<(), StorageError> {
+        use std::collections::{BTreeMap, HashMap, HashSet};
         let mut b = sled::Batch::default();
         let mut counts = self.audit_counts.lock().unwrap_or_else(|p| p.into_inner());
-        // Records added by this commit per key, oldest first.
-        let mut added: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
-        for batch in batches {
+        // What this commit leaves for each key with a record, whether the
+        // key may have had one before, and each key's last audit record.
+        let mut finals: HashMap<(Kind, &str), (Final<'_>, bool)> = HashMap::new();
+        let mut last_audit: HashMap<(Kind, &str), (usize, usize)> = HashMap::new();
+        // Audit records added by this commit per key, oldest first.
+        let mut added: BTreeMap<Vec<u8>, Vec<(usize, usize)>> = BTreeMap::new();
+        for (bi, batch) in batches.iter().enumerate() {
+            for change in &batch.changes {
+                let (id, now, existed) = match change {
+                    Change::Flag(r) => (
+                        (Kind::Flag, r.key.as_str()),
+                        Some((r.version, Definition::Flag(&r.definition))),
+                        r.version > 1,
+                    ),
+                    Change::Segment(r) => (
+                        (Kind::Segment, r.key.as_str()),
+                        Some((r.version, Definition::Segment(&r.definition))),
+                        r.version > 1,
+                    ),
+                    Change::FlagDeleted { key, .. } => ((Kind::Flag, key.as_str()), None, true),
+                    Change::SegmentDeleted { key, .. } => {
+                        ((Kind::Segment, key.as_str()), None, true)
+                    }
+                    Change::User { .. } | Change::Experiment { .. } => continue,
+                };
+                let entry = finals.entry(id).or_insert((None, false));
+                *entry = (now, entry.1 || existed);
+            }
+            for (ai, r) in batch.audit.iter().enumerate() {
+                last_audit.insert((r.kind, r.key.as_str()), (bi, ai));
+                added
+                    .entry(audit_prefix(r.kind, &r.key))
+                    .or_default()
+                    .push((bi, ai));
+            }
+        }
+        // Retention: keep the newest `audit_retention` records per key; the
+        // oldest stored ones go first, then the oldest of this commit.
+        let mut dropped_stored = Vec::new();
+        let mut dropped_new = HashSet::new();
+        for (prefix, new) in &added {
+            let stored = match counts.get(prefix) {
+                Some(n) => *n,
+                None => self.tree.scan_prefix(prefix).keys().count(),
+            };
+            let total = stored + new.len();
+            let excess = total.saturating_sub(audit_retention);
+            let from_stored = excess.min(stored);
+            for k in self.tree.scan_prefix(prefix).keys().take(from_stored) {
+                dropped_stored.push(k.map_err(engine)?);
+            }
+            dropped_new.extend(new.iter().take(excess - from_stored).copied());
+            counts.insert(prefix.clone(), total - excess);
+        }
+        // A key's record is replaced: its newest audit record, if it refers
+        // to that record, gets the definition spliced in.
+        for ((kind, key), (_, existed)) in &finals {
+            if !existed {
+                continue;
+            }
+            if let Some(item) = self.tree.scan_prefix(audit_prefix(*kind, key)).next_back() {
+                let (k, v) = item.map_err(engine)?;
+                if v.first() == Some(&REF) {
+                    match self.materialize_audit(&k, &v)? {
+                        Some(whole) => b.insert(k, whole),
+                        None => tracing::error!(
+                            key = %String::from_utf8_lossy(&k),
+                            "audit record refers to a version its key no longer has"
+                        ),
+                    }
+                }
+            }
+        }
+        // Stream entries whose audit record retention drops are written whole.
+        for k in &dropped_stored {
+            let Some(tail) = k.len().checked_sub(12).map(|at| &k[at..]) else {
+                continue;
+            };
+            let rev = u64::from_be_bytes(tail[..8].try_into().unwrap_or([0; 8]));
+            let seq = u32::from_be_bytes(tail[8..].try_into().unwrap_or([0; 4]));
+            let sk = stream_key((rev, seq));
+            if let Some(v) = self.tree.get(&sk).map_err(engine)? {
+                if v.first() == Some(&REF) {
+                    let whole = self.stream_text(&sk, v)?;
+                    b.insert(sk, whole.into_bytes());
+                }
+            }
+        }
+        for (bi, batch) in batches.iter().enumerate() {
             b.insert(&b"m:applied"[..], batch.meta.clone());
             if let Some(rev) = batch.revision {
                 b.insert(&b"m:revision"[..], rev.to_be_bytes().to_vec());
@@ -325,36 +624,55 @@ impl StateStorage for SledStorage {
                     }
                 }
             }
-            for r in &batch.audit {
+            for (ai, r) in batch.audit.iter().enumerate() {
+                let encoded = encode(r)?;
+                // The key's last record of this commit, kept, whose `after`
+                // is the definition its record is left with: a reference.
+                let definition = match finals.get(&(r.kind, r.key.as_str())) {
+                    Some((Some((version, def)), _))
+                        if *version == r.version
+                            && r.after.is_some()
+                            && last_audit.get(&(r.kind, r.key.as_str())) == Some(&(bi, ai))
+                            && !dropped_new.contains(&(bi, ai)) =>
+                    {
+                        def.text().filter(|t| {
+                            t.ends_with('}')
+                                && encoded.ends_with(format!(",\"after\":{t}}}").as_bytes())
+                        })
+                    }
+                    _ => None,
+                };
                 // User changes are audited, not streamed: the change stream is
                 // readable by evaluators.
                 if r.kind != Kind::User {
-                    b.insert(stream_key((r.revision, r.seq)), r.event_json().into_bytes());
+                    let open = definition.as_ref().map(|t| &t.as_bytes()[..t.len() - 1]);
+                    let value = match (open, &r.document) {
+                        (Some(open), Some(doc)) if doc.starts_with(open) => {
+                            stream_ref(r.kind, &r.key, &doc[open.len()..])
+                        }
+                        _ => r.event_json().into_bytes(),
+                    };
+                    b.insert(stream_key((r.revision, r.seq)), value);
                 }
-                b.insert(audit_key(r), encode(r)?);
-                added
-                    .entry(audit_prefix(r.kind, &r.key))
-                    .or_default()
-                    .push(audit_key(r));
+                let value = match &definition {
+                    Some(t) => {
+                        let body = &encoded[..encoded.len() - t.len() - ",\"after\":}".len()];
+                        let mut v = Vec::with_capacity(1 + body.len() + AFTER_NULL.len());
+                        v.push(REF);
+                        v.extend_from_slice(body);
+                        v.extend_from_slice(AFTER_NULL);
+                        v
+                    }
+                    None => encoded,
+                };
+                b.insert(audit_key(r), value);
             }
         }
-        // Retention: keep the newest `audit_retention` records per key; the
-        // oldest stored ones go first, then the oldest of this commit.
-        for (prefix, new_keys) in added {
-            let stored = match counts.get(&prefix) {
-                Some(n) => *n,
-                None => self.tree.scan_prefix(&prefix).keys().count(),
-            };
-            let total = stored + new_keys.len();
-            let excess = total.saturating_sub(audit_retention);
-            let from_stored = excess.min(stored);
-            for k in self.tree.scan_prefix(&prefix).keys().take(from_stored) {
-                b.remove(k.map_err(engine)?);
-            }
-            for k in new_keys.iter().take(excess - from_stored) {
-                b.remove(k.clone());
-            }
-            counts.insert(prefix, total - excess);
+        for k in dropped_stored {
+            b.remove(k);
+        }
+        for (bi, ai) in dropped_new {
+            b.remove(audit_key(&batches[bi].audit[ai]));
         }
         self.tree.apply_batch(b).map_err(engine)
     }
@@ -371,7 +689,7 @@ impl StateStorage for SledStorage {
             .take(count)
             .map(|item| {
                 let (k, v) = item.map_err(engine)?;
-                decode(&k, &v)
+                self.audit_record(&k, &v)
             })
             .collect()
     }
@@ -396,7 +714,7 @@ impl StateStorage for SledStorage {
             }
             let (k, v) = item.map_err(engine)?;
             bytes += v.len();
-            out.push(decode(&k, &v)?);
+            out.push(self.audit_record(&k, &v)?);
         }
         Ok((out, false))
     }
@@ -419,7 +737,7 @@ impl StateStorage for SledStorage {
             .scan_prefix(b"a:")
             .map(|item| {
                 let (k, v) = item.map_err(engine)?;
-                decode(&k, &v)
+                self.audit_record(&k, &v)
             })
             .collect()
     }
@@ -499,9 +817,13 @@ impl StateStorage for SledStorage {
         }
         let range = self.tree.range(stream_key(from)..=stream_key(to));
         if rev {
-            range.rev().take(count).map(stream_entry).collect()
+            range
+                .rev()
+                .take(count)
+                .map(|i| self.stream_entry(i))
+                .collect()
         } else {
-            range.take(count).map(stream_entry).collect()
+            range.take(count).map(|i| self.stream_entry(i)).collect()
         }
     }
 
@@ -528,7 +850,7 @@ impl StateStorage for SledStorage {
             if out.len() >= max_items || (bytes >= max_bytes && !out.is_empty()) {
                 return Ok((out, true));
             }
-            let entry = stream_entry(item)?;
+            let entry = self.stream_entry(item)?;
             bytes += entry.1.len();
             out.push(entry);
         }
