@@ -346,10 +346,6 @@ impl StateView {
         } else {
             v.revision.max(1)
         };
-        drop(image);
-        // The records were freed on the threads that compiled them; without
-        // this mimalloc keeps their pages (~440 MB at 100,000 flags) mapped.
-        crate::metrics::alloc::release_free_memory();
         Ok(v)
     }
 
