@@ -16,7 +16,7 @@ use crate::flag::bucket::BUCKETS;
 use crate::flag::compile::{allocations_for, CompiledSegment};
 use crate::flag::context::AttrValue;
 use crate::flag::eval::in_segment;
-use crate::flag::validate::{check_references, Catalog};
+use crate::flag::validate::{check_references, Catalog, FlagRefs};
 use crate::flag::{
     compile_flag, compile_segment, evaluate, parse_flag, parse_segment, CompiledFlag, Context,
     FlagDef, FlagSource,
@@ -340,8 +340,8 @@ impl FlagSource for World {
 }
 
 impl Catalog for World {
-    fn flag(&self, key: &str) -> Option<&FlagDef> {
-        (key != FUZZ_KEY).then_some(&self.prerequisite_def)
+    fn flag(&self, key: &str) -> Option<&dyn FlagRefs> {
+        (key != FUZZ_KEY).then_some(&self.prerequisite_def as &dyn FlagRefs)
     }
     fn has_segment(&self, _: &str) -> bool {
         true

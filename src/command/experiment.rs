@@ -12,7 +12,9 @@ use super::insight::{now, LocalQuery};
 use super::{parse, Action, CommandError, Ctx, ServerState};
 use crate::analytics::events::{Event, EventType};
 use crate::analytics::lab::Unit;
-use crate::flag::experiment::{check_against_flag, parse_experiment, rollout_site, ExperimentDef};
+use crate::flag::experiment::{
+    check_against_flag, compiled_rollout_site, parse_experiment, ExperimentDef,
+};
 use crate::flag::{Context, Evaluation, Reason};
 use crate::protocol::Reply;
 use crate::store::{FlagEntry, OpResult, StateView, WriteOp};
@@ -67,7 +69,7 @@ fn expose_unit(
     let Some(unit) = context.key() else { return };
     // Only units the rollout assigned are in the experiment (not targets,
     // other rules, or an off flag).
-    let from_rollout = match (&e.reason, rollout_site(&entry.def)) {
+    let from_rollout = match (&e.reason, compiled_rollout_site(&entry.compiled)) {
         (Reason::Fallthrough, Some(None)) => true,
         (Reason::RuleMatch { index, .. }, Some(Some(i))) => *index == i,
         _ => false,
@@ -258,8 +260,11 @@ pub fn results(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError
     let Some(entry) = view.experiments.by_key.get(key) else {
         return Err(CommandError::err(format!("no such experiment '{key}'")));
     };
-    let flag = view.flags.get(entry.def.flag.as_str()).map(|e| &e.def);
-    let (_, weights) = check_against_flag(&entry.def, flag)
+    let flag = match view.flags.get(entry.def.flag.as_str()) {
+        Some(e) => Some(e.def().map_err(|e| CommandError::err(e.to_string()))?),
+        None => None,
+    };
+    let (_, weights) = check_against_flag(&entry.def, flag.as_ref())
         .map_err(|e| CommandError::err(format!("experiment {key} cannot be read: {e}")))?;
     let units_key = entry.units_key(key);
     let local = LocalResults {

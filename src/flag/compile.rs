@@ -18,6 +18,14 @@ use super::validate::{compile_regex, parse_semver, time_ms, Invalid};
 /// Lists longer than this are hashed; shorter ones are scanned.
 const HASH_THRESHOLD: usize = 8;
 
+/// `v` without spare capacity. A `Vec` collected from an iterator without a
+/// size hint (`filter_map`, `collect::<Result<..>>`) starts at 4 elements:
+/// for one rule and one clause that was ~0.5 KB of a flag's ~1.3 KB.
+fn exact<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
+}
+
 /// A set of strings, scanned when small and hashed when large.
 #[derive(Debug, Clone)]
 pub enum StrSet {
@@ -33,7 +41,7 @@ impl StrSet {
         if items.len() > HASH_THRESHOLD {
             StrSet::Many(items.into_iter().collect())
         } else {
-            StrSet::Few(items)
+            StrSet::Few(exact(items))
         }
     }
 
@@ -196,6 +204,19 @@ pub struct CompiledFlag {
     pub counters: super::EvalCounters,
 }
 
+impl CompiledFlag {
+    /// Segment keys the flag's clauses reference.
+    pub fn segment_refs(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.clauses.iter())
+            .flat_map(|c| match &c.matcher {
+                Matcher::InSegment(keys) => keys.as_slice(),
+                _ => &[],
+            })
+    }
+}
+
 /// A segment ready for membership tests.
 #[derive(Debug, Clone)]
 pub struct CompiledSegment {
@@ -218,11 +239,13 @@ fn attr(name: &str) -> Attr {
 }
 
 fn strs(values: &[Value]) -> Vec<Box<str>> {
-    values
-        .iter()
-        .filter_map(Value::as_str)
-        .map(Box::from)
-        .collect()
+    exact(
+        values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Box::from)
+            .collect(),
+    )
 }
 
 fn compile_clause(
@@ -230,19 +253,16 @@ fn compile_clause(
     c: &Clause,
     segment_exists: &dyn Fn(&str) -> bool,
 ) -> Result<CompiledClause, Invalid> {
-    let nums = || {
-        c.values
-            .iter()
-            .filter_map(Value::as_f64)
-            .collect::<Vec<_>>()
-    };
+    let nums = || exact(c.values.iter().filter_map(Value::as_f64).collect());
     let semvers = || {
-        c.values
-            .iter()
-            .filter_map(|v| v.as_str().and_then(parse_semver))
-            .collect()
+        exact(
+            c.values
+                .iter()
+                .filter_map(|v| v.as_str().and_then(parse_semver))
+                .collect(),
+        )
     };
-    let times = || c.values.iter().filter_map(time_ms).collect();
+    let times = || exact(c.values.iter().filter_map(time_ms).collect());
     let matcher = match c.op {
         Op::Eq | Op::In => Matcher::Equals {
             strs: StrSet::new(c.values.iter().filter_map(Value::as_str)),
@@ -255,7 +275,7 @@ fn compile_clause(
         Op::Contains => Matcher::Contains(strs(&c.values)),
         Op::StartsWith => Matcher::StartsWith(strs(&c.values)),
         Op::EndsWith => Matcher::EndsWith(strs(&c.values)),
-        Op::Matches => Matcher::Matches(
+        Op::Matches => Matcher::Matches(exact(
             c.values
                 .iter()
                 .enumerate()
@@ -264,7 +284,7 @@ fn compile_clause(
                         .map_err(|why| Invalid::new(format!("{path}.values[{i}]"), why))
                 })
                 .collect::<Result<_, _>>()?,
-        ),
+        )),
         Op::Lt => Matcher::Number(Cmp::Lt, nums()),
         Op::Lte => Matcher::Number(Cmp::Lte, nums()),
         Op::Gt => Matcher::Number(Cmp::Gt, nums()),
@@ -274,7 +294,7 @@ fn compile_clause(
         Op::SemverGt => Matcher::Semver(Cmp::Gt, semvers()),
         Op::Before => Matcher::Time(Cmp::Lt, times()),
         Op::After => Matcher::Time(Cmp::Gt, times()),
-        Op::InSegment => Matcher::InSegment(
+        Op::InSegment => Matcher::InSegment(exact(
             c.values
                 .iter()
                 .enumerate()
@@ -290,7 +310,7 @@ fn compile_clause(
                     }
                 })
                 .collect::<Result<_, _>>()?,
-        ),
+        )),
         Op::Exists => Matcher::Exists,
     };
     Ok(CompiledClause {
@@ -313,8 +333,10 @@ pub fn compile_segment(key: &str, def: &SegmentDef) -> Result<CompiledSegment, I
                 .enumerate()
                 .map(|(j, c)| compile_clause(&format!("rules[{i}].clauses[{j}]"), c, &no_segments))
                 .collect::<Result<Vec<_>, _>>()
+                .map(exact)
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map(exact)?;
     Ok(CompiledSegment {
         key: key.into(),
         included: StrSet::new(def.included.iter().map(String::as_str)),
@@ -384,6 +406,7 @@ pub fn compile_flag(
             table.extend(ranges.iter().map(|r| (r[0], v)));
         }
         table.sort_unstable();
+        table.shrink_to_fit();
         if table.first().map(|t| t.0) != Some(0) {
             return Err(Invalid::new(path, "allocation does not cover bucket 0"));
         }
@@ -412,7 +435,8 @@ pub fn compile_flag(
                 .map(|(j, c)| {
                     compile_clause(&format!("rules[{i}].clauses[{j}]"), c, segment_exists)
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map(exact)?;
             Ok(CompiledRule {
                 id: r.id.as_deref().map(Arc::from),
                 clauses,
@@ -423,7 +447,8 @@ pub fn compile_flag(
                 )?,
             })
         })
-        .collect::<Result<_, Invalid>>()?;
+        .collect::<Result<Vec<_>, Invalid>>()
+        .map(exact)?;
     // A segment may start reading `$now` without the flag being recompiled.
     let clause_uses_now =
         |c: &CompiledClause| matches!(c.matcher, Matcher::InSegment(_)) || c.attr == Attr::Now;

@@ -198,3 +198,16 @@ pub fn rollout_site(flag: &FlagDef) -> Option<Option<usize>> {
         .position(|r| r.serve.rollout.is_some())
         .map(Some)
 }
+
+/// [`rollout_site`] read from the compiled form (the view keeps no tree):
+/// a serve compiles to a rollout exactly when it serves one.
+pub fn compiled_rollout_site(flag: &super::CompiledFlag) -> Option<Option<usize>> {
+    use super::compile::CompiledServe;
+    if matches!(flag.fallthrough, CompiledServe::Rollout(_)) {
+        return Some(None);
+    }
+    flag.rules
+        .iter()
+        .position(|r| matches!(r.serve, CompiledServe::Rollout(_)))
+        .map(Some)
+}

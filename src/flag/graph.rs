@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::limits::{MAX_PREREQUISITE_CLOSURE, MAX_PREREQUISITE_DEPTH};
 use super::model::FlagDef;
-use super::validate::{Catalog, Invalid};
+use super::validate::{Catalog, FlagRefs, Invalid};
 
 /// Why a graph is refused, before it is worded for a JSON path.
 enum Problem<'a> {
@@ -30,8 +30,8 @@ pub fn check_prerequisite_graph(
 ) -> Result<(), Invalid> {
     let old = catalog.flag(key);
     if let Some(old) = old {
-        fn prereqs(d: &FlagDef) -> Vec<&str> {
-            let mut keys: Vec<&str> = d.prerequisites.iter().map(|p| p.flag.as_str()).collect();
+        fn prereqs(d: &dyn FlagRefs) -> Vec<&str> {
+            let mut keys = d.prerequisite_keys();
             keys.sort_unstable();
             keys
         }
@@ -182,8 +182,8 @@ impl<'a> Down<'a> {
         };
         self.path.push(flag);
         let mut deepest = 0;
-        for p in &def.prerequisites {
-            deepest = deepest.max(self.depth_of(&p.flag)?);
+        for p in def.prerequisite_keys() {
+            deepest = deepest.max(self.depth_of(p)?);
         }
         self.path.pop();
         self.depth.insert(flag, deepest + 1);
@@ -221,18 +221,18 @@ impl<'a> Up<'a> {
 
 /// The flags `def` reaches through prerequisites without going through flag
 /// `key` (not counted either), stopping one past the limit.
-fn closure<'a>(def: &'a FlagDef, key: &str, catalog: &'a dyn Catalog) -> HashSet<&'a str> {
+fn closure<'a>(def: &'a dyn FlagRefs, key: &str, catalog: &'a dyn Catalog) -> HashSet<&'a str> {
     let mut seen = HashSet::new();
-    let mut stack: Vec<&'a FlagDef> = vec![def];
+    let mut stack: Vec<&'a dyn FlagRefs> = vec![def];
     while let Some(d) = stack.pop() {
-        for p in &d.prerequisites {
+        for p in d.prerequisite_keys() {
             if seen.len() > MAX_PREREQUISITE_CLOSURE {
                 return seen;
             }
-            if p.flag == key || !seen.insert(p.flag.as_str()) {
+            if p == key || !seen.insert(p) {
                 continue;
             }
-            stack.extend(catalog.flag(&p.flag));
+            stack.extend(catalog.flag(p));
         }
     }
     seen

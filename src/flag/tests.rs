@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::compile::allocations_for;
-use super::validate::{check_references, Catalog};
+use super::validate::{check_references, Catalog, FlagRefs};
 use super::*;
 
 #[derive(Default)]
@@ -27,8 +27,8 @@ impl FlagSource for World {
 }
 
 impl Catalog for World {
-    fn flag(&self, key: &str) -> Option<&FlagDef> {
-        self.defs.get(key)
+    fn flag(&self, key: &str) -> Option<&dyn FlagRefs> {
+        self.defs.get(key).map(|d| d as &dyn FlagRefs)
     }
     fn has_segment(&self, key: &str) -> bool {
         self.segments.contains_key(key)
@@ -469,9 +469,9 @@ impl FlagSource for Counting<'_> {
 }
 
 impl Catalog for Counting<'_> {
-    fn flag(&self, key: &str) -> Option<&FlagDef> {
+    fn flag(&self, key: &str) -> Option<&dyn FlagRefs> {
         self.lookups.set(self.lookups.get() + 1);
-        self.world.defs.get(key)
+        self.world.defs.get(key).map(|d| d as &dyn FlagRefs)
     }
     fn has_segment(&self, key: &str) -> bool {
         self.world.has_segment(key)

@@ -36,10 +36,40 @@ fn fail<T>(path: impl Into<String>, why: impl Into<String>) -> Result<T, Invalid
     Err(Invalid::new(path, why))
 }
 
+/// What the reference checks read of a flag: its variation names and its
+/// prerequisites. A stored flag answers from its compiled form, so the view
+/// keeps no definition tree for these checks.
+pub trait FlagRefs {
+    /// Whether the flag has a variation named `name`.
+    fn has_variation(&self, name: &str) -> bool;
+    /// The prerequisite flags' keys, in definition order.
+    fn prerequisite_keys(&self) -> Vec<&str>;
+}
+
+impl FlagRefs for FlagDef {
+    fn has_variation(&self, name: &str) -> bool {
+        self.variations.iter().any(|v| v.name == name)
+    }
+
+    fn prerequisite_keys(&self) -> Vec<&str> {
+        self.prerequisites.iter().map(|p| p.flag.as_str()).collect()
+    }
+}
+
+impl FlagRefs for super::compile::CompiledFlag {
+    fn has_variation(&self, name: &str) -> bool {
+        self.variations.iter().any(|v| &*v.name == name)
+    }
+
+    fn prerequisite_keys(&self) -> Vec<&str> {
+        self.prerequisites.iter().map(|p| &*p.flag).collect()
+    }
+}
+
 /// What is stored, for checks that involve other keys.
 pub trait Catalog {
-    /// A stored flag's definition.
-    fn flag(&self, key: &str) -> Option<&FlagDef>;
+    /// A stored flag's variations and prerequisites.
+    fn flag(&self, key: &str) -> Option<&dyn FlagRefs>;
     /// Whether a segment exists.
     fn has_segment(&self, key: &str) -> bool;
     /// The stored flags that list `key` as a prerequisite.
@@ -568,7 +598,7 @@ pub fn check_references(key: &str, def: &FlagDef, catalog: &dyn Catalog) -> Resu
                 format!("unknown flag {:?}", p.flag),
             );
         };
-        if !other.variations.iter().any(|v| v.name == p.variation) {
+        if !other.has_variation(&p.variation) {
             return fail(
                 format!("prerequisites[{i}].variation"),
                 format!("flag {:?} has no variation {:?}", p.flag, p.variation),

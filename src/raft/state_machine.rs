@@ -251,7 +251,7 @@ impl StateMachine {
             .persister
             .wait_for(upto, std::time::Duration::from_secs(60))
             .map_err(sm_error)?;
-        let mut image = view.image();
+        let mut image = view.image().map_err(sm_error)?;
         image.audit = self
             .inner
             .storage

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::flag::{Allocations, FlagDef, SegmentDef};
+use crate::flag::SegmentDef;
 
 /// Unix ms as RFC 3339 UTC text.
 pub fn rfc3339(ts_ms: u64) -> String {
@@ -27,9 +27,21 @@ fn with_meta(
     revision: u64,
     ts_ms: u64,
     actor: &str,
-    extra: Option<(&str, String)>,
+    extra: Option<(&str, &str)>,
 ) -> Bytes {
-    let mut out = serde_json::to_string(def).unwrap_or_else(|_| "{}".into());
+    let out = serde_json::to_string(def).unwrap_or_else(|_| "{}".into());
+    splice_meta(out, version, revision, ts_ms, actor, extra)
+}
+
+/// [`with_meta`] on the definition's JSON text.
+fn splice_meta(
+    mut out: String,
+    version: u64,
+    revision: u64,
+    ts_ms: u64,
+    actor: &str,
+    extra: Option<(&str, &str)>,
+) -> Bytes {
     if out.ends_with('}') {
         out.pop();
     }
@@ -48,23 +60,26 @@ fn with_meta(
     Bytes::from(out)
 }
 
-/// `FLAG.GET`'s reply.
-pub fn render_flag(
-    def: &FlagDef,
-    allocations: &Allocations,
+/// `FLAG.GET`'s reply, from the definition and allocations as compact JSON
+/// text (as `serde_json` writes them), which the view keeps: the bytes a
+/// tree would render, without the tree.
+pub fn render_flag_json(
+    def_json: &str,
+    allocations_json: &str,
     version: u64,
     revision: u64,
     ts_ms: u64,
     actor: &str,
 ) -> Bytes {
-    let alloc = serde_json::to_string(allocations).unwrap_or_else(|_| "{}".into());
-    with_meta(
-        def,
+    let mut out = String::with_capacity(def_json.len() + allocations_json.len() + 128);
+    out.push_str(def_json);
+    splice_meta(
+        out,
         version,
         revision,
         ts_ms,
         actor,
-        Some(("allocations", alloc)),
+        Some(("allocations", allocations_json)),
     )
 }
 

@@ -8,10 +8,10 @@ use imbl::{HashMap, OrdSet};
 use serde_json::Value;
 
 use super::records::{AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage};
-use super::render::{render_flag, render_segment};
+use super::render::{render_flag_json, render_segment};
 use super::{OpError, OpOutcome, OpResult, WriteError, WriteOp, WriteRequest};
 use crate::flag::compile::allocations_for;
-use crate::flag::validate::{check_references, Catalog};
+use crate::flag::validate::{check_references, Catalog, FlagRefs};
 use crate::flag::{
     compile_flag, compile_segment, parse_flag, parse_segment, Allocations, CompiledFlag,
     CompiledSegment, FlagDef, FlagSource, Invalid, SegmentDef,
@@ -20,8 +20,11 @@ use crate::flag::{
 /// A stored flag with its compiled form and metadata.
 #[derive(Debug, Clone)]
 pub struct FlagEntry {
-    /// The definition as validated.
-    pub def: FlagDef,
+    /// The definition as validated, as compact JSON (`serde_json`'s text of
+    /// the [`FlagDef`]): evaluation reads only `compiled`, so the tree is
+    /// parsed back on the rare paths that need it (writes, snapshots); GET
+    /// splices this text. A tree cost ~1 KB per flag of small allocations.
+    definition: Box<str>,
     /// The evaluation form.
     pub compiled: CompiledFlag,
     /// Sticky rollout allocations as compact JSON ("" when none): read only
@@ -33,8 +36,8 @@ pub struct FlagEntry {
     pub revision: u64,
     /// Unix ms of that write.
     pub updated_at: u64,
-    /// Who made it.
-    pub updated_by: String,
+    /// Who made it (shared by the flags one write or load gave the same actor).
+    pub updated_by: Arc<str>,
 }
 
 impl FlagEntry {
@@ -47,12 +50,29 @@ impl FlagEntry {
         serde_json::from_str(&self.allocations).unwrap_or_default()
     }
 
+    /// The definition, parsed from the kept text (written by `serde_json`
+    /// from a valid [`FlagDef`], so an error here is a bug, reported as one).
+    pub fn def(&self) -> Result<FlagDef, Invalid> {
+        serde_json::from_str(&self.definition)
+            .map_err(|e| Invalid::new("$", format!("stored definition unreadable: {e}")))
+    }
+
+    /// The definition as compact JSON.
+    pub fn definition_json(&self) -> &str {
+        &self.definition
+    }
+
     /// The `FLAG.GET` reply, rendered on demand: GET is rare next to
     /// evaluation, and keeping it resident cost ~0.5 KB per flag.
     pub fn rendered(&self) -> Bytes {
-        render_flag(
-            &self.def,
-            &self.allocations(),
+        let allocations = if self.allocations.is_empty() {
+            "{}"
+        } else {
+            &self.allocations
+        };
+        render_flag_json(
+            &self.definition,
+            allocations,
             self.version,
             self.revision,
             self.updated_at,
@@ -61,16 +81,26 @@ impl FlagEntry {
     }
 
     /// The persisted form.
-    pub fn record(&self, key: &str) -> FlagRecord {
+    pub fn record(&self, key: &str) -> Result<FlagRecord, Invalid> {
+        Ok(self.record_with(key, self.def()?))
+    }
+
+    /// The persisted form with `definition` (this entry's, already parsed).
+    fn record_with(&self, key: &str, definition: FlagDef) -> FlagRecord {
         FlagRecord {
             key: key.to_string(),
-            definition: self.def.clone(),
+            definition,
             allocations: self.allocations(),
             version: self.version,
             revision: self.revision,
             updated_at: self.updated_at,
-            updated_by: self.updated_by.clone(),
+            updated_by: self.updated_by.to_string(),
         }
+    }
+
+    /// The audit form of the definition (a JSON tree, as `before`/`after`).
+    fn def_value(&self) -> Option<Value> {
+        serde_json::from_str(&self.definition).ok()
     }
 }
 
@@ -159,7 +189,12 @@ impl StateView {
     }
 
     /// Updates the reverse-dependency indexes for flag `key` going from `old` to `new`.
-    fn index_references(&mut self, key: &Arc<str>, old: Option<&FlagDef>, new: Option<&FlagDef>) {
+    fn index_references(
+        &mut self,
+        key: &Arc<str>,
+        old: Option<&CompiledFlag>,
+        new: Option<&CompiledFlag>,
+    ) {
         fn unlink(map: &mut HashMap<Arc<str>, OrdSet<Arc<str>>>, target: &str, key: &Arc<str>) {
             if let Some(users) = map.get_mut(target) {
                 users.remove(key);
@@ -179,13 +214,13 @@ impl StateView {
         if let Some(new) = new {
             for p in &new.prerequisites {
                 self.prerequisite_users
-                    .entry(p.flag.as_str().into())
+                    .entry(p.flag.clone())
                     .or_default()
                     .insert(key.clone());
             }
             for s in new.segment_refs() {
                 self.segment_users
-                    .entry(s.into())
+                    .entry(s.clone())
                     .or_default()
                     .insert(key.clone());
             }
@@ -236,12 +271,12 @@ impl StateView {
             let entry = build_flag(
                 &v,
                 &r.key,
-                r.definition,
+                &r.definition,
                 r.allocations,
                 r.version,
                 r.revision,
                 r.updated_at,
-                &r.updated_by,
+                r.updated_by.as_str().into(),
             )
             .map_err(|e| Invalid::new(format!("stored flag {}", r.key), e.to_string()));
             (r.key, r.revision, entry)
@@ -278,9 +313,18 @@ impl StateView {
                     .collect()
             })
         };
+        // Flags share their actor's name (few people write flags).
+        let mut actors: std::collections::HashSet<Arc<str>> = Default::default();
         for (key, revision, entry) in built {
+            let mut entry = entry?;
+            match actors.get(&entry.updated_by) {
+                Some(a) => entry.updated_by = a.clone(),
+                None => {
+                    actors.insert(entry.updated_by.clone());
+                }
+            }
             v.revision = v.revision.max(revision);
-            store_flag(&mut v, &key, entry?, revision);
+            store_flag(&mut v, &key, entry, revision);
         }
         for (kind, key, version) in &image.tombstones {
             match kind {
@@ -306,8 +350,12 @@ impl StateView {
     }
 
     /// The persisted form of everything (audit excluded).
-    pub fn image(&self) -> StateImage {
-        let mut flags: Vec<FlagRecord> = self.flags.iter().map(|(k, e)| e.record(k)).collect();
+    pub fn image(&self) -> Result<StateImage, Invalid> {
+        let mut flags: Vec<FlagRecord> = self
+            .flags
+            .iter()
+            .map(|(k, e)| e.record(k))
+            .collect::<Result<_, _>>()?;
         flags.sort_by(|a, b| a.key.cmp(&b.key));
         let mut segments: Vec<SegmentRecord> =
             self.segments.iter().map(|(k, e)| e.record(k)).collect();
@@ -323,7 +371,7 @@ impl StateView {
             )
             .collect();
         tombstones.sort();
-        StateImage {
+        Ok(StateImage {
             meta: None,
             revision: self.revision,
             flags,
@@ -341,7 +389,7 @@ impl StateView {
                 .iter()
                 .map(|(k, e)| (k.clone(), e.document()))
                 .collect(),
-        }
+        })
     }
 
     /// `FLAG.DUMP`: every flag and segment (matching `pattern`) and the revision, as one JSON document.
@@ -394,8 +442,8 @@ impl FlagSource for StateView {
 }
 
 impl Catalog for StateView {
-    fn flag(&self, key: &str) -> Option<&FlagDef> {
-        self.flags.get(key).map(|e| &e.def)
+    fn flag(&self, key: &str) -> Option<&dyn FlagRefs> {
+        self.flags.get(key).map(|e| &e.compiled as &dyn FlagRefs)
     }
 
     fn has_segment(&self, key: &str) -> bool {
@@ -488,6 +536,7 @@ pub fn apply(
     }
     let mut ctx = ApplyCtx {
         v: view.clone(),
+        actor: req.actor.as_str().into(),
         revision,
         seq_base,
         req,
@@ -513,6 +562,8 @@ pub fn apply(
 
 struct ApplyCtx<'a> {
     v: StateView,
+    /// `req.actor`, shared by every flag this write sets (an import's 100,000).
+    actor: Arc<str>,
     revision: u64,
     seq_base: u32,
     req: &'a WriteRequest,
@@ -648,8 +699,13 @@ impl ApplyCtx<'_> {
             let Some(dep) = self.v.flags.get(&dependent) else {
                 continue;
             };
-            for p in dep.def.prerequisites.iter().filter(|p| p.flag == key) {
-                if !def.variations.iter().any(|x| x.name == p.variation) {
+            for p in dep
+                .compiled
+                .prerequisites
+                .iter()
+                .filter(|p| &*p.flag == key)
+            {
+                if !def.variations.iter().any(|x| *x.name == *p.variation) {
                     return Err(OpError::Invalid {
                         path: "variations".into(),
                         why: format!(
@@ -675,19 +731,19 @@ impl ApplyCtx<'_> {
         event: Event,
         reason: &Option<String>,
     ) -> OpResult {
-        let before = self.v.flags.get(key).and_then(|e| def_json(&e.def));
+        let before = self.v.flags.get(key).and_then(|e| e.def_value());
+        let after = def_json(&def);
         let entry = build_flag(
             &self.v,
             key,
-            def,
+            &def,
             allocations,
             version,
             self.revision,
             self.req.ts_ms,
-            &self.req.actor,
+            self.actor.clone(),
         )?;
-        let after = def_json(&entry.def);
-        self.changes.push(Change::Flag(entry.record(key)));
+        self.changes.push(Change::Flag(entry.record_with(key, def)));
         store_flag(&mut self.v, key, entry, self.revision);
         self.v.flag_tombstones.remove(key);
         self.record(Kind::Flag, key, version, event, reason, before, after);
@@ -765,7 +821,7 @@ impl ApplyCtx<'_> {
                 let Some(current) = self.v.flags.get(key.as_str()).cloned() else {
                     return Err(OpError::NotFound(format!("no such flag '{key}'")));
                 };
-                let mut def = current.def.clone();
+                let mut def = current.def()?;
                 def.on = *on;
                 let allocations = current.allocations();
                 self.put_flag(
@@ -783,14 +839,14 @@ impl ApplyCtx<'_> {
                 };
                 refuse_if_referenced(key, &self.v.prerequisite_dependents(key))?;
                 let k: Arc<str> = key.as_str().into();
-                self.v.index_references(&k, Some(&current.def), None);
+                self.v.index_references(&k, Some(&current.compiled), None);
                 self.v.flags.remove(key.as_str());
                 self.v.scan_order.remove(&(scan_hash(key), k));
                 self.forget(
                     Kind::Flag,
                     key,
                     current.version,
-                    def_json(&current.def),
+                    current.def_value(),
                     reason,
                 );
                 Ok(OpOutcome::Deleted(true))
@@ -821,8 +877,11 @@ impl ApplyCtx<'_> {
             WriteOp::Import { document, reason } => self.import(document, reason),
             WriteOp::SetExperiment { key, definition } => {
                 let def = crate::flag::experiment::parse_experiment(definition.as_bytes())?;
-                let flag = self.v.flags.get(def.flag.as_str()).map(|e| &e.def);
-                crate::flag::experiment::check_against_flag(&def, flag)?;
+                let flag = match self.v.flags.get(def.flag.as_str()) {
+                    Some(e) => Some(e.def()?),
+                    None => None,
+                };
+                crate::flag::experiment::check_against_flag(&def, flag.as_ref())?;
                 let previous = self.v.experiments.by_key.get(key.as_str()).cloned();
                 let entry = super::experiments::ExperimentEntry {
                     def,
@@ -855,8 +914,11 @@ impl ApplyCtx<'_> {
                 let mut entry = (*current).clone();
                 if *running {
                     // The flag may have changed since SET: check again.
-                    let flag = self.v.flags.get(entry.def.flag.as_str()).map(|e| &e.def);
-                    crate::flag::experiment::check_against_flag(&entry.def, flag)?;
+                    let flag = match self.v.flags.get(entry.def.flag.as_str()) {
+                        Some(e) => Some(e.def()?),
+                        None => None,
+                    };
+                    crate::flag::experiment::check_against_flag(&entry.def, flag.as_ref())?;
                     if let Some((other, _)) = self.v.experiments.running_on(&entry.def.flag) {
                         if **other != **key {
                             return Err(OpError::Conflict(format!(
@@ -1202,23 +1264,25 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
 fn build_flag(
     v: &StateView,
     key: &str,
-    def: FlagDef,
+    def: &FlagDef,
     allocations: Allocations,
     version: u64,
     revision: u64,
     ts_ms: u64,
-    actor: &str,
+    actor: Arc<str>,
 ) -> Result<FlagEntry, OpError> {
     let segment_exists = |s: &str| v.segments.contains_key(s);
-    let compiled = compile_flag(key, &def, &allocations, &segment_exists)?;
+    let compiled = compile_flag(key, def, &allocations, &segment_exists)?;
+    let definition = serde_json::to_string(def)
+        .map_err(|e| Invalid::new("$", format!("definition not serialisable: {e}")))?;
     Ok(FlagEntry {
-        def,
+        definition: definition.into_boxed_str(),
         compiled,
         allocations: compact_allocations(&allocations),
         version,
         revision,
         updated_at: ts_ms,
-        updated_by: actor.to_string(),
+        updated_by: actor,
     })
 }
 
@@ -1233,9 +1297,10 @@ fn compact_allocations(allocations: &Allocations) -> Box<str> {
 }
 
 fn store_flag(v: &mut StateView, key: &str, entry: FlagEntry, revision: u64) {
-    let k: Arc<str> = key.into();
+    // The compiled form's key is the one copy of the key every map shares.
+    let k: Arc<str> = entry.compiled.key.clone();
     let old = v.flags.get(key).cloned();
-    v.index_references(&k, old.as_ref().map(|e| &e.def), Some(&entry.def));
+    v.index_references(&k, old.as_ref().map(|e| &e.compiled), Some(&entry.compiled));
     if old.is_none() {
         v.scan_order.insert((scan_hash(key), k.clone()));
     }
