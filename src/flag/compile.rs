@@ -111,6 +111,9 @@ pub struct CompiledClause {
     pub negate: bool,
     /// How it matches.
     pub matcher: Matcher,
+    /// A slot in a per-evaluation cache shared by the identical clauses
+    /// of one flag's rules (`None`: the clause occurs once).
+    pub memo: Option<u8>,
 }
 
 /// A compiled rollout: a primed hash and a bucket → variation table.
@@ -365,7 +368,45 @@ fn compile_clause(
         attr: attr(c.attribute.as_deref().unwrap_or("key")),
         negate: c.negate,
         matcher,
+        memo: None,
     })
+}
+
+/// Rules often repeat a guard (`country in [...]`, a version check): each
+/// clause that occurs more than once among the rules gets a cache slot, so
+/// an evaluation tests it once (clauses are pure functions of the context,
+/// the time and the stored segments, all fixed during one evaluation).
+fn share_identical_clauses(def: &FlagDef, rules: &mut [CompiledRule]) {
+    let mut seen: HashMap<String, (usize, Option<u8>)> = HashMap::new();
+    let mut slots = 0u8;
+    let texts: Vec<Vec<String>> = def
+        .rules
+        .iter()
+        .map(|r| {
+            r.clauses
+                .iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    for text in texts.iter().flatten() {
+        seen.entry(text.clone()).or_insert((0, None)).0 += 1;
+    }
+    for (rule, texts) in rules.iter_mut().zip(&texts) {
+        for (clause, text) in rule.clauses.iter_mut().zip(texts) {
+            let Some((count, slot)) = seen.get_mut(text) else {
+                continue;
+            };
+            if *count < 2 || text.is_empty() {
+                continue;
+            }
+            if slot.is_none() && slots < 64 {
+                *slot = Some(slots);
+                slots += 1;
+            }
+            clause.memo = *slot;
+        }
+    }
 }
 
 /// Compiles a segment (which has been validated).
@@ -470,7 +511,7 @@ pub fn compile_flag(
             targets.entry(Box::from(k.as_str())).or_insert(v);
         }
     }
-    let rules: Vec<CompiledRule> = def
+    let mut rules: Vec<CompiledRule> = def
         .rules
         .iter()
         .enumerate()
@@ -494,6 +535,7 @@ pub fn compile_flag(
             })
         })
         .collect::<Result<_, Invalid>>()?;
+    share_identical_clauses(def, &mut rules);
     // A segment may start reading `$now` without the flag being recompiled.
     let clause_uses_now =
         |c: &CompiledClause| matches!(c.matcher, Matcher::InSegment(_)) || c.attr == Attr::Now;
