@@ -148,13 +148,20 @@ mod scan {
     pub const MAX_DEPTH: usize = 64;
 
     struct Scanner<'a> {
+        /// The whole text, checked as UTF-8 once.
+        text: &'a str,
         b: &'a [u8],
         i: usize,
     }
 
     /// Scans `json` as one object; `None` when it is not in the subset.
     pub fn object<'a>(json: &'a [u8], keep: &dyn Fn(&str) -> bool) -> Option<Context<'a>> {
-        let mut s = Scanner { b: json, i: 0 };
+        let text = std::str::from_utf8(json).ok()?;
+        let mut s = Scanner {
+            text,
+            b: json,
+            i: 0,
+        };
         let mut attrs = SmallVec::new();
         s.ws();
         s.eat(b'{')?;
@@ -210,14 +217,13 @@ mod scan {
         fn string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let start = self.i;
-            loop {
-                match self.next()? {
-                    b'"' => break,
-                    b'\\' | 0..=0x1f => return None,
-                    _ => {}
-                }
-            }
-            std::str::from_utf8(&self.b[start..self.i - 1]).ok()
+            let len = self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            self.i = start + len;
+            self.eat(b'"')?;
+            // Both ends are at ASCII quotes, so at character boundaries.
+            self.text.get(start..start + len)
         }
 
         /// The extent of a number, checked against JSON's grammar; whether
