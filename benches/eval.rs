@@ -1,6 +1,7 @@
 //! Evaluation micro-benchmarks on the pure `flag` library (no server).
 //! Cases as in issue 3: a boolean flag, a 50/50 rollout, a 10-rule flag whose
-//! last rule matches, and EVALALL over 1,000 flags.
+//! last rule matches, and EVALALL over 1,000 flags; and the bare SHA-256
+//! compression the rollout case cannot go below.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -94,6 +95,17 @@ fn benches(c: &mut Criterion) {
     let plain = compile("prod:plain", bool_def(), &segments);
     c.bench_function("eval/boolean", |b| {
         b.iter(|| evaluate(black_box(&plain), black_box(&key_ctx), &none, 0.0))
+    });
+
+    // The floor of the rollout case: SHA-256 of one 64-byte block (what
+    // `salt:flag_key:user-4242` hashes in), as the contract mandates.
+    let block = [0x61u8; 64];
+    c.bench_function("sha256/one_block_compression", |b| {
+        b.iter(|| {
+            let mut state = [0u32; 8];
+            sha2::block_api::compress256(black_box(&mut state), &[black_box(block)]);
+            state[0]
+        })
     });
 
     let rollout = compile("prod:rollout", rollout_def(), &segments);

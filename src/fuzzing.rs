@@ -120,6 +120,11 @@ fn decode_in_pieces(
 /// that object's last value of its name, null counting as missing.
 pub fn context(data: &[u8]) {
     let parsed = Context::parse(data);
+    assert_eq!(
+        Context::parse_keeping(data, |_| false).map(drop),
+        parsed.as_ref().map(drop).map_err(Clone::clone),
+        "keeping no attribute refuses the same bytes with the same words"
+    );
     let reference = serde_json::from_slice::<serde_json::Value>(data);
     let object = match &reference {
         Ok(serde_json::Value::Object(map)) => Some(map),
@@ -141,6 +146,13 @@ pub fn context(data: &[u8]) {
         );
     }
     let _ = ctx.key();
+    // Keeping only some attributes changes nothing about what is refused or
+    // what the kept ones read as.
+    let keep = |name: &str| name.len().is_multiple_of(2);
+    let some = Context::parse_keeping(data, keep).expect("the same bytes parsed in full");
+    for (name, _) in object.iter().filter(|(n, _)| keep(n) || *n == "key") {
+        assert_eq!(some.get(name), ctx.get(name), "attribute {name:?} kept");
+    }
 }
 
 fn same_value(got: Option<&AttrValue<'_>>, want: &serde_json::Value) -> bool {

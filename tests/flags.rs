@@ -665,3 +665,139 @@ fn a_restarted_server_holds_a_flag_in_under_4_kb_of_heap() {
         "{per_flag} B of heap per flag after a restart"
     );
 }
+
+#[test]
+fn flag_eval_keeps_what_segments_and_prerequisites_read_and_refuses_bad_json_as_before() {
+    let _g = serial();
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let bool_flag = |rules: serde_json::Value, prerequisites: serde_json::Value| {
+        json!({"on": true, "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
+               "off_variation": "off", "prerequisites": prerequisites, "rules": rules,
+               "fallthrough": {"variation": "off"}})
+        .to_string()
+    };
+    let on_if = |clause: serde_json::Value| json!([{"id": "r", "clauses": [clause], "serve": {"variation": "on"}}]);
+    let set = |con: &mut redis::Connection, cmd: &str, key: &str, def: String| {
+        let _: i64 = redis::cmd(cmd).arg(key).arg(def).query(con).unwrap();
+    };
+    set(
+        &mut con,
+        "SEGMENT.SET",
+        "prod:s",
+        json!({"included": ["x"]}).to_string(),
+    );
+    set(
+        &mut con,
+        "FLAG.SET",
+        "prod:seg",
+        bool_flag(
+            on_if(json!({"op": "in_segment", "values": ["prod:s"]})),
+            json!([]),
+        ),
+    );
+    set(
+        &mut con,
+        "FLAG.SET",
+        "prod:parent",
+        bool_flag(
+            on_if(json!({"attribute": "beta", "op": "eq", "values": [true]})),
+            json!([]),
+        ),
+    );
+    let mut child: serde_json::Value = serde_json::from_str(&bool_flag(
+        json!([]),
+        json!([{"flag": "prod:parent", "variation": "on"}]),
+    ))
+    .unwrap();
+    child["fallthrough"] = json!({"variation": "on"});
+    set(&mut con, "FLAG.SET", "prod:child", child.to_string());
+    set(
+        &mut con,
+        "FLAG.SET",
+        "prod:country",
+        bool_flag(
+            on_if(json!({"attribute": "country", "op": "in", "values": ["DE"]})),
+            json!([]),
+        ),
+    );
+    let eval = |con: &mut redis::Connection, key: &str, ctx: &str| -> String {
+        redis::cmd("FLAG.EVAL")
+            .arg(key)
+            .arg(ctx)
+            .query(con)
+            .unwrap()
+    };
+
+    // The segment's rules read attributes the flag itself never names, and
+    // the segment changes without the flag changing.
+    assert_eq!(
+        eval(&mut con, "prod:seg", r#"{"key":"y","plan":"pro"}"#),
+        "false"
+    );
+    set(
+        &mut con,
+        "SEGMENT.SET",
+        "prod:s",
+        json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}]}]})
+            .to_string(),
+    );
+    assert_eq!(
+        eval(&mut con, "prod:seg", r#"{"key":"y","plan":"pro"}"#),
+        "true"
+    );
+    assert_eq!(
+        eval(&mut con, "prod:seg", r#"{"plan":"free","key":"y"}"#),
+        "false"
+    );
+    assert_eq!(
+        eval(&mut con, "prod:child", r#"{"key":"y","beta":true}"#),
+        "true"
+    );
+    assert_eq!(
+        eval(&mut con, "prod:child", r#"{"key":"y","beta":false}"#),
+        "false"
+    );
+    assert_eq!(
+        eval(
+            &mut con,
+            "prod:country",
+            r#"{"a":{"b":[1,2,{}]},"country":"DE","z":"\u00e9"}"#
+        ),
+        "true"
+    );
+
+    // Bad JSON in attributes the flag does not read is refused with
+    // serde_json's words, whether the flag exists or not.
+    for (bad, why) in [
+        (
+            r#"{"country":"DE","other":[1,]}"#,
+            "trailing comma at line 1 column 28",
+        ),
+        (
+            r#"{"other":{"x":01},"country":"DE"}"#,
+            "invalid number at line 1 column 16",
+        ),
+        (
+            r#"{"country":"DE","other":"#,
+            "EOF while parsing a value at line 1 column 24",
+        ),
+        (
+            "{\"other\":\"a\u{1}\",\"country\":\"DE\"}",
+            "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 12",
+        ),
+        (
+            r#"{"country":"DE"} {}"#,
+            "trailing characters at line 1 column 18",
+        ),
+        (r#"{"other":tru}"#, "expected ident at line 1 column 13"),
+    ] {
+        for key in ["prod:country", "prod:missing"] {
+            assert_eq!(
+                cmd_err(&mut con, &["FLAG.EVAL", key, bad]),
+                format!("ERR malformed context: {why}"),
+                "{key} {bad}"
+            );
+        }
+    }
+}

@@ -223,10 +223,20 @@ pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Action, CommandError> {
     if args.len() > 3 {
         return Err(CommandError::WrongArity("flag.eval".into()));
     }
-    // A malformed context is a client bug whether or not the flag exists.
-    let context = context_arg(args.get(2))?;
     let view = ctx.state.store.view();
-    let Some(entry) = read_key(&args[1]).and_then(|k| view.flags.get(k)) else {
+    let entry = read_key(&args[1]).and_then(|k| view.flags.get(k));
+    // Only the attributes the flag may read are kept; the rest of the JSON
+    // is checked, as a malformed context is a client bug whether or not the
+    // flag exists.
+    let context = match (args.get(2), entry) {
+        (None, _) => Ok(Context::empty()),
+        (Some(json), Some(entry)) => {
+            Context::parse_keeping(json, |name| entry.compiled.reads.reads(name, &**view))
+        }
+        (Some(json), None) => Context::parse_keeping(json, |_| false),
+    }
+    .map_err(|e| CommandError::err(e.to_string()))?;
+    let Some(entry) = entry else {
         return Ok(Reply::Nil.into());
     };
     let now = if entry.compiled.uses_now {

@@ -119,6 +119,9 @@ pub struct CompiledClause {
     pub negate: bool,
     /// How it matches.
     pub matcher: Matcher,
+    /// A slot in a per-evaluation cache shared by the identical clauses
+    /// of one flag's rules (`None`: the clause occurs once).
+    pub memo: Option<u8>,
 }
 
 /// A compiled rollout: a primed hash and a bucket → variation table.
@@ -178,6 +181,70 @@ pub struct CompiledPrerequisite {
     pub variation: Box<str>,
 }
 
+/// The context attributes an evaluation of a flag may read, besides `key`
+/// (which is always read): FLAG.EVAL keeps only these from the context.
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    /// Any attribute: the flag has prerequisites (which read their own).
+    pub all: bool,
+    /// Attributes its clauses and rollouts read.
+    pub names: Box<[Box<str>]>,
+    /// Segments it tests, whose rules may read others (they change
+    /// without the flag being recompiled, so they are asked at evaluation).
+    pub segments: Box<[Arc<str>]>,
+}
+
+impl Reads {
+    fn of<'a>(
+        clauses: impl Iterator<Item = &'a CompiledClause>,
+        serves: &[&CompiledServe],
+    ) -> Self {
+        let mut names: Vec<Box<str>> = Vec::new();
+        let mut segments: Vec<Arc<str>> = Vec::new();
+        let mut add = |a: &Attr| {
+            if let Attr::Named(n) = a {
+                if &**n != "key" && !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        };
+        for c in clauses {
+            match &c.matcher {
+                Matcher::InSegment(keys) => {
+                    for k in keys {
+                        if !segments.contains(k) {
+                            segments.push(k.clone());
+                        }
+                    }
+                }
+                _ => add(&c.attr),
+            }
+        }
+        for s in serves {
+            if let CompiledServe::Rollout(r) = s {
+                add(&r.bucket_by);
+            }
+        }
+        Reads {
+            all: false,
+            names: names.into(),
+            segments: segments.into(),
+        }
+    }
+
+    /// Whether an evaluation may read the attribute `name`.
+    pub fn reads(&self, name: &str, source: &dyn super::FlagSource) -> bool {
+        self.all
+            || name == "key"
+            || self.names.iter().any(|n| &**n == name)
+            || self.segments.iter().any(|s| {
+                source
+                    .segment(s)
+                    .is_none_or(|seg| seg.reads.iter().any(|n| &**n == name))
+            })
+    }
+}
+
 /// A flag ready for evaluation.
 #[derive(Debug, Clone)]
 pub struct CompiledFlag {
@@ -200,6 +267,8 @@ pub struct CompiledFlag {
     /// Whether evaluation may read server time (`$now` here, or possibly in a
     /// segment or a prerequisite), so callers read the clock only then.
     pub uses_now: bool,
+    /// The context attributes an evaluation may read.
+    pub reads: Reads,
     /// Evaluations served by this compiled version, by variation and reason.
     pub counters: super::EvalCounters,
 }
@@ -228,6 +297,8 @@ pub struct CompiledSegment {
     pub excluded: StrSet,
     /// Each rule is a list of clauses that must all match.
     pub rules: Vec<Vec<CompiledClause>>,
+    /// The attributes its rules read, besides `key`.
+    pub reads: Box<[Box<str>]>,
 }
 
 fn attr(name: &str) -> Attr {
@@ -317,13 +388,51 @@ fn compile_clause(
         attr: attr(c.attribute.as_deref().unwrap_or("key")),
         negate: c.negate,
         matcher,
+        memo: None,
     })
+}
+
+/// Rules often repeat a guard (`country in [...]`, a version check): each
+/// clause that occurs more than once among the rules gets a cache slot, so
+/// an evaluation tests it once (clauses are pure functions of the context,
+/// the time and the stored segments, all fixed during one evaluation).
+fn share_identical_clauses(def: &FlagDef, rules: &mut [CompiledRule]) {
+    let mut seen: HashMap<String, (usize, Option<u8>)> = HashMap::new();
+    let mut slots = 0u8;
+    let texts: Vec<Vec<String>> = def
+        .rules
+        .iter()
+        .map(|r| {
+            r.clauses
+                .iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    for text in texts.iter().flatten() {
+        seen.entry(text.clone()).or_insert((0, None)).0 += 1;
+    }
+    for (rule, texts) in rules.iter_mut().zip(&texts) {
+        for (clause, text) in rule.clauses.iter_mut().zip(texts) {
+            let Some((count, slot)) = seen.get_mut(text) else {
+                continue;
+            };
+            if *count < 2 || text.is_empty() {
+                continue;
+            }
+            if slot.is_none() && slots < 64 {
+                *slot = Some(slots);
+                slots += 1;
+            }
+            clause.memo = *slot;
+        }
+    }
 }
 
 /// Compiles a segment (which has been validated).
 pub fn compile_segment(key: &str, def: &SegmentDef) -> Result<CompiledSegment, Invalid> {
     let no_segments = |_: &str| false;
-    let rules = def
+    let rules: Vec<Vec<CompiledClause>> = def
         .rules
         .iter()
         .enumerate()
@@ -337,11 +446,13 @@ pub fn compile_segment(key: &str, def: &SegmentDef) -> Result<CompiledSegment, I
         })
         .collect::<Result<Vec<_>, _>>()
         .map(exact)?;
+    let reads = Reads::of(rules.iter().flatten(), &[]).names;
     Ok(CompiledSegment {
         key: key.into(),
         included: StrSet::new(def.included.iter().map(String::as_str)),
         excluded: StrSet::new(def.excluded.iter().map(String::as_str)),
         rules,
+        reads,
     })
 }
 
@@ -423,7 +534,7 @@ pub fn compile_flag(
             targets.entry(Box::from(k.as_str())).or_insert(v);
         }
     }
-    let rules: Vec<CompiledRule> = def
+    let mut rules: Vec<CompiledRule> = def
         .rules
         .iter()
         .enumerate()
@@ -449,6 +560,7 @@ pub fn compile_flag(
         })
         .collect::<Result<Vec<_>, Invalid>>()
         .map(exact)?;
+    share_identical_clauses(def, &mut rules);
     // A segment may start reading `$now` without the flag being recompiled.
     let clause_uses_now =
         |c: &CompiledClause| matches!(c.matcher, Matcher::InSegment(_)) || c.attr == Attr::Now;
@@ -456,6 +568,12 @@ pub fn compile_flag(
         || rules
             .iter()
             .any(|r: &CompiledRule| r.clauses.iter().any(clause_uses_now));
+    let off_variation = var("off_variation", &def.off_variation)?;
+    let fallthrough = serve("fallthrough", "fallthrough", &def.fallthrough)?;
+    let mut serves: Vec<&CompiledServe> = rules.iter().map(|r| &r.serve).collect();
+    serves.push(&fallthrough);
+    let mut reads = Reads::of(rules.iter().flat_map(|r| &r.clauses), &serves);
+    reads.all = !def.prerequisites.is_empty();
     Ok(CompiledFlag {
         key: key.into(),
         on: def.on,
@@ -467,7 +585,7 @@ pub fn compile_flag(
                 json: Bytes::from(v.value.to_string()),
             })
             .collect(),
-        off_variation: var("off_variation", &def.off_variation)?,
+        off_variation,
         prerequisites: def
             .prerequisites
             .iter()
@@ -478,8 +596,9 @@ pub fn compile_flag(
             .collect(),
         targets,
         rules,
-        fallthrough: serve("fallthrough", "fallthrough", &def.fallthrough)?,
+        fallthrough,
         uses_now,
+        reads,
         counters: super::EvalCounters::new(def.variations.len()),
     })
 }

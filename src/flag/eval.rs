@@ -144,18 +144,32 @@ impl Evaluator<'_, '_> {
             }
         }
         let ctx = self.ctx;
-        if let Some(v) = ctx.key().and_then(|k| flag.targets.get(k)) {
-            return Evaluation {
-                variation: *v,
-                reason: Reason::TargetMatch,
-            };
+        if !flag.targets.is_empty() {
+            if let Some(v) = ctx.key().and_then(|k| flag.targets.get(k)) {
+                return Evaluation {
+                    variation: *v,
+                    reason: Reason::TargetMatch,
+                };
+            }
         }
+        // Results of shared clauses (`CompiledClause::memo`) in this flag.
+        let (mut known, mut held) = (0u64, 0u64);
         for (index, rule) in flag.rules.iter().enumerate() {
-            if rule
-                .clauses
-                .iter()
-                .all(|c| clause_matches(c, ctx, self.source, self.now))
-            {
+            if rule.clauses.iter().all(|c| match c.memo {
+                None => clause_matches(c, ctx, self.source, self.now),
+                Some(slot) => {
+                    let bit = 1u64 << slot;
+                    if known & bit != 0 {
+                        return held & bit != 0;
+                    }
+                    let hit = clause_matches(c, ctx, self.source, self.now);
+                    known |= bit;
+                    if hit {
+                        held |= bit;
+                    }
+                    hit
+                }
+            }) {
                 return Evaluation {
                     variation: serve(&rule.serve, ctx),
                     reason: Reason::RuleMatch {

@@ -629,3 +629,50 @@ fn a_flag_with_many_dependents_is_rewritten_without_walking_its_graph_per_depend
         counting.lookups.get()
     );
 }
+
+#[test]
+fn clauses_repeated_across_rules_are_tested_once_with_the_same_answers() {
+    let mut w = World::default();
+    let guard = json!({"attribute": "version", "op": "semver_gt", "values": ["1.0.0"]});
+    let email = json!({"attribute": "email", "op": "matches", "values": ["^[a-z]+@x\\.com$"], "negate": true});
+    let rules: Vec<_> = (0..5)
+        .map(|i| json!({"id": format!("r{i}"), "clauses": [guard, email, {"attribute": "n", "op": "gt", "values": [i]}],
+                        "serve": {"variation": if i % 2 == 0 { "on" } else { "off" }}}))
+        .collect();
+    w.set(
+        "f",
+        json!({"on": true, "variations": [{"name": "off", "value": 0}, {"name": "on", "value": 1}],
+               "off_variation": "off", "rules": rules, "fallthrough": {"variation": "on"}}),
+    );
+    let memos: Vec<Vec<Option<u8>>> = w.flags["f"]
+        .rules
+        .iter()
+        .map(|r| r.clauses.iter().map(|c| c.memo).collect())
+        .collect();
+    assert!(
+        memos.iter().all(|m| m == &[Some(0), Some(1), None]),
+        "{memos:?}"
+    );
+    let mut plain = w.flags["f"].clone();
+    plain
+        .rules
+        .iter_mut()
+        .flat_map(|r| &mut r.clauses)
+        .for_each(|c| c.memo = None);
+    for ctx in [
+        json!({"version": "2.0.0", "email": "jo@y.com", "n": 3}),
+        json!({"version": "2.0.0", "email": "jo@x.com", "n": 3}),
+        json!({"version": "0.9.0", "n": 9}),
+        json!({"version": "1.5.0", "n": 0.5}),
+        json!({"version": ["0.1.0", "3.0.0"], "email": ["a@x.com", "B@x.com"], "n": 2}),
+        json!({}),
+    ] {
+        let text = ctx.to_string();
+        let ctx = Context::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            evaluate(&w.flags["f"], &ctx, &w, 0.0),
+            evaluate(&plain, &ctx, &w, 0.0),
+            "{text}"
+        );
+    }
+}
