@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cmd_err, resp, serial, Server};
+use common::{cmd_err, resp, rollout_flags_dump, serial, Server};
 use redis::Value;
 
 const FLAG: &str = r#"{"on":true,"variations":[{"name":"a","value":1},{"name":"b","value":2}],"off_variation":"a","fallthrough":{"variation":"b"}}"#;
@@ -487,22 +487,7 @@ fn imported_flags_take_under_seven_times_their_dump_in_state_storage() {
     let _g = serial();
     let mut s = Server::start(&[]);
     let mut con = s.conn();
-    let flags: serde_json::Map<String, serde_json::Value> = (0..5000)
-        .map(|i| {
-            (
-                format!("prod:flag-{i:06}"),
-                serde_json::json!({
-                    "on": true,
-                    "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
-                    "off_variation": "off",
-                    "rules": [{"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}],
-                               "serve": {"rollout": [{"variation": "on", "weight": 5000}, {"variation": "off", "weight": 5000}]}}],
-                    "fallthrough": {"variation": "off"},
-                }),
-            )
-        })
-        .collect();
-    let dump = serde_json::json!({ "flags": flags }).to_string();
+    let dump = rollout_flags_dump(5000);
     let n: i64 = redis::cmd("FLAG.IMPORT")
         .arg(&dump)
         .query(&mut con)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{cmd_err, cmd_str, cmd_value, resp, serial, Server};
+use common::{cmd_err, cmd_str, cmd_value, resp, rollout_flags_dump, serial, Server};
 use redis::Value;
 use serde_json::json;
 
@@ -630,18 +630,7 @@ fn a_restarted_server_holds_a_flag_in_under_4_kb_of_heap() {
     con.set_read_timeout(Some(std::time::Duration::from_secs(120)))
         .unwrap();
     let empty = used_memory(&mut con);
-    let flag = json!({
-        "on": true,
-        "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
-        "off_variation": "off",
-        "rules": [{"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}],
-                   "serve": {"rollout": [{"variation": "on", "weight": 5000}, {"variation": "off", "weight": 5000}]}}],
-        "fallthrough": {"variation": "off"},
-    });
-    let flags: serde_json::Map<String, serde_json::Value> = (0..FLAGS)
-        .map(|i| (format!("prod:flag-{i:06}"), flag.clone()))
-        .collect();
-    let dump = json!({ "flags": flags }).to_string();
+    let dump = rollout_flags_dump(FLAGS as usize);
     let n: i64 = redis::cmd("FLAG.IMPORT")
         .arg(&dump)
         .query(&mut con)
@@ -722,11 +711,7 @@ fn flag_eval_keeps_what_segments_and_prerequisites_read_and_refuses_bad_json_as_
         ),
     );
     let eval = |con: &mut redis::Connection, key: &str, ctx: &str| -> String {
-        redis::cmd("FLAG.EVAL")
-            .arg(key)
-            .arg(ctx)
-            .query(con)
-            .unwrap()
+        cmd_str(con, &["FLAG.EVAL", key, ctx]).unwrap()
     };
 
     // The segment's rules read attributes the flag itself never names, and

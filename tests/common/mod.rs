@@ -432,3 +432,21 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A FLAG.IMPORT document of `n` flags `prod:flag-000000`… of
+/// `benches/restart.sh`'s shape (one country rule serving a 50/50 rollout),
+/// for tests that measure memory or disk per flag.
+pub fn rollout_flags_dump(n: usize) -> String {
+    let flag = serde_json::json!({
+        "on": true,
+        "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
+        "off_variation": "off",
+        "rules": [{"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}],
+                   "serve": {"rollout": [{"variation": "on", "weight": 5000}, {"variation": "off", "weight": 5000}]}}],
+        "fallthrough": {"variation": "off"},
+    });
+    let flags: serde_json::Map<String, serde_json::Value> = (0..n)
+        .map(|i| (format!("prod:flag-{i:06}"), flag.clone()))
+        .collect();
+    serde_json::json!({ "flags": flags }).to_string()
+}
