@@ -52,6 +52,13 @@ fn track(con: &mut redis::Connection, event: &str, user: &str, value: f64) {
         .unwrap();
 }
 
+/// Sets the rollout flag `prod:checkout` and starts experiment `prod:exp` on it.
+fn start_checkout_experiment(con: &mut redis::Connection) {
+    int(con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
+    int(con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
+    int(con, &["EXPERIMENT.START", "prod:exp"]);
+}
+
 #[test]
 fn experiments_are_validated_and_go_through_their_lifecycle() {
     let _g = serial();
@@ -228,9 +235,7 @@ fn results_over_three_nodes_match_one_node_and_name_a_missing_node() {
     let second = common::cluster_node(2, Some(first.port), &[]);
     let mut third = common::cluster_node(3, Some(first.port), &[]);
     let mut con = first.conn();
-    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
-    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
-    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    start_checkout_experiment(&mut con);
     let mut cons = vec![con, second.conn(), third.conn()];
     for c in cons.iter_mut().skip(1) {
         eventually(Duration::from_secs(20), || {
@@ -285,9 +290,7 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
     let _g = serial();
     let mut s = Server::start(&[]);
     let mut con = s.conn();
-    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
-    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
-    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    start_checkout_experiment(&mut con);
     let mut cons = vec![con];
     run_traffic(&mut cons, 300);
     let before = results(&mut cons[0], "prod:exp");
@@ -311,9 +314,7 @@ fn units_survive_kill_9_and_go_with_their_experiment_or_their_retention() {
     // Units older than --events-retention are dropped.
     let s = Server::start(&["--events-retention", "3s"]);
     let mut con = s.conn();
-    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
-    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
-    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    start_checkout_experiment(&mut con);
     for i in 0..10 {
         eval(&mut con, &format!("user-{i}"));
     }
@@ -331,9 +332,7 @@ fn units_saved_with_unit_keys_load_hashed() {
     let _g = serial();
     let mut s = Server::start(&[]);
     let mut con = s.conn();
-    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
-    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
-    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    start_checkout_experiment(&mut con);
     eval(&mut con, "probe");
     wait_saved(&s, 1);
     let file = s.data_dir.join("analytics").join("units.json");
@@ -386,9 +385,7 @@ fn experiment_writes_are_audited_and_streamed_with_their_actor() {
         .arg("secret-pw")
         .query(&mut con)
         .unwrap();
-    int(&mut con, &["FLAG.SET", "prod:checkout", ROLLOUT]);
-    int(&mut con, &["EXPERIMENT.SET", "prod:exp", &experiment()]);
-    int(&mut con, &["EXPERIMENT.START", "prod:exp"]);
+    start_checkout_experiment(&mut con);
     int(&mut con, &["EXPERIMENT.STOP", "prod:exp"]);
     int(&mut con, &["EXPERIMENT.DEL", "prod:exp"]);
 
