@@ -1355,3 +1355,81 @@ fn an_acl_user_scoped_to_one_environment_reads_only_it_over_ofrep() {
     let e = common::cmd_err(&mut app_con, &["FLAG.EVAL", "staging:banner"]);
     assert!(e.starts_with("NOPERM"), "{e}");
 }
+
+/// Sends one OFREP evaluation on an open keep-alive connection and reads its answer.
+fn evaluate_on(s: &mut TcpStream, key: &str, authorization: &str) -> Resp {
+    let body = r#"{"context":{"targetingKey":"u1"}}"#;
+    let req = format!(
+        "POST {FLAG}{key} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_one(s)
+}
+
+/// A connection remembers its last accepted credential, but an ACL change
+/// is seen by the very next request on it: a changed password or a deleted
+/// user stops the credential at once, and a wrong password is never taken
+/// for the remembered one.
+#[test]
+fn a_credential_stops_working_on_an_open_connection_right_after_an_acl_change() {
+    let _g = serial();
+    let (s, hp) = start(&["--requirepass", "s3cret"]);
+    let mut con = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:banner")
+        .arg(&flag_set()[1].1)
+        .query(&mut con)
+        .unwrap();
+    let acl = |con: &mut redis::Connection, args: &[&str]| {
+        let _: redis::Value = redis::cmd("ACL").arg(args).query(con).unwrap();
+    };
+    acl(
+        &mut con,
+        &["SETUSER", "app", "on", ">old", "~prod:*", "+@flag-eval"],
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..3 {
+        let r = evaluate_on(&mut c, "prod:banner", "Bearer app:old");
+        assert_eq!(r.status, 200, "{:?}", r.text());
+        assert_eq!(r.json()["value"], "shown");
+    }
+    let wrong = evaluate_on(&mut c, "prod:banner", "Bearer app:olD");
+    assert_eq!(wrong.status, 401, "{:?}", wrong.text());
+    assert_eq!(
+        evaluate_on(&mut c, "prod:banner", "Bearer app:old").status,
+        200
+    );
+
+    acl(&mut con, &["SETUSER", "app", "resetpass", ">new"]);
+    let r = evaluate_on(&mut c, "prod:banner", "Bearer app:old");
+    assert_eq!(r.status, 401, "the old password right after the change");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        evaluate_on(&mut c, "prod:banner", "Bearer app:new").status,
+        200
+    );
+    assert_eq!(
+        evaluate_on(&mut c, "prod:banner", "Bearer app:new").status,
+        200
+    );
+
+    // Narrower key patterns take effect at once too.
+    acl(&mut con, &["SETUSER", "app", "resetkeys", "~staging:*"]);
+    let r = evaluate_on(&mut c, "prod:banner", "Bearer app:new");
+    assert_eq!(r.status, 403, "{:?}", r.text());
+
+    acl(&mut con, &["DELUSER", "app"]);
+    let r = evaluate_on(&mut c, "prod:banner", "Bearer app:new");
+    assert_eq!(r.status, 401, "a deleted user right after ACL DELUSER");
+    assert_eq!(
+        evaluate_on(&mut c, "prod:banner", "Bearer default:s3cret").status,
+        200,
+        "the same connection still serves a valid credential"
+    );
+}

@@ -89,13 +89,21 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
     /// every attempt waits for its turn, whatever its outcome, so a guesser
     /// learns nothing sooner. RESP's AUTH/HELLO and HTTP credentials share it.
     pub fn settle(&self, addr: &K, now: Instant, succeeded: bool) -> Duration {
-        let wait = self.wait(addr, now);
         if succeeded {
-            self.succeeded(addr);
-            wait
-        } else {
-            wait.max(self.failed(addr, now))
+            // One lock, and no hashing while no address is in backoff (every
+            // HTTP request with a credential settles here).
+            let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
+            if map.is_empty() {
+                return Duration::ZERO;
+            }
+            return map
+                .remove(addr)
+                .filter(|r| r.failures >= FREE_FAILURES)
+                .map_or(Duration::ZERO, |r| {
+                    r.next_turn.saturating_duration_since(now)
+                });
         }
+        self.wait(addr, now).max(self.failed(addr, now))
     }
 
     /// Clears an address's record after a successful login.
@@ -128,5 +136,22 @@ mod tests {
         assert!(b.wait(&ip, t) > MAX_PENALTY * 10);
         b.succeeded(&ip);
         assert_eq!(b.wait(&ip, t), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_success_waits_its_turn_then_clears_the_address() {
+        let b: Backoff = Backoff::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let t = Instant::now();
+        assert_eq!(b.settle(&ip, t, true), Duration::ZERO);
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(b.settle(&ip, t, false), Duration::ZERO);
+        }
+        assert_eq!(b.settle(&ip, t, false), BASE_PENALTY);
+        assert_eq!(b.settle(&other, t, true), Duration::ZERO);
+        assert_eq!(b.settle(&ip, t, true), BASE_PENALTY, "a success waits too");
+        assert_eq!(b.wait(&ip, t), Duration::ZERO, "and clears the address");
+        assert_eq!(b.settle(&ip, t, false), Duration::ZERO);
     }
 }

@@ -16,7 +16,7 @@ pub use backoff::{Backoff, BASE_PENALTY, FREE_FAILURES, MAX_PENALTY};
 pub use catalog::{category_bit, Catalog, CmdBits, CATEGORIES, MAX_COMMANDS};
 pub use log::{AclLog, LogContext, LogEntry, LogReason};
 pub use user::{
-    hash_password, merge_selector_args, Access, Channels, Denied, KeyPattern, Keys, Request,
+    ct_eq, hash_password, merge_selector_args, Access, Channels, Denied, KeyPattern, Keys, Request,
     RuleError, Selector, User,
 };
 

@@ -299,6 +299,8 @@ pub struct Detail {
     pub revision: u64,
     /// Whether this node's answers may be out of date.
     pub stale: bool,
+    /// Whether the flag reads `$now` (its answer may change with time alone).
+    pub uses_now: bool,
 }
 
 /// Evaluates the flag `key` for `context` from one view of the store, and
@@ -315,9 +317,11 @@ pub fn detail_of(
         version: None,
         revision: view.revision,
         stale,
+        uses_now: false,
     };
     let entry = key.and_then(|k| view.flags.get(k));
     detail.version = entry.map(|e| e.version);
+    detail.uses_now = entry.is_some_and(|e| e.compiled.uses_now);
     // A malformed context is reported before a missing flag: it is the
     // caller's bug either way, and the more specific one to fix.
     let context = match context {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 
 /// The user a request acts as.
 #[derive(Debug, Clone)]
@@ -52,8 +52,11 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
             .eq_ignore_ascii_case("bearer")
             .then_some(token.trim());
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok())
+    headers.get(&X_API_KEY).and_then(|v| v.to_str().ok())
 }
+
+/// `X-API-Key`, as a ready name (a `&str` name is parsed on every lookup).
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Turns a credential (`user:password`, or a bare password for `default`)
 /// from a client at `peer` into the ACL user it acts as. While `default` is
@@ -81,6 +84,53 @@ pub fn authenticate(
     })
 }
 
+/// The last successful login of one connection: its credential (none for
+/// an open `default`), the users' generation it was checked against and
+/// who it acts as. The next request on the connection with the same
+/// credential, while the users are unchanged, skips [`authenticate`] (the
+/// password hash). Any ACL change (local `ACL SETUSER`/`DELUSER`, an aclfile
+/// load, a change replicated from the cluster) bumps the generation, so the
+/// next request checks its credential again; a refused credential is never
+/// kept. One entry per connection, dropped with it.
+#[derive(Default)]
+pub struct LastLogin(Mutex<Option<CachedLogin>>);
+
+impl std::fmt::Debug for LastLogin {
+    // Never the credential: it holds a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LastLogin")
+    }
+}
+
+struct CachedLogin {
+    credential: Option<Box<str>>,
+    generation: u64,
+    identity: Identity,
+}
+
+impl LastLogin {
+    /// Who `credential` acts as, if it is the one last accepted here at `generation`.
+    fn get(&self, credential: Option<&str>, generation: u64) -> Option<Identity> {
+        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let c = last.as_ref().filter(|c| c.generation == generation)?;
+        let same = match (credential, c.credential.as_deref()) {
+            (None, None) => true,
+            // Constant time over the length, as the password check is.
+            (Some(a), Some(b)) => crate::auth::ct_eq(a.as_bytes(), b.as_bytes()),
+            _ => false,
+        };
+        same.then(|| c.identity.clone())
+    }
+
+    fn put(&self, credential: Option<&str>, generation: u64, identity: &Identity) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedLogin {
+            credential: credential.map(Box::from),
+            generation,
+            identity: identity.clone(),
+        });
+    }
+}
+
 /// [`authenticate`] with the login rules RESP's AUTH follows: a request
 /// that carries a credential waits its turn in the per-address backoff
 /// RESP shares, and a wrong one counts in INFO `acl_access_denied_auth` and
@@ -91,8 +141,32 @@ pub async fn login(
     peer: std::net::SocketAddr,
     what: &str,
 ) -> Result<Identity, AuthError> {
+    login_cached(state, None, credential, peer, what).await
+}
+
+/// [`login`], answered from the connection's [`LastLogin`] when it holds
+/// this credential for the current users; the backoff is settled either way.
+pub async fn login_cached(
+    state: &crate::command::ServerState,
+    last: Option<&LastLogin>,
+    credential: Option<&str>,
+    peer: std::net::SocketAddr,
+    what: &str,
+) -> Result<Identity, AuthError> {
     crate::command::acl::sync_users(state);
-    let result = authenticate(&state.users, credential, peer.ip());
+    // Read before the check: a change racing with it bumps the generation
+    // past the one kept, so the next request checks again.
+    let generation = state.users.generation();
+    let result = match last.and_then(|l| l.get(credential, generation)) {
+        Some(identity) => Ok(identity),
+        None => {
+            let result = authenticate(&state.users, credential, peer.ip());
+            if let (Some(last), Ok(identity)) = (last, &result) {
+                last.put(credential, generation, identity);
+            }
+            result
+        }
+    };
     let Some(token) = credential else {
         return result;
     };
@@ -109,12 +183,19 @@ pub async fn login(
         crate::command::acl::deny_http_login(state, user, info);
     }
     if !wait.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = state.shutdown.cancelled() => {}
-        }
+        // Boxed: the timer stays out of every request's future (hyper
+        // moves that future once per request).
+        Box::pin(wait_turn(state, wait)).await;
     }
     result
+}
+
+/// Waits `wait` (an address in login backoff), or until shutdown.
+async fn wait_turn(state: &crate::command::ServerState, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = state.shutdown.cancelled() => {}
+    }
 }
 
 /// A token bucket per user: `rate` requests a second, bursts up to `rate`.

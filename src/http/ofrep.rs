@@ -12,10 +12,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::auth::{credential, login, AuthError, Identity};
+use super::auth::{credential, login_cached, AuthError, Identity, LastLogin};
 use super::{json, push_quoted, quote, Http, MAX_BODY};
 use crate::command::flag::{detail_of, Detail, DetailError};
 use crate::flag::context::AttrValue;
@@ -45,11 +46,12 @@ fn failure(status: StatusCode, key: Option<&str>, code: &str, details: &str) -> 
 async fn admit(
     http: &Http,
     peer: SocketAddr,
+    last: Option<&LastLogin>,
     headers: &HeaderMap,
     path: &str,
     key: Option<&str>,
 ) -> Result<Identity, Response<Body>> {
-    let identity = login(&http.state, credential(headers), peer, path)
+    let identity = login_cached(&http.state, last, credential(headers), peer, path)
         .await
         .map_err(|e| {
             let status = match e {
@@ -92,16 +94,42 @@ async fn admit(
     Ok(identity)
 }
 
-/// Reads the body; 413 over [`MAX_BODY`].
-async fn read_body(body: Body, key: Option<&str>) -> Result<bytes::Bytes, Response<Body>> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+/// Reads the body; 413 over [`MAX_BODY`] (or when the client breaks it off).
+/// A body that arrives as one chunk (every small request) is that chunk,
+/// not a copy.
+async fn read_body<B>(mut body: B, key: Option<&str>) -> Result<Bytes, Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let refuse = || {
         failure(
             StatusCode::PAYLOAD_TOO_LARGE,
             key,
             "GENERAL",
             &format!("request body over {MAX_BODY} bytes"),
         )
-    })
+    };
+    let mut whole: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.map_err(|_| refuse())?.into_data() else {
+            continue;
+        };
+        match whole.take() {
+            None if joined.is_empty() => whole = Some(data),
+            first => {
+                joined.extend_from_slice(first.as_deref().unwrap_or_default());
+                joined.extend_from_slice(&data);
+            }
+        }
+        if whole.as_ref().map_or(joined.len(), Bytes::len) > MAX_BODY {
+            return Err(refuse());
+        }
+    }
+    Ok(whole.unwrap_or_else(|| joined.freeze()))
 }
 
 /// The raw context text of a request body; an empty body is an empty context.
@@ -129,17 +157,21 @@ fn context_text<'a>(body: &'a [u8], key: Option<&str>) -> Result<&'a str, Respon
     Ok(request.context.map_or("", |c| c.get()))
 }
 
+/// A request's context: its raw bytes (what the ETag hashes) and the
+/// context parsed from them, or why it does not parse.
+type RequestContext<'a> = (&'a [u8], Result<Context<'a>, String>);
+
 /// The context of a request body: its raw text (what the ETag hashes) and
 /// the context parsed from it, or the response refusing the body.
 fn request_context<'a>(
     body: &'a [u8],
     key: Option<&str>,
-) -> Result<(&'a str, Result<Context<'a>, String>), Response<Body>> {
+) -> Result<RequestContext<'a>, Response<Body>> {
     if let Some((text, context)) = sole_context(body) {
         return Ok((text, Ok(targeting_key(context))));
     }
     let text = context_text(body, key)?;
-    Ok((text, parse_context(text)))
+    Ok((text.as_bytes(), parse_context(text)))
 }
 
 /// The context of a body that is exactly `{"context":{...}}` (JSON
@@ -150,17 +182,17 @@ fn request_context<'a>(
 /// envelope scan, which gives the answer and the errors it always gave.
 /// When this accepts a body, the envelope scan would have found the same
 /// context text: the body is the one member around one complete object.
-fn sole_context(body: &[u8]) -> Option<(&str, Context<'_>)> {
+fn sole_context(body: &[u8]) -> Option<(&[u8], Context<'_>)> {
     let inner = trim_json(body).strip_prefix(b"{")?.strip_suffix(b"}")?;
     let inner = trim_json(inner).strip_prefix(b"\"context\"")?;
     let value = trim_json(trim_json(inner).strip_prefix(b":")?);
     if value.first() != Some(&b'{') {
         return None;
     }
-    // The parse refuses anything after the object (`{..},"x":1`).
-    let text = std::str::from_utf8(value).ok()?;
+    // The parse refuses anything after the object (`{..},"x":1`), and
+    // text that is not UTF-8.
     let context = Context::parse(value).ok()?;
-    Some((text, context))
+    Some((value, context))
 }
 
 /// `s` without JSON whitespace at either end.
@@ -197,21 +229,29 @@ fn targeting_key(ctx: Context<'_>) -> Context<'_> {
 /// metadata) and, for flags that read `$now`, the current second. The hash
 /// is xxh3-128, a cache validator and no secret (docs/decisions.md, "OFREP
 /// ETag").
-fn etag(revision: u64, user: &str, key: &str, context: &str, volatile: &str) -> String {
+fn etag(revision: u64, user: &str, key: &str, context: &[u8], volatile: &str) -> String {
     // One-shot hashing of the joined parts: cheaper than the streaming state
     // for the short inputs of a request (the buffer spills to the heap only
     // for a context over a few hundred bytes).
     let mut joined = smallvec::SmallVec::<[u8; 384]>::new();
-    for part in [user, key, context, volatile] {
+    for part in [
+        user.as_bytes(),
+        key.as_bytes(),
+        context,
+        volatile.as_bytes(),
+    ] {
         // Each part is followed by its length: no two lists of parts join
         // into the same bytes.
-        joined.extend_from_slice(part.as_bytes());
+        joined.extend_from_slice(part);
         joined.extend_from_slice(&(part.len() as u64).to_le_bytes());
     }
     let digest = xxhash_rust::xxh3::xxh3_128(&joined);
-    let mut tag = String::with_capacity(56);
+    let mut n = itoa::Buffer::new();
+    let revision = n.format(revision);
+    // Exactly the tag's length: the header value then takes the buffer as is.
+    let mut tag = String::with_capacity(revision.len() + 35);
     tag.push('"');
-    tag.push_str(itoa::Buffer::new().format(revision));
+    tag.push_str(revision);
     tag.push('-');
     for i in (0..32).rev() {
         let nibble = (digest >> (i * 4)) as usize & 15;
@@ -231,6 +271,12 @@ fn volatile<'a>(
     let uses_now = keys
         .into_iter()
         .any(|k| view.flags.get(k).is_some_and(|e| e.compiled.uses_now));
+    volatile_for(stale, uses_now)
+}
+
+/// [`volatile`] when whether a flag read `$now` is known (one flag's
+/// [`Detail`] says it).
+fn volatile_for(stale: bool, uses_now: bool) -> Cow<'static, str> {
     if !uses_now {
         return Cow::Borrowed(if stale { "true:" } else { "false:" });
     }
@@ -249,17 +295,15 @@ fn matches(headers: &HeaderMap, tag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == tag)
 }
 
-fn not_modified(tag: &str) -> Response<Body> {
+fn not_modified(tag: String) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
+    with_etag(r, tag)
 }
 
-fn with_etag(mut r: Response<Body>, tag: &str) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(tag) {
+fn with_etag(mut r: Response<Body>, tag: String) -> Response<Body> {
+    // The tag's own buffer, not a copy (it is ASCII, always a valid value).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(tag)) {
         r.headers_mut().insert(header::ETAG, v);
     }
     r
@@ -349,7 +393,7 @@ pub async fn single(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request<Body>,
 ) -> Response<Body> {
-    evaluate_one(&http, peer, request).await
+    evaluate_one(&http, peer, None, request).await
 }
 
 /// Whether `POST path` is the single-flag evaluation [`evaluate_one`]
@@ -362,8 +406,17 @@ pub fn is_single(path: &str) -> bool {
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`: the handler, called by the
 /// router's [`single`] and directly by the connection's fast path (every
-/// OFREP evaluation, so it skips the router's matching and extensions).
-pub async fn evaluate_one(http: &Http, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
+/// OFREP evaluation, so it skips the router's matching and extensions),
+/// which passes its connection's [`LastLogin`].
+pub async fn evaluate_one<B>(
+    http: &Http,
+    peer: SocketAddr,
+    last: Option<&LastLogin>,
+    request: Request<B>,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     // The whole request, not the `Uri` and `HeaderMap` extractors: those
     // clone the header map on every evaluation.
     let (parts, body) = request.into_parts();
@@ -386,7 +439,7 @@ pub async fn evaluate_one(http: &Http, peer: SocketAddr, request: Request<Body>)
         }
     };
     let key = &*key;
-    let identity = match admit(http, peer, headers, uri.path(), Some(key)).await {
+    let identity = match admit(http, peer, last, headers, uri.path(), Some(key)).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -420,12 +473,24 @@ pub async fn evaluate_one(http: &Http, peer: SocketAddr, request: Request<Body>)
         &identity.user,
         key,
         text,
-        &volatile(detail.stale, &view, [key]),
+        &volatile_for(detail.stale, detail.uses_now),
     );
     if matches(headers, &tag) {
-        return not_modified(&tag);
+        return not_modified(tag);
     }
-    with_etag(json(status, out), &tag)
+    // The answer's headers go into the request's header map, emptied: hyper
+    // keeps the answer's map for the connection's next request, so no map is
+    // allocated per request. The body is the answer's own buffer, trimmed
+    // (in place), which `Bytes` then takes without a second allocation.
+    let mut r = Response::new(Body::from(Bytes::from(out.into_bytes().into_boxed_slice())));
+    let reply_headers = r.headers_mut();
+    *reply_headers = parts.headers;
+    reply_headers.clear();
+    reply_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_etag(r, tag)
 }
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag the user may read, sorted by key.
@@ -435,7 +500,16 @@ pub async fn bulk(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let identity = match admit(&http, peer, &headers, "/ofrep/v1/evaluate/flags", None).await {
+    let identity = match admit(
+        &http,
+        peer,
+        None,
+        &headers,
+        "/ofrep/v1/evaluate/flags",
+        None,
+    )
+    .await
+    {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -467,7 +541,7 @@ pub async fn bulk(
         &volatile(http.state.is_stale(), &view, keys.iter().copied()),
     );
     if matches(&headers, &tag) {
-        return not_modified(&tag);
+        return not_modified(tag);
     }
     let mut out = String::from("{\"flags\":[");
     for (i, key) in keys.iter().enumerate() {
@@ -478,7 +552,7 @@ pub async fn bulk(
         out.push_str(&encode(key, &detail).1);
     }
     out.push_str("]}");
-    with_etag(json(StatusCode::OK, out), &tag)
+    with_etag(json(StatusCode::OK, out), tag)
 }
 
 #[cfg(test)]
@@ -508,7 +582,7 @@ mod tests {
             let Ok(envelope) = context_text(body.as_bytes(), None) else {
                 panic!("the envelope scan refused {body}");
             };
-            assert_eq!(text, envelope, "{body}");
+            assert_eq!(text, envelope.as_bytes(), "{body}");
             assert_eq!(
                 Ok(targeting_key(context)),
                 parse_context(envelope),
@@ -533,7 +607,7 @@ mod tests {
 
     #[test]
     fn etag_is_the_revision_and_32_hex_digits() {
-        let tag = etag(42, "default", "k", "{}", "false:");
+        let tag = etag(42, "default", "k", b"{}", "false:");
         let inner = tag.strip_prefix("\"42-").and_then(|t| t.strip_suffix('"'));
         let hex = inner.unwrap_or_default();
         assert_eq!(hex.len(), 32, "{tag}");
@@ -551,7 +625,7 @@ mod tests {
 
     #[test]
     fn if_none_match_accepts_weak_tags_lists_and_star() {
-        let tag = etag(7, "default", "", "{}", "false:");
+        let tag = etag(7, "default", "", b"{}", "false:");
         let mut h = HeaderMap::new();
         h.insert(
             header::IF_NONE_MATCH,
@@ -562,9 +636,9 @@ mod tests {
         assert!(matches(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"7-00\""));
         assert!(!matches(&h, &tag));
-        assert_ne!(tag, etag(7, "default", "", "{\"a\":1}", "false:"));
-        assert_ne!(tag, etag(8, "default", "", "{}", "false:"));
-        assert_ne!(tag, etag(7, "default", "", "{}", "true:"));
-        assert_ne!(tag, etag(7, "default", "", "{}", "false:1764633600"));
+        assert_ne!(tag, etag(7, "default", "", b"{\"a\":1}", "false:"));
+        assert_ne!(tag, etag(8, "default", "", b"{}", "false:"));
+        assert_ne!(tag, etag(7, "default", "", b"{}", "true:"));
+        assert_ne!(tag, etag(7, "default", "", b"{}", "false:1764633600"));
     }
 }

@@ -51,8 +51,13 @@ pub struct Liveness {
 
 /// Whether only this node votes (a one-member cluster, perhaps with learners).
 pub fn sole_voter(metrics: &RaftMetrics<NodeId, Member>) -> bool {
-    let mut voters = metrics.membership_config.membership().voter_ids();
-    voters.next() == Some(metrics.id) && voters.next().is_none()
+    // The joint config's sets as they are: `voter_ids()` collects their
+    // union into a new set, and this runs on every read that reports
+    // staleness (each OFREP evaluation). The union is exactly this node
+    // when every voter of every set is this node and there is one.
+    let sets = metrics.membership_config.membership().get_joint_config();
+    let mut voters = sets.iter().flatten().peekable();
+    voters.peek().is_some() && voters.all(|v| *v == metrics.id)
 }
 
 impl Liveness {
