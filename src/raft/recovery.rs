@@ -134,7 +134,7 @@ pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> 
     let dir = settings.data_dir.clone();
     let (fresh, format) = claim(&dir, settings.node_id)?;
     // The log and the state are independent until raft starts: read the log
-    // (its entries are decoded whole, ~0.3 s of CPU for a 40 MB import
+    // (its entries are decoded whole, ~0.45 s of CPU for a 40 MB import
     // entry) on another core while the state loads.
     let (storage, applied, view, log) = std::thread::scope(|scope| {
         let log = scope.spawn(|| LogStore::open(&dir, settings.fsync, SEGMENT_BYTES));
