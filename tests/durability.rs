@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cmd_err, serial, Server};
+use common::{cmd_err, cmd_value, serial, Server};
 use serde_json::{json, Value};
 
 fn flag_def(value: i64) -> String {
@@ -114,6 +114,127 @@ fn restart_keeps_flags_segments_versions_revisions_and_history() {
         info.contains("loading:0") && info.contains("aof_enabled:1"),
         "{info}"
     );
+}
+
+/// Everything a client reads back about flags, as the bytes the server sent.
+fn read_back(s: &Server, keys: &[String]) -> Vec<redis::Value> {
+    let mut con = s.conn();
+    let mut out = vec![
+        cmd_value(&mut con, &["FLAG.DUMP"]).unwrap(),
+        cmd_value(&mut con, &["XRANGE", "flagstaff:changes", "-", "+"]).unwrap(),
+        cmd_value(&mut con, &["FLAG.HISTORY", "prod:mix-0007"]).unwrap(),
+        cmd_value(&mut con, &["FLAG.HISTORY", "prod:mix-0003"]).unwrap(),
+    ];
+    for context in [
+        r#"{"key":"u1"}"#,
+        r#"{"key":"target-9","country":"DE","plan":"pro"}"#,
+        r#"{"key":"u77","country":"FR","plan":"free","beta":true}"#,
+    ] {
+        let mut args = vec!["FLAG.MEVAL", context];
+        args.extend(keys.iter().map(String::as_str));
+        out.push(cmd_value(&mut con, &args).unwrap());
+    }
+    for key in keys.iter().step_by(97) {
+        out.push(cmd_value(&mut con, &["FLAG.GET", key]).unwrap());
+    }
+    out
+}
+
+/// Issue 13: a restart builds the view straight from the stored records, a
+/// chunk at a time on every core; what clients read must not change by a
+/// byte. Flags of many shapes (targets, prerequisites, segments, sticky
+/// allocations moved by a weight change, odd JSON values, non-ASCII text),
+/// more than one chunk of them, a toggle and a delete.
+#[test]
+fn a_restart_answers_every_read_byte_for_byte_as_before() {
+    const FLAGS: usize = 1_300;
+    let _g = serial();
+    let mut s = Server::start(&[]);
+    let mut con = s.conn();
+    let _: i64 = redis::cmd("SEGMENT.SET")
+        .arg("prod:beta")
+        .arg(r#"{"description":"béta \"testers\"","included":["u1"],"rules":[{"clauses":[{"attribute":"beta","op":"eq","values":[true]}]}]}"#)
+        .query(&mut con)
+        .unwrap();
+    let mut flags = serde_json::Map::new();
+    flags.insert(
+        "prod:parent".into(),
+        json!({"on": true, "variations": [{"name": "off", "value": false}, {"name": "on", "value": true}],
+               "off_variation": "off", "fallthrough": {"variation": "on"}}),
+    );
+    for i in 0..FLAGS {
+        let values = match i % 4 {
+            0 => json!([1.5, -0.0]),
+            1 => json!([{"n": [1, 2, {"deep": null}], "s": "ü\u{1F600}"}, {"n": []}]),
+            2 => json!([12345678901234567890u64, -7]),
+            _ => json!(["a\"b\\c", "line\nbreak"]),
+        };
+        let mut def = json!({
+            "description": format!("flag {i}: «quoted \"text\"»"),
+            "tags": ["t", format!("g{}", i % 3)],
+            "on": i % 11 != 0,
+            "variations": [{"name": "x", "value": values[0]}, {"name": "y", "value": values[1]}],
+            "off_variation": "y",
+            "targets": [{"variation": "x", "keys": ["target-9", format!("t{i}")]}],
+            "rules": [
+                {"id": "eu", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]},
+                                         {"attribute": "plan", "op": "eq", "values": ["pro"], "negate": i % 2 == 0}],
+                 "serve": {"rollout": [{"variation": "x", "weight": 3300}, {"variation": "y", "weight": 6700}],
+                           "bucket_by": "key"}},
+                {"clauses": [{"op": "in_segment", "values": ["prod:beta"]}], "serve": {"variation": "x"}}
+            ],
+            "fallthrough": {"rollout": [{"variation": "x", "weight": 5000}, {"variation": "y", "weight": 5000}]},
+        });
+        if i % 7 == 0 {
+            def["prerequisites"] = json!([{"flag": "prod:parent", "variation": "on"}]);
+            def["salt"] = json!(format!("salt-{i}"));
+        }
+        flags.insert(format!("prod:mix-{i:04}"), def);
+    }
+    let doc = json!({"flags": flags}).to_string();
+    let n: i64 = redis::cmd("FLAG.IMPORT").arg(&doc).query(&mut con).unwrap();
+    assert_eq!(n as usize, FLAGS + 1);
+    // Sticky allocations that are not the fresh ones, a toggle and a delete.
+    let mut moved: Value = flags["prod:mix-0007"].clone();
+    moved["fallthrough"]["rollout"] =
+        json!([{"variation": "x", "weight": 8000}, {"variation": "y", "weight": 2000}]);
+    let _: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:mix-0007")
+        .arg(moved.to_string())
+        .arg("REASON")
+        .arg("ramp up")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("FLAG.TOGGLE")
+        .arg("prod:mix-0003")
+        .arg("OFF")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("FLAG.DEL")
+        .arg("prod:mix-0005")
+        .query(&mut con)
+        .unwrap();
+    let keys: Vec<String> = flags.keys().cloned().collect();
+    let before = read_back(&s, &keys);
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(60)).unwrap().success());
+    s.restart();
+    assert!(
+        read_back(&s, &keys) == before,
+        "reads changed across a restart"
+    );
+    s.kill9();
+    s.restart();
+    assert!(
+        read_back(&s, &keys) == before,
+        "reads changed across a crash restart"
+    );
+    let v: i64 = redis::cmd("FLAG.SET")
+        .arg("prod:mix-0005")
+        .arg(flags["prod:mix-0005"].to_string())
+        .query(&mut s.conn())
+        .unwrap();
+    assert_eq!(v, 2, "the deleted flag's version survives the restarts");
 }
 
 #[test]

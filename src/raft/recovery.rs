@@ -133,8 +133,48 @@ pub(super) struct Recovered {
 pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> {
     let dir = settings.data_dir.clone();
     let (fresh, format) = claim(&dir, settings.node_id)?;
+    // The log and the state are independent until raft starts: read the log
+    // (its entries are decoded whole, ~0.45 s of CPU for a 40 MB import
+    // entry) on another core while the state loads.
+    let (storage, applied, view, log) = std::thread::scope(|scope| {
+        let log = scope.spawn(|| LogStore::open(&dir, settings.fsync, SEGMENT_BYTES));
+        let state = recover_state(&dir);
+        let log = log
+            .join()
+            .map_err(|_| StartError::State("reading the log panicked".into()))??;
+        let (storage, applied, view) = state?;
+        Ok::<_, StartError>((storage, applied, view, log))
+    })?;
+    if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
+        return Err(data_dir_error(
+            &dir,
+            "has node.json but neither a log nor state; refusing to start empty over it",
+        ));
+    }
+    if format < DATA_FORMAT {
+        // Everything opened: only now record the new format (each upgrade
+        // step so far is a superset of the one before; see DATA_FORMAT).
+        write_identity(&dir, settings.node_id)?;
+        tracing::info!(
+            from = format,
+            to = DATA_FORMAT,
+            "data dir upgraded to the current on-disk format"
+        );
+    }
+    Ok(Recovered {
+        storage,
+        applied,
+        view,
+        log,
+        snapshot_dir: dir.join("snapshots"),
+    })
+}
+
+/// Opens state storage, restores it from the latest snapshot when it is
+/// behind it, and builds the view (blocking).
+fn recover_state(dir: &Path) -> Result<(Arc<SledStorage>, AppliedMeta, StateView), StartError> {
     let storage = Arc::new(SledStorage::open(&dir.join("state"))?);
-    let mut image = storage.load()?;
+    let mut image = storage.load_without_flags()?;
     let decode = |meta: &Option<Vec<u8>>| -> Result<AppliedMeta, StartError> {
         match meta {
             Some(m) => AppliedMeta::decode(m)
@@ -160,33 +200,10 @@ pub(super) fn recover(settings: &NodeSettings) -> Result<Recovered, StartError> 
                 .encode(),
             );
             storage.replace(&img)?;
-            image = storage.load()?;
+            image = storage.load_without_flags()?;
             applied = decode(&image.meta)?;
         }
     }
-    let view = StateView::from_owned_image(image).map_err(|e| StartError::State(e.to_string()))?;
-    let log = LogStore::open(&dir, settings.fsync, SEGMENT_BYTES)?;
-    if !fresh && log.is_empty() && applied.log_id.is_none() && settings.join.is_none() {
-        return Err(data_dir_error(
-            &dir,
-            "has node.json but neither a log nor state; refusing to start empty over it",
-        ));
-    }
-    if format < DATA_FORMAT {
-        // Everything opened: only now record the new format (each upgrade
-        // step so far is a superset of the one before; see DATA_FORMAT).
-        write_identity(&dir, settings.node_id)?;
-        tracing::info!(
-            from = format,
-            to = DATA_FORMAT,
-            "data dir upgraded to the current on-disk format"
-        );
-    }
-    Ok(Recovered {
-        storage,
-        applied,
-        view,
-        log,
-        snapshot_dir,
-    })
+    let view = StateView::from_stored(image, storage.flag_records())?;
+    Ok((storage, applied, view))
 }

@@ -26,6 +26,32 @@ pub struct FlagRecord {
     pub updated_by: String,
 }
 
+/// A stored flag record read in place: the same fields as [`FlagRecord`],
+/// with the definition and allocations left as the stored JSON text, so a
+/// restart parses each definition once, straight into the view, and never
+/// holds a [`FlagDef`] tree of every record at once.
+#[derive(Debug, Deserialize)]
+pub struct FlagRecordText<'a> {
+    /// Full key.
+    #[serde(borrow)]
+    pub key: std::borrow::Cow<'a, str>,
+    /// The definition, as stored.
+    #[serde(borrow)]
+    pub definition: &'a serde_json::value::RawValue,
+    /// Sticky rollout allocations, as stored (absent in some old records).
+    #[serde(default, borrow)]
+    pub allocations: Option<&'a serde_json::value::RawValue>,
+    /// Per-key version.
+    pub version: u64,
+    /// Revision of the write that made this version.
+    pub revision: u64,
+    /// Unix ms of that write.
+    pub updated_at: u64,
+    /// Who made it.
+    #[serde(borrow)]
+    pub updated_by: std::borrow::Cow<'a, str>,
+}
+
 /// A stored segment as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentRecord {

@@ -7,8 +7,11 @@ use bytes::Bytes;
 use imbl::{HashMap, OrdSet};
 use serde_json::Value;
 
-use super::records::{AuditRecord, Change, Event, FlagRecord, Kind, SegmentRecord, StateImage};
+use super::records::{
+    AuditRecord, Change, Event, FlagRecord, FlagRecordText, Kind, SegmentRecord, StateImage,
+};
 use super::render::{render_flag_json, render_segment};
+use super::storage::StorageError;
 use super::{OpError, OpOutcome, OpResult, WriteError, WriteOp, WriteRequest};
 use crate::flag::compile::allocations_for;
 use crate::flag::validate::{check_references, Catalog, FlagRefs};
@@ -269,7 +272,7 @@ impl StateView {
         // then insert in the image's order as before.
         let build = |r: FlagRecord| {
             let entry = build_flag(
-                &v,
+                &v.segments,
                 &r.key,
                 &r.definition,
                 r.allocations,
@@ -346,6 +349,133 @@ impl StateView {
         } else {
             v.revision.max(1)
         };
+        Ok(v)
+    }
+
+    /// Rebuilds the view at start from `image` plus the stored flag records
+    /// `records` yields as (storage key, JSON) bytes. Each record's
+    /// definition is parsed once and compiled straight into its view entry,
+    /// chunk by chunk on every core while the caller's thread reads the next
+    /// records, so no tree of all records ever exists (it was most of a
+    /// restart's time and, freed but kept mapped, of its memory).
+    pub fn from_stored<K, V>(
+        image: StateImage,
+        records: impl Iterator<Item = Result<(K, V), StorageError>>,
+    ) -> Result<StateView, StorageError>
+    where
+        K: AsRef<[u8]> + Send,
+        V: AsRef<[u8]> + Send,
+    {
+        let mut v = Self::from_owned_image(image).map_err(|e| StorageError::Corrupt {
+            key: "state".into(),
+            why: e.to_string(),
+        })?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let segments = v.segments.clone();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+        let view = &mut v;
+        std::thread::scope(|scope| -> Result<(), StorageError> {
+            let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<RecordChunk<K, V>>(2 * workers);
+            // Shared by the workers only: when the last one ends (even by a
+            // panic) the reader's sends fail instead of blocking.
+            let raw_rx = Arc::new(std::sync::Mutex::new(raw_rx));
+            let (built_tx, built_rx) = std::sync::mpsc::channel();
+            let mut handles = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (raw_rx, built_tx, segments) = (raw_rx.clone(), built_tx.clone(), &segments);
+                let stopped = &stopped;
+                handles.push(scope.spawn(move || {
+                    let mut actor: Option<Arc<str>> = None;
+                    loop {
+                        let next = raw_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(chunk) = next else { break };
+                        // After an error the rest is drained, not built.
+                        if stopped() {
+                            continue;
+                        }
+                        // Each entry is allocated here, where it stays: a
+                        // chunk of whole entries moved to the builder took
+                        // fresh pages for every chunk (freed on another
+                        // thread, the allocator does not reuse them at once).
+                        let built = chunk.and_then(|records| {
+                            let mut entries = Vec::with_capacity(records.len());
+                            for (k, val) in &records {
+                                let (entry, revision) =
+                                    stored_flag(segments, &mut actor, k.as_ref(), val.as_ref())?;
+                                entries.push((Arc::new(entry), revision));
+                            }
+                            Ok(entries)
+                        });
+                        // The builder ended on an error: keep draining.
+                        let _ = built_tx.send(built);
+                    }
+                }));
+            }
+            drop((raw_rx, built_tx));
+            let stop = &stop;
+            let builder = scope.spawn(move || -> Result<(), StorageError> {
+                // Flags share their actor's name (few people write flags).
+                let mut actors: std::collections::HashSet<Arc<str>> = Default::default();
+                for built in built_rx {
+                    let entries = built.inspect_err(|_| {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    })?;
+                    for (mut entry, revision) in entries {
+                        if let Some(e) = Arc::get_mut(&mut entry) {
+                            match actors.get(&e.updated_by) {
+                                Some(a) => e.updated_by = a.clone(),
+                                None => {
+                                    actors.insert(e.updated_by.clone());
+                                }
+                            }
+                        }
+                        view.revision = view.revision.max(revision);
+                        let key = entry.compiled.key.clone();
+                        store_flag_arc(view, &key, entry, revision);
+                    }
+                }
+                Ok(())
+            });
+            let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+            for item in records {
+                if stopped() {
+                    break;
+                }
+                match item {
+                    Ok(record) => chunk.push(record),
+                    Err(e) => {
+                        let _ = raw_tx.send(Err(e));
+                        break;
+                    }
+                }
+                if chunk.len() == LOAD_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                    if raw_tx.send(Ok(full)).is_err() {
+                        break;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = raw_tx.send(Ok(chunk));
+            }
+            drop(raw_tx);
+            let panicked = || StorageError::Corrupt {
+                key: "f:".into(),
+                why: "building the stored flags panicked".into(),
+            };
+            let mut outcome = builder.join().unwrap_or_else(|_| Err(panicked()));
+            for h in handles {
+                if h.join().is_err() && outcome.is_ok() {
+                    outcome = Err(panicked());
+                }
+            }
+            outcome
+        })?;
+        // As `from_owned_image` sets it, now that every flag's revision is in.
+        if !v.users.is_empty() {
+            v.users_revision = v.revision.max(1);
+        }
         Ok(v)
     }
 
@@ -734,7 +864,7 @@ impl ApplyCtx<'_> {
         let before = self.v.flags.get(key).and_then(|e| e.def_value());
         let after = def_json(&def);
         let entry = build_flag(
-            &self.v,
+            &self.v.segments,
             key,
             &def,
             allocations,
@@ -1260,9 +1390,56 @@ pub fn parse_dump(document: &str) -> Result<Dump, OpError> {
     })
 }
 
+/// Stored flag records per chunk of a restart's load: large enough that
+/// handing chunks between threads costs nothing next to compiling them,
+/// small enough that the chunks in flight stay a few MB.
+const LOAD_CHUNK: usize = 512;
+
+/// Stored flag records read for one worker of a restart's load.
+type RecordChunk<K, V> = Result<Vec<(K, V)>, StorageError>;
+
+/// A view entry and its revision from a stored flag record's bytes (`k`, the
+/// storage key, names it in errors). `actor` is the last writer seen, whose
+/// name the next entries share when they have the same.
+fn stored_flag(
+    segments: &HashMap<Arc<str>, Arc<SegmentEntry>>,
+    actor: &mut Option<Arc<str>>,
+    k: &[u8],
+    value: &[u8],
+) -> Result<(FlagEntry, u64), StorageError> {
+    let corrupt = |why: String| StorageError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        why,
+    };
+    let r: FlagRecordText<'_> =
+        serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+    let def: FlagDef =
+        serde_json::from_str(r.definition.get()).map_err(|e| corrupt(e.to_string()))?;
+    let allocations: Allocations = match r.allocations {
+        Some(a) => serde_json::from_str(a.get()).map_err(|e| corrupt(e.to_string()))?,
+        None => Allocations::new(),
+    };
+    let updated_by = match actor {
+        Some(a) if **a == *r.updated_by => a.clone(),
+        _ => actor.insert(Arc::from(&*r.updated_by)).clone(),
+    };
+    let entry = build_flag(
+        segments,
+        &r.key,
+        &def,
+        allocations,
+        r.version,
+        r.revision,
+        r.updated_at,
+        updated_by,
+    )
+    .map_err(|e| corrupt(format!("stored flag {}: {e}", r.key)))?;
+    Ok((entry, r.revision))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_flag(
-    v: &StateView,
+    segments: &HashMap<Arc<str>, Arc<SegmentEntry>>,
     key: &str,
     def: &FlagDef,
     allocations: Allocations,
@@ -1271,7 +1448,7 @@ fn build_flag(
     ts_ms: u64,
     actor: Arc<str>,
 ) -> Result<FlagEntry, OpError> {
-    let segment_exists = |s: &str| v.segments.contains_key(s);
+    let segment_exists = |s: &str| segments.contains_key(s);
     let compiled = compile_flag(key, def, &allocations, &segment_exists)?;
     let definition = serde_json::to_string(def)
         .map_err(|e| Invalid::new("$", format!("definition not serialisable: {e}")))?;
@@ -1297,6 +1474,10 @@ fn compact_allocations(allocations: &Allocations) -> Box<str> {
 }
 
 fn store_flag(v: &mut StateView, key: &str, entry: FlagEntry, revision: u64) {
+    store_flag_arc(v, key, Arc::new(entry), revision);
+}
+
+fn store_flag_arc(v: &mut StateView, key: &str, entry: Arc<FlagEntry>, revision: u64) {
     // The compiled form's key is the one copy of the key every map shares.
     let k: Arc<str> = entry.compiled.key.clone();
     let old = v.flags.get(key).cloned();
@@ -1304,6 +1485,6 @@ fn store_flag(v: &mut StateView, key: &str, entry: FlagEntry, revision: u64) {
     if old.is_none() {
         v.scan_order.insert((scan_hash(key), k.clone()));
     }
-    v.flags.insert(k.clone(), Arc::new(entry));
+    v.flags.insert(k.clone(), entry);
     v.key_revisions.insert(k, revision);
 }

@@ -434,8 +434,12 @@ impl SledStorage {
     }
 }
 
-impl StateStorage for SledStorage {
-    fn load(&self) -> Result<StateImage, StorageError> {
+impl SledStorage {
+    /// Everything [`StateStorage::load`] returns but the flags, which
+    /// [`Self::flag_records`] yields as stored: a restart builds the view
+    /// from those bytes a chunk at a time instead of from a tree of every
+    /// record (docs/decisions.md, "Restart builds the view from the stored bytes").
+    pub fn load_without_flags(&self) -> Result<StateImage, StorageError> {
         let revision = match self.tree.get(b"m:revision").map_err(engine)? {
             Some(v) => {
                 u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
@@ -454,10 +458,6 @@ impl StateStorage for SledStorage {
             revision,
             ..StateImage::default()
         };
-        for item in self.tree.scan_prefix(b"f:") {
-            let (k, v) = item.map_err(engine)?;
-            image.flags.push(decode::<FlagRecord>(&k, &v)?);
-        }
         for item in self.tree.scan_prefix(b"s:") {
             let (k, v) = item.map_err(engine)?;
             image.segments.push(decode::<SegmentRecord>(&k, &v)?);
@@ -495,6 +495,27 @@ impl StateStorage for SledStorage {
                     why: "bad tombstone value".into(),
                 })?);
             image.tombstones.push((kind, key, version));
+        }
+        Ok(image)
+    }
+
+    /// The stored flag records in key order, as (sled key, JSON value); decode
+    /// one with [`super::records::FlagRecordText`].
+    pub fn flag_records(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StorageError>> + '_ {
+        self.tree
+            .scan_prefix(b"f:")
+            .map(|item| item.map_err(engine))
+    }
+}
+
+impl StateStorage for SledStorage {
+    fn load(&self) -> Result<StateImage, StorageError> {
+        let mut image = self.load_without_flags()?;
+        for item in self.flag_records() {
+            let (k, v) = item?;
+            image.flags.push(decode::<FlagRecord>(&k, &v)?);
         }
         Ok(image)
     }
