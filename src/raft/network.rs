@@ -269,7 +269,7 @@ mod tests {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(crate::raft::types::Proposal {
-                requests: vec![request],
+                requests: vec![request].into(),
             }),
         }
     }

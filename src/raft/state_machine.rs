@@ -24,7 +24,7 @@ use super::persister::Persister;
 use super::types::{AppliedMeta, Member, NodeId, TypeConfig, WriteResponse};
 use super::wal;
 use crate::store::storage::StateStorage;
-use crate::store::{self, AppliedBatch, AuditRecord, Kind, StateImage, StateView, Store};
+use crate::store::{self, AppliedBatch, AuditRecord, Change, Kind, StateImage, StateView, Store};
 
 /// A snapshot file: the raft position and the full state at it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,6 +185,7 @@ impl StateMachine {
         for entry in entries {
             applied.log_id = Some(entry.log_id);
             let mut batch = AppliedBatch::default();
+            let mut audit = Vec::new();
             let response = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
@@ -193,8 +194,8 @@ impl StateMachine {
                 }
                 EntryPayload::Normal(proposal) => {
                     let mut outcomes = Vec::with_capacity(proposal.requests.len());
-                    for req in &proposal.requests {
-                        let seq_base = batch.audit.len() as u32;
+                    for req in proposal.requests.iter() {
+                        let seq_base = audit.len() as u32;
                         outcomes.push(
                             match store::apply(&view, entry.log_id.index, seq_base, req) {
                                 Ok(done) => {
@@ -205,7 +206,7 @@ impl StateMachine {
                                         changed = true;
                                     }
                                     batch.changes.extend(done.changes);
-                                    batch.audit.extend(done.audit);
+                                    audit.extend(done.audit);
                                     Ok(done.results)
                                 }
                                 Err(e) => Err(e),
@@ -216,13 +217,25 @@ impl StateMachine {
                 }
             };
             batch.meta = applied.encode();
+            batch.audit = Arc::new(audit);
             batches.push(batch);
             responses.push(response);
         }
+        // The change feed reads the same records storage is given.
         let events: Vec<Arc<Vec<AuditRecord>>> = batches
             .iter()
             .filter(|b| !b.audit.is_empty())
-            .map(|b| Arc::new(b.audit.clone()))
+            .map(|b| b.audit.clone())
+            .collect();
+        // Only the flags these entries changed can have been replaced.
+        let changed_flags: Vec<String> = batches
+            .iter()
+            .flat_map(|b| &b.changes)
+            .filter_map(|c| match c {
+                Change::Flag(r) => Some(r.key.clone()),
+                Change::FlagDeleted { key, .. } => Some(key.clone()),
+                _ => None,
+            })
             .collect();
         let upto = applied.log_id.map_or(0, |l| l.index);
         self.inner
@@ -230,7 +243,9 @@ impl StateMachine {
             .submit(batches, upto)
             .map_err(sm_error)?;
         if changed {
-            self.inner.store.publish_arc(view);
+            self.inner
+                .store
+                .publish_changed(view, changed_flags.iter().map(String::as_str));
         }
         if let Some(tx) = &*self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) {
             for e in events {

@@ -34,8 +34,10 @@ pub type WriteResponse = Result<Vec<OpResult>, WriteError>;
 /// they share the entry's log index as their revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    /// The requests, in arrival order.
-    pub requests: Vec<WriteRequest>,
+    /// The requests, in arrival order. Shared, not copied, when openraft
+    /// reads an entry back from the log for apply or replication (its JSON
+    /// is that of a plain list).
+    pub requests: std::sync::Arc<[WriteRequest]>,
 }
 
 openraft::declare_raft_types!(

@@ -4,6 +4,7 @@
 //! durable before taking the next) or, on a follower, forwards it to the
 //! leader over the cluster bus.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -79,10 +80,10 @@ impl WriteQueue {
     /// Starts the proposal task for `raft`.
     pub fn start(
         raft: Raft<TypeConfig>,
-        liveness: std::sync::Arc<Liveness>,
+        liveness: Arc<Liveness>,
         secret: Option<Secret>,
         timeout: Duration,
-        stats: std::sync::Arc<ClusterStats>,
+        stats: Arc<ClusterStats>,
         max_entry_bytes: u64,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -147,12 +148,12 @@ enum Route {
 
 struct Batcher {
     raft: Raft<TypeConfig>,
-    liveness: std::sync::Arc<Liveness>,
+    liveness: Arc<Liveness>,
     secret: Option<Secret>,
     timeout: Duration,
     /// Bus client of the leader writes were last forwarded to.
     leader: Option<(NodeId, PeerClient)>,
-    stats: std::sync::Arc<ClusterStats>,
+    stats: Arc<ClusterStats>,
     /// Largest raft entry: a proposal never grows past it.
     max_entry_bytes: u64,
 }
@@ -170,7 +171,7 @@ pub async fn read_index(raft: &Raft<TypeConfig>, liveness: &Liveness) -> Result<
     let term = raft.metrics().borrow().current_term;
     if !liveness.read_index_primed(term) {
         raft.client_write(Proposal {
-            requests: Vec::new(),
+            requests: Arc::new([]),
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -243,7 +244,9 @@ impl Batcher {
     }
 
     fn route(&self) -> Route {
-        let m = self.raft.metrics().borrow().clone();
+        // Read in place: the metrics hold the membership, costly to copy per batch.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         if let Some(why) = self.liveness.write_refusal(&m) {
             return Route::Refuse(why);
         }
@@ -272,7 +275,9 @@ impl Batcher {
         // answer "outcome unknown", and let the writes queued behind it be
         // refused fast instead of each waiting out the write timeout (found by
         // the fault harness's partition-leader row).
-        let write = self.raft.client_write(Proposal { requests });
+        let write = self.raft.client_write(Proposal {
+            requests: requests.into(),
+        });
         let outcome = tokio::select! {
             outcome = write => outcome,
             why = self.cut_off() => {
@@ -422,7 +427,9 @@ mod tests {
             let bound = ENTRY_OVERHEAD + requests.iter().map(|r| json_len(r) + 1).sum::<u64>();
             let entry: Entry<TypeConfig> = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX),
-                payload: EntryPayload::Normal(Proposal { requests }),
+                payload: EntryPayload::Normal(Proposal {
+                    requests: requests.into(),
+                }),
             };
             let written = serde_json::to_vec(&entry)
                 .map(|v| v.len() as u64)

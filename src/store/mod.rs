@@ -218,6 +218,12 @@ pub struct Counts {
     pub revision: u64,
 }
 
+/// Whether the evaluated flag version `e` (key `k`) is no longer the one
+/// `new` holds, so its counts must be kept for the rollup.
+fn replaced(new: &StateView, k: &str, e: &Arc<FlagEntry>) -> bool {
+    e.compiled.counters.total() > 0 && new.flags.get(k).is_none_or(|n| !Arc::ptr_eq(n, e))
+}
+
 /// Retired flag versions kept for the analytics rollup at most.
 const MAX_RETIRED: usize = 10_000;
 
@@ -287,16 +293,41 @@ impl Store {
         let users = view.users_revision;
         let new = view.clone();
         let old = self.view.swap(view);
-        self.retire_replaced(&old, &new);
+        self.retire(old.flags.iter().filter(|(k, e)| replaced(&new, k, e)));
         self.users_revision
             .store(users, std::sync::atomic::Ordering::Release);
     }
 
-    /// Keeps the evaluated flag versions of `old` that `new` no longer has.
-    fn retire_replaced(&self, old: &StateView, new: &StateView) {
-        let gone = old.flags.iter().filter(|(k, e)| {
-            new.flags.get(*k).is_none_or(|n| !Arc::ptr_eq(n, e)) && e.compiled.counters.total() > 0
-        });
+    /// Makes `view` the current one after applied writes that changed only
+    /// the flags named in `changed` (repeats allowed): only those are looked
+    /// at for retired versions, instead of every flag (a walk and a hash of
+    /// every key on each write).
+    pub fn publish_changed<'k>(
+        &self,
+        view: Arc<StateView>,
+        changed: impl IntoIterator<Item = &'k str>,
+    ) {
+        let users = view.users_revision;
+        let new = view.clone();
+        let old = self.view.swap(view);
+        let mut seen = std::collections::HashSet::new();
+        self.retire(
+            changed
+                .into_iter()
+                .filter(|k| seen.insert(*k))
+                .filter_map(|k| old.flags.get_key_value(k))
+                .filter(|(k, e)| replaced(&new, k, e)),
+        );
+        self.users_revision
+            .store(users, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Keeps the given evaluated flag versions for the analytics rollup.
+    fn retire<'a>(&self, gone: impl Iterator<Item = (&'a Arc<str>, &'a Arc<FlagEntry>)>) {
+        let mut gone = gone.peekable();
+        if gone.peek().is_none() {
+            return;
+        }
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         for (k, e) in gone {
             // Bounded: past this, the rollup is far behind and counts are dropped.

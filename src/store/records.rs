@@ -248,8 +248,8 @@ pub struct AppliedBatch {
     pub revision: Option<u64>,
     /// Key changes.
     pub changes: Vec<Change>,
-    /// Audit records.
-    pub audit: Vec<AuditRecord>,
+    /// Audit records (shared with the change feed, which publishes them).
+    pub audit: std::sync::Arc<Vec<AuditRecord>>,
 }
 
 /// Everything stored, as loaded at start or carried by a snapshot.

@@ -149,6 +149,12 @@ const REF_TRIES: usize = 8;
 /// The tail of an audit record whose `after` is a reference.
 const AFTER_NULL: &[u8] = b",\"after\":null}";
 
+/// The version of a stored audit record (its other fields are skipped).
+#[derive(serde::Deserialize)]
+struct RecordVersion {
+    version: u64,
+}
+
 /// The two fields of a key record that a reference needs.
 #[derive(serde::Deserialize)]
 struct RecordHead<'a> {
@@ -406,14 +412,21 @@ impl SledStorage {
         }
     }
 
-    /// The stored audit record `k` (a reference) with its definition
-    /// spliced in, before the key's current record is replaced.
-    fn materialize_audit(&self, k: &[u8], v: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let record: AuditRecord = decode(k, &v[1..])?;
+    /// The stored audit record `k` of key `key` (a reference) with its
+    /// definition spliced in, before the key's current record is replaced.
+    fn materialize_audit(
+        &self,
+        kind: Kind,
+        key: &str,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        // Only the version is needed: no tree of the `before` definition.
+        let record: RecordVersion = decode(k, &v[1..])?;
         let Some(body) = v[1..].strip_suffix(AFTER_NULL) else {
             return Err(corrupt(k, "bad audit reference"));
         };
-        match self.current_definition(record.kind, &record.key)? {
+        match self.current_definition(kind, key)? {
             Some((version, text)) if version == record.version => {
                 let mut whole = body.to_vec();
                 whole.extend_from_slice(b",\"after\":");
@@ -587,7 +600,7 @@ impl StateStorage for SledStorage {
             if let Some(item) = self.tree.scan_prefix(audit_prefix(*kind, key)).next_back() {
                 let (k, v) = item.map_err(engine)?;
                 if v.first() == Some(&REF) {
-                    match self.materialize_audit(&k, &v)? {
+                    match self.materialize_audit(*kind, key, &k, &v)? {
                         Some(whole) => b.insert(k, whole),
                         None => tracing::error!(
                             key = %String::from_utf8_lossy(&k),
