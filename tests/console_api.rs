@@ -764,6 +764,46 @@ fn failed_logins_back_off_per_user_as_well_as_per_address_and_land_in_acl_log() 
 }
 
 #[test]
+fn wrong_bearer_passwords_on_the_api_back_off_and_land_in_acl_log_as_auth_does() {
+    let _g = serial();
+    let (s, hp) = start(&[]);
+    let mut con = admin_conn(&s);
+    add_user(&mut con, "pm", "pm-pw", &["+@flag-read"]);
+    let get_flags = |token: &str| {
+        let started = Instant::now();
+        let auth = format!("Bearer {token}");
+        let r = request(hp, "GET", "/api/v1/flags", &[("Authorization", &auth)], "");
+        (r.status, started.elapsed())
+    };
+    assert_eq!(get_flags("pm:pm-pw").0, 200);
+    for _ in 0..10 {
+        assert_eq!(get_flags("pm:guess").0, 401);
+    }
+    let (status, took) = get_flags("pm:guess");
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_millis(100),
+        "a guess from an address in backoff waits its turn, as AUTH does (took {took:?})"
+    );
+    // The right password still works (after its turn).
+    assert_eq!(get_flags("pm:pm-pw").0, 200);
+    let info = match resp_cmd(&mut con, &["INFO", "stats"]) {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO: {other:?}"),
+    };
+    assert!(
+        info.contains("acl_access_denied_auth:11"),
+        "every wrong password is counted: {info}"
+    );
+    let log = format!("{:?}", resp_cmd(&mut con, &["ACL", "LOG", "1"]));
+    assert!(
+        log.contains("pm") && log.contains("auth") && log.contains("GET /api/v1/flags"),
+        "{log}"
+    );
+}
+
+#[test]
 fn the_console_is_served_from_the_binary_with_a_strict_content_security_policy() {
     let _g = serial();
     let (_s, hp) = start(&[]);

@@ -108,7 +108,8 @@ impl FromRequestParts<Arc<Http>> for Call {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let caller = session::admit(http, peer, &parts.method, &parts.headers)?;
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        let caller = session::admit(http, peer, &parts.method, &parts.headers, &what).await?;
         let query = parts
             .uri
             .query()

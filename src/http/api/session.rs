@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::adapter::error;
-use crate::http::auth::{authenticate, credential, AuthError};
+use crate::http::auth::{credential, login, AuthError};
 use crate::http::Http;
 
 /// The session cookie's name.
@@ -152,14 +152,17 @@ fn is_write(method: &Method) -> bool {
 }
 
 /// Who the request acts as, or the refusal: a bearer credential (checked as
-/// OFREP checks it), else the session cookie (live, its user still existing
-/// and enabled, and on writes the CSRF token). Then the per-user rate limit.
+/// OFREP checks it, with RESP AUTH's per-address backoff, ACL LOG entry and
+/// counter for a wrong one), else the session cookie (live, its user still
+/// existing and enabled, and on writes the CSRF token). Then the per-user
+/// rate limit. `what` names the request for the ACL LOG (`POST /api/v1/…`).
 #[allow(clippy::result_large_err)]
-pub fn admit(
+pub async fn admit(
     http: &Http,
     peer: SocketAddr,
     method: &Method,
     headers: &HeaderMap,
+    what: &str,
 ) -> Result<Caller, Response<Body>> {
     // Replicated ACL changes apply lazily: a follower that serves only HTTP
     // must install them before it checks a user.
@@ -197,8 +200,9 @@ pub fn admit(
             }
         }
         _ => {
-            let identity =
-                authenticate(users, credential(headers), peer.ip()).map_err(|e| match e {
+            let identity = login(&http.state, credential(headers), peer, what)
+                .await
+                .map_err(|e| match e {
                     AuthError::Protected => error(StatusCode::FORBIDDEN, "DENIED", &e.to_string()),
                     AuthError::Missing | AuthError::Wrong => unauthorized(&e.to_string()),
                 })?;
