@@ -150,7 +150,7 @@ fn router(http: Arc<Http>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::single))
-        .nest("/api/v1", api::routes())
+        .nest(api::PREFIX, api::routes())
         .merge(console::routes())
         .fallback(not_found)
         .with_state(http)

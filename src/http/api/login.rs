@@ -101,8 +101,8 @@ pub async fn logout(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response<Body> {
-    let what = "POST /api/v1/logout";
-    let caller = tri!(session::admit(&http, peer, &Method::POST, &headers, what).await);
+    let what = format!("POST {}/logout", super::PREFIX);
+    let caller = tri!(session::admit(&http, peer, &Method::POST, &headers, &what).await);
     if let Some(token) = &caller.session {
         http.sessions.end(token);
     }

@@ -42,7 +42,10 @@ const DETAIL_JSON: &[&str] = &["value"];
 /// Most flags one list page reads.
 const MAX_PAGE: u64 = 1000;
 
-/// The API's routes, to be nested under `/api/v1`.
+/// Where the API is mounted on the HTTP port.
+pub const PREFIX: &str = "/api/v1";
+
+/// The API's routes, to be nested under [`PREFIX`].
 pub fn routes() -> Router<Arc<Http>> {
     Router::new()
         .route("/login", post(login::login))
@@ -108,7 +111,8 @@ impl FromRequestParts<Arc<Http>> for Call {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let what = format!("{} {}", parts.method, parts.uri.path());
+        // Nested: the path seen here is below the prefix.
+        let what = format!("{} {PREFIX}{}", parts.method, parts.uri.path());
         let caller = session::admit(http, peer, &parts.method, &parts.headers, &what).await?;
         let query = parts
             .uri
