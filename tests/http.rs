@@ -528,9 +528,9 @@ fn read_one(s: &mut TcpStream) -> Resp {
     }
 }
 
-#[test]
-fn auth_uses_requirepass_and_probes_need_none() {
-    let _g = serial();
+/// A server with the password `s3cret`, the flag `prod:banner` set, and an
+/// authenticated RESP connection to it.
+fn start_protected_with_banner() -> (Server, u16, redis::Connection) {
     let (s, hp) = start(&["--requirepass", "s3cret"]);
     let mut con = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
         .unwrap()
@@ -541,6 +541,13 @@ fn auth_uses_requirepass_and_probes_need_none() {
         .arg(&flag_set()[1].1)
         .query(&mut con)
         .unwrap();
+    (s, hp, con)
+}
+
+#[test]
+fn auth_uses_requirepass_and_probes_need_none() {
+    let _g = serial();
+    let (s, hp, mut con) = start_protected_with_banner();
     let path = format!("{FLAG}prod:banner");
     let body = b"{\"context\":{}}";
     let call = |h: &[(&str, &str)]| request(hp, "POST", &path, h, body);
@@ -1375,16 +1382,7 @@ fn evaluate_on(s: &mut TcpStream, key: &str, authorization: &str) -> Resp {
 #[test]
 fn a_credential_stops_working_on_an_open_connection_right_after_an_acl_change() {
     let _g = serial();
-    let (s, hp) = start(&["--requirepass", "s3cret"]);
-    let mut con = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: i64 = redis::cmd("FLAG.SET")
-        .arg("prod:banner")
-        .arg(&flag_set()[1].1)
-        .query(&mut con)
-        .unwrap();
+    let (s, hp, mut con) = start_protected_with_banner();
     let acl = |con: &mut redis::Connection, args: &[&str]| {
         let _: redis::Value = redis::cmd("ACL").arg(args).query(con).unwrap();
     };
