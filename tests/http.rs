@@ -547,7 +547,7 @@ fn start_protected_with_banner() -> (Server, u16, redis::Connection) {
 #[test]
 fn auth_uses_requirepass_and_probes_need_none() {
     let _g = serial();
-    let (s, hp, mut con) = start_protected_with_banner();
+    let (_s, hp, _con) = start_protected_with_banner();
     let path = format!("{FLAG}prod:banner");
     let body = b"{\"context\":{}}";
     let call = |h: &[(&str, &str)]| request(hp, "POST", &path, h, body);
@@ -1382,7 +1382,7 @@ fn evaluate_on(s: &mut TcpStream, key: &str, authorization: &str) -> Resp {
 #[test]
 fn a_credential_stops_working_on_an_open_connection_right_after_an_acl_change() {
     let _g = serial();
-    let (s, hp, mut con) = start_protected_with_banner();
+    let (_s, hp, mut con) = start_protected_with_banner();
     let acl = |con: &mut redis::Connection, args: &[&str]| {
         let _: redis::Value = redis::cmd("ACL").arg(args).query(con).unwrap();
     };
