@@ -44,16 +44,24 @@ impl<K> Default for Backoff<K> {
     }
 }
 
+impl Record {
+    /// How long an attempt at `now` waits for this address's turn (zero
+    /// until its free failures are used up).
+    fn turn(&self, now: Instant) -> Duration {
+        if self.failures >= FREE_FAILURES {
+            self.next_turn.saturating_duration_since(now)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 impl<K: Hash + Eq + Clone> Backoff<K> {
     /// How long a login attempt from `addr` must wait before it is answered
     /// (zero unless the address is in backoff).
     pub fn wait(&self, addr: &K, now: Instant) -> Duration {
         let map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(addr)
-            .filter(|r| r.failures >= FREE_FAILURES)
-            .map_or(Duration::ZERO, |r| {
-                r.next_turn.saturating_duration_since(now)
-            })
+        map.get(addr).map_or(Duration::ZERO, |r| r.turn(now))
     }
 
     /// Records a failure; returns how long its answer waits.
@@ -96,12 +104,7 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
             if map.is_empty() {
                 return Duration::ZERO;
             }
-            return map
-                .remove(addr)
-                .filter(|r| r.failures >= FREE_FAILURES)
-                .map_or(Duration::ZERO, |r| {
-                    r.next_turn.saturating_duration_since(now)
-                });
+            return map.remove(addr).map_or(Duration::ZERO, |r| r.turn(now));
         }
         self.wait(addr, now).max(self.failed(addr, now))
     }
